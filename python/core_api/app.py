@@ -1,0 +1,48 @@
+"""``create_app``: the Falcon ASGI application, its routes and middleware."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+import falcon.media
+import orjson
+
+from . import errors
+from .config import Settings
+from .middleware import GatewayMiddleware, RequestIdMiddleware
+from .resources.api_keys import ApiKeyCollection, ApiKeyItem, ApiKeyRotation
+from .resources.health import Health
+from .resources.workspaces import WorkspaceCollection, WorkspaceItem
+from .runtime import Runtime
+
+ID = "{id:int(min=1, max=9223372036854775807)}"
+
+
+def _json_handlers() -> falcon.media.Handlers:
+    json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
+    return falcon.media.Handlers({falcon.MEDIA_JSON: json})
+
+
+def create_app(settings: Settings, runtime: Runtime) -> falcon.asgi.App:
+    """Build the app around an opened :class:`Runtime` (tests, embedding)."""
+    app = falcon.asgi.App(
+        middleware=[
+            RequestIdMiddleware(),
+            GatewayMiddleware(
+                settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces
+            ),
+        ],
+    )
+    app.req_options.media_handlers = _json_handlers()
+    app.resp_options.media_handlers = _json_handlers()
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+
+    ws, keys = runtime.workspaces, runtime.keys
+    app.add_route("/health", Health(runtime.db))
+    app.add_route("/api/v1/workspaces", WorkspaceCollection(settings, ws))
+    app.add_route(f"/api/v1/workspaces/{ID}", WorkspaceItem(settings, ws))
+    app.add_route("/api/v1/api-keys", ApiKeyCollection(settings, ws, keys))
+    app.add_route(f"/api/v1/api-keys/{ID}", ApiKeyItem(ws, keys))
+    app.add_route(f"/api/v1/api-keys/{ID}/rotate", ApiKeyRotation(settings, ws, keys))
+    return app

@@ -1,0 +1,164 @@
+"""``core-api``: serve | worker | migrate | bootstrap.
+
+Flags map onto ``CORE_API_*`` variables, so Granian's worker processes, which read the
+environment, see exactly what the parent validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+import orjson
+
+from .clock import Clock
+from .config import ConfigError, Settings
+from .errors import ValidationFailed
+from .plans import load_plans
+from .storage import open_database
+from .storage.migrate import migrate
+
+log = logging.getLogger("core_api.cli")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="core-api", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the API with Granian")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument(
+        "--no-migrate", action="store_true", help="do not apply pending migrations first"
+    )
+    serve.add_argument(
+        "--first-run-bootstrap",
+        action="store_true",
+        help="on an empty database, create a first workspace and key and print them once",
+    )
+
+    commands.add_parser("worker", help="run background work (webhooks, flushes, clean-up)")
+    commands.add_parser("migrate", help="apply pending database migrations")
+
+    boot = commands.add_parser(
+        "bootstrap", help="create a user, a workspace and a '*' key; print JSON"
+    )
+    boot.add_argument("--name", required=True)
+    boot.add_argument("--tier")
+    boot.add_argument("--email")
+
+    args = parser.parse_args(argv)
+    for flag in ("host", "port", "workers"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            os.environ[f"CORE_API_{flag.upper()}"] = str(value)
+    try:
+        settings = Settings.from_env()
+        load_plans(settings.plans_file)
+    except ConfigError as exc:
+        print(f"core-api: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    handler = {"serve": _serve, "worker": _worker, "migrate": _migrate, "bootstrap": _bootstrap}
+    handler[args.command](settings, args)
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> None:
+    async def run() -> list[str]:
+        db = await open_database(settings.database_url)
+        try:
+            return await migrate(db)
+        finally:
+            await db.close()
+
+    applied = asyncio.run(run())
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+
+
+async def bootstrap_json(
+    settings: Settings, name: str, tier: str | None, email: str | None, only_if_empty: bool = False
+) -> dict[str, Any] | None:
+    from .runtime import Runtime
+    from .services.api_keys import bootstrap
+
+    runtime = await Runtime.open(settings, run_migrations=True)
+    try:
+        if only_if_empty and await runtime.db.fetch_one("SELECT id FROM users LIMIT 1"):
+            return None
+        return await bootstrap(
+            runtime.db, runtime.keys, runtime.plans, Clock(), name=name, tier=tier, email=email
+        )
+    finally:
+        await runtime.close()
+
+
+def _bootstrap(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        result = asyncio.run(bootstrap_json(settings, args.name, args.tier, args.email))
+    except ValidationFailed as exc:
+        print(
+            f"core-api: {'; '.join(m for ms in exc.errors.values() for m in ms)}", file=sys.stderr
+        )
+        raise SystemExit(2) from None
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    if not args.no_migrate:
+        _migrate(settings, args)
+    if args.first_run_bootstrap:
+        first = asyncio.run(bootstrap_json(settings, "Default", None, None, only_if_empty=True))
+        if first is not None:
+            print("\nFirst start: created a workspace and a full-access API key.")
+            print("The key is shown once; store it now:\n")
+            print(f"    {first['api_key']['key']}\n")
+            print(
+                f"Try: curl -H 'Authorization: Bearer {first['api_key']['key']}' "
+                f"http://{settings.host}:{settings.port}/api/v1/workspaces/{first['workspace']['id']}\n",
+                flush=True,
+            )
+    granian = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(settings.workers),
+        "--loop",
+        "uvloop" if _has_uvloop() else "asyncio",
+        "--no-ws",
+        "--log-level",
+        settings.log_level.lower(),
+        "core_api.asgi:app",
+    ]
+    sys.stdout.flush()
+    os.execv(sys.executable, granian)
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> None:
+    from .worker import run_worker
+
+    try:
+        asyncio.run(run_worker(settings))
+    except KeyboardInterrupt:
+        pass

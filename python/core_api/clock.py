@@ -1,0 +1,50 @@
+"""Time in one place, injectable: tests pass a manual clock instead of sleeping."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+
+class Clock:
+    """Wall-clock time. ``now_ms`` for stored timestamps, ``now_ns`` for rate buckets."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+
+class ManualClock(Clock):
+    """A clock that only moves when told to."""
+
+    def __init__(self, start_ms: int = 1_767_225_600_000) -> None:  # 2026-01-01T00:00:00Z
+        self._ns = start_ms * 1_000_000
+
+    def now_ms(self) -> int:
+        return self._ns // 1_000_000
+
+    def now_ns(self) -> int:
+        return self._ns
+
+    def advance(self, seconds: float) -> None:
+        self._ns += int(seconds * 1_000_000_000)
+
+
+def iso(ms: int | None) -> str | None:
+    """Epoch milliseconds to the reference's ISO 8601 form (``2026-01-15T10:30:00Z``)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> int:
+    """ISO 8601 date or date-time to epoch milliseconds; naive values are UTC.
+
+    Raises ValueError for anything else.
+    """
+    value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)

@@ -1,0 +1,71 @@
+"""Tiers from the plans file: rate limits (and later entitlement limits)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    requests_per_minute: int
+    burst: float
+
+    @property
+    def capacity(self) -> float:
+        return self.requests_per_minute * (1.0 + self.burst)
+
+    @property
+    def refill_per_second(self) -> float:
+        return self.requests_per_minute / 60.0
+
+    @property
+    def policy(self) -> str:
+        """The IETF ``RateLimit-Policy`` item for this tier."""
+        return f'"{self.name}";q={int(self.capacity)};w=60'
+
+
+@dataclass(frozen=True, slots=True)
+class Plans:
+    tiers: dict[str, Tier]
+    default_tier: str
+
+    def get(self, name: str) -> Tier:
+        return self.tiers[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.tiers, key=lambda n: self.tiers[n].requests_per_minute)
+
+    def exceeds(self, tier: str, ceiling: str) -> bool:
+        return self.tiers[tier].requests_per_minute > self.tiers[ceiling].requests_per_minute
+
+
+def load_plans(path: str | None = None) -> Plans:
+    if path is None:
+        text = (resources.files("core_api") / "plans.toml").read_text()
+        source = "packaged plans.toml"
+    else:
+        text, source = Path(path).read_text(), path
+    try:
+        return _parse(tomllib.loads(text))
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"CORE_API_PLANS_FILE: invalid plans in {source}: {exc}") from None
+
+
+def _parse(data: dict[str, Any]) -> Plans:
+    tiers = {}
+    for name, spec in data["tiers"].items():
+        rpm, burst = int(spec["requests_per_minute"]), float(spec.get("burst", 0.0))
+        if rpm <= 0 or burst < 0:
+            raise ValueError(f"tier {name}: requests_per_minute > 0 and burst >= 0 required")
+        tiers[name] = Tier(name, rpm, burst)
+    default = str(data.get("default_tier", "free"))
+    if default not in tiers:
+        raise ValueError(f"default_tier {default!r} is not a tier")
+    return Plans(tiers, default)

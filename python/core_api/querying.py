@@ -1,0 +1,193 @@
+"""List conventions shared by every list endpoint.
+
+``page``/``per_page``, ``status``, ``created_after|before``, ``updated_after|before``,
+``search``, ``sort``, ``fields`` and ``include`` are parsed against a per-resource
+:class:`ListSpec`; anything unknown or malformed is one 422 naming every bad parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from .clock import parse_iso
+from .errors import ValidationFailed
+
+MAX_PER_PAGE = 100
+DEFAULT_PER_PAGE = 25
+_DATE_FILTERS = {
+    "created_after": ("created_at", ">"),
+    "created_before": ("created_at", "<"),
+    "updated_after": ("updated_at", ">"),
+    "updated_before": ("updated_at", "<"),
+}
+_COMMON = frozenset({"page", "per_page", "sort", "fields", "include", *_DATE_FILTERS})
+
+
+@dataclass(frozen=True, slots=True)
+class ListSpec:
+    """What one list endpoint supports. ``sortable`` maps public names to SQL columns."""
+
+    sortable: dict[str, str]
+    default_sort: str
+    fields: frozenset[str]
+    includes: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    searchable: bool = False
+    has_updated_at: bool = True
+
+
+@dataclass(slots=True)
+class ListQuery:
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (column, descending)
+    fields: list[str] | None = None
+    includes: list[str] = field(default_factory=list)
+    status: str | None = None
+    search: str | None = None
+    date_filters: list[tuple[str, str, int]] = field(default_factory=list)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+    def where(self, alias: str = "") -> tuple[list[str], list[Any]]:
+        """SQL conditions for the date filters (column names are from a fixed table)."""
+        prefix = f"{alias}." if alias else ""
+        return (
+            [f"{prefix}{col} {op} ?" for col, op, _ in self.date_filters],
+            [value for _, _, value in self.date_filters],
+        )
+
+    def order_by(self, spec: ListSpec, alias: str = "") -> str:
+        prefix = f"{alias}." if alias else ""
+        terms = [
+            f"{prefix}{spec.sortable[name]} {'DESC' if desc else 'ASC'}" for name, desc in self.sort
+        ]
+        # A unique tie-breaker keeps pages stable when sort keys repeat.
+        terms.append(f"{prefix}id {'DESC' if self.sort and self.sort[-1][1] else 'ASC'}")
+        return ", ".join(terms)
+
+
+def parse_list_query(params: dict[str, Any], spec: ListSpec) -> ListQuery:
+    errors: dict[str, list[str]] = {}
+    query = ListQuery()
+    allowed = (
+        _COMMON
+        | ({"status"} if spec.statuses else set())
+        | ({"search"} if spec.searchable else set())
+    )
+    if not spec.has_updated_at:
+        allowed = allowed - {"updated_after", "updated_before"}
+    for name, value in params.items():
+        if name not in allowed:
+            errors.setdefault(name, []).append(f"The {name} parameter is not supported here.")
+        elif not isinstance(value, str):
+            errors.setdefault(name, []).append(f"The {name} parameter may be given only once.")
+    if errors:
+        raise ValidationFailed(errors)
+
+    query.page = _integer(params, "page", 1, 1, None, errors)
+    query.per_page = _integer(params, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE, errors)
+    for name, (column, op) in _DATE_FILTERS.items():
+        if name in params:
+            try:
+                query.date_filters.append((column, op, parse_iso(params[name])))
+            except ValueError:
+                errors.setdefault(name, []).append(f"The {name} must be an ISO 8601 date.")
+    if "status" in params:
+        if params["status"] not in spec.statuses:
+            options = ", ".join(sorted(spec.statuses))
+            errors.setdefault("status", []).append(f"The status must be one of: {options}.")
+        query.status = params["status"]
+    if "search" in params:
+        query.search = params["search"][:255] or None
+    query.sort = _sort(params.get("sort", spec.default_sort), spec, errors)
+    query.fields = _listing(params, "fields", spec.fields, errors) if "fields" in params else None
+    query.includes = (
+        _listing(params, "include", spec.includes, errors) if "include" in params else []
+    )
+    if errors:
+        raise ValidationFailed(errors)
+    return query
+
+
+def _integer(
+    params: dict[str, Any],
+    name: str,
+    default: int,
+    low: int,
+    high: int | None,
+    errors: dict[str, list[str]],
+) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        errors.setdefault(name, []).append(f"The {name} must be an integer {bound}.")
+        return default
+    return int(raw)
+
+
+def _sort(raw: str, spec: ListSpec, errors: dict[str, list[str]]) -> list[tuple[str, bool]]:
+    terms = []
+    for term in raw.split(","):
+        name = term.strip().removeprefix("-")
+        if name not in spec.sortable:
+            options = ", ".join(sorted(spec.sortable))
+            errors.setdefault("sort", []).append(
+                f"Cannot sort by {name!r}; sortable fields: {options}."
+            )
+            continue
+        terms.append((name, term.strip().startswith("-")))
+    return terms
+
+
+def _listing(
+    params: dict[str, Any], name: str, allowed: frozenset[str], errors: dict[str, list[str]]
+) -> list[str]:
+    values = [v.strip() for v in params[name].split(",") if v.strip()]
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        options = ", ".join(sorted(allowed)) or "none"
+        errors.setdefault(name, []).append(
+            f"Unknown {name} value(s): {', '.join(unknown) or '(empty)'}; allowed: {options}."
+        )
+    return values
+
+
+def project(item: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
+    return item if fields is None else {k: item[k] for k in fields if k in item}
+
+
+def envelope(
+    data: list[dict[str, Any]], total: int, query: ListQuery, base_url: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The documented ``data``/``meta``/``links`` envelope with absolute links."""
+    last_page = max(1, math.ceil(total / query.per_page))
+
+    def link(page: int) -> str:
+        return f"{base_url}?{urlencode({**params, 'page': page})}"
+
+    start = query.offset + 1
+    return {
+        "data": data,
+        "meta": {
+            "current_page": query.page,
+            "from": start if data else None,
+            "last_page": last_page,
+            "per_page": query.per_page,
+            "to": query.offset + len(data) if data else None,
+            "total": total,
+        },
+        "links": {
+            "first": link(1),
+            "last": link(last_page),
+            "prev": link(query.page - 1) if 1 < query.page <= last_page + 1 else None,
+            "next": link(query.page + 1) if query.page < last_page else None,
+        },
+    }

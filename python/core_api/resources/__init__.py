@@ -1,0 +1,1 @@
+"""HTTP resources: parse, call a service, set media. Errors are raised, never caught."""

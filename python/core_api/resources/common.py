@@ -1,0 +1,57 @@
+"""Helpers shared by responders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import falcon.asgi
+
+from ..auth import Principal
+from ..errors import ValidationFailed
+from ..querying import ListQuery, ListSpec, envelope, parse_list_query, project
+from ..services.workspaces import WorkspaceService
+from ..storage import Row
+
+
+def principal_of(req: falcon.asgi.Request) -> Principal:
+    principal: Principal = req.context.principal
+    return principal
+
+
+def list_query(req: falcon.asgi.Request, spec: ListSpec) -> ListQuery:
+    return parse_list_query(req.params, spec)
+
+
+def list_body(
+    req: falcon.asgi.Request,
+    rows: list[Row],
+    total: int,
+    query: ListQuery,
+    present: Callable[[Row], dict[str, Any]],
+    included: dict[str, dict[int, Any]],
+) -> dict[str, Any]:
+    data = []
+    for row in rows:
+        item = project(present(row), query.fields)
+        for name, by_id in included.items():
+            item[name] = by_id.get(int(row["id"]))
+        data.append(item)
+    params = {k: v for k, v in req.params.items() if k != "page"}
+    return envelope(data, total, query, req.prefix + req.path, params)
+
+
+async def context_workspace(req: falcon.asgi.Request, workspaces: WorkspaceService) -> Row:
+    """The workspace a request acts in: ``X-Workspace-ID`` where the key's user is a
+    member of it, otherwise the key's home workspace."""
+    principal = principal_of(req)
+    header = req.get_header("X-Workspace-ID")
+    if header is not None:
+        if not header.isdigit() or len(header) > 18:
+            raise ValidationFailed.field(
+                "X-Workspace-ID", "The X-Workspace-ID header must be a workspace id."
+            )
+        selected = await workspaces.find(principal.user_id, int(header))
+        if selected is not None:
+            return selected
+    return await workspaces.get(principal.user_id, principal.workspace_id)

@@ -1,0 +1,21 @@
+"""/health: liveness and storage reachability, unauthenticated, for load balancers."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+
+from ..storage import Database
+
+
+class Health:
+    public = True
+    scopes: dict[str, str] = {}
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        await self.db.fetch_one("SELECT 1 AS ok")
+        resp.media = {"status": "ok"}
+        resp.status = falcon.HTTP_200

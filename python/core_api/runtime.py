@@ -1,0 +1,105 @@
+"""The process's dependencies, built once and passed to ``create_app`` (no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _native
+from .auth import Authenticator
+from .clock import Clock
+from .config import Settings
+from .invalidation import Invalidator
+from .plans import Plans, load_plans
+from .ratelimit import LocalLimiter
+from .services.api_keys import ApiKeyService
+from .services.workspaces import WorkspaceService
+from .storage import Database, open_database
+from .storage.migrate import migrate
+
+log = logging.getLogger("core_api.runtime")
+LAST_USED_FLUSH_SECONDS = 5.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    plans: Plans
+    clock: Clock
+    shared: _native.SharedState
+    redis: Any
+    invalidator: Invalidator
+    auth: Authenticator
+    limiter: LocalLimiter
+    workspaces: WorkspaceService
+    keys: ApiKeyService
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        db: Database | None = None,
+        run_migrations: bool = False,
+    ) -> Runtime:
+        clock = clock or Clock()
+        plans = load_plans(settings.plans_file)
+        db = db or await open_database(settings.database_url, settings.pg_pool_size)
+        if run_migrations:
+            await migrate(db)
+        shared = _native.SharedState(settings.shm_path)
+        redis = None
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.from_url(
+                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+        invalidator = Invalidator(shared, redis, settings.redis_prefix)
+        cache = _native.KeyCache(settings.secret_key, settings.key_cache_size)
+        return cls(
+            settings=settings,
+            db=db,
+            plans=plans,
+            clock=clock,
+            shared=shared,
+            redis=redis,
+            invalidator=invalidator,
+            auth=Authenticator(db, shared, cache, plans, clock),
+            limiter=LocalLimiter(shared, clock),
+            workspaces=WorkspaceService(db, plans, clock, invalidator),
+            keys=ApiKeyService(db, plans, clock, settings.secret_key, invalidator),
+        )
+
+    def start_background(self) -> None:
+        """Per-process housekeeping: batched last_used_at writes, cross-node invalidation."""
+        self.tasks.append(asyncio.create_task(self._flush_last_used_forever()))
+        if self.redis is not None:
+            self.tasks.append(asyncio.create_task(self.invalidator.listen()))
+
+    async def _flush_last_used_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
+            try:
+                await self.auth.flush_last_used()
+            except Exception:
+                log.exception("last_used_at flush failed; will retry")
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.auth.flush_last_used()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.db.close()

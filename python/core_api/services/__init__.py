@@ -1,0 +1,1 @@
+"""Business logic: what responders call. No HTTP here, no SQL either (that is storage's)."""

@@ -1,0 +1,18 @@
+"""Storage: one connector per dialect, one repository module per resource."""
+
+from __future__ import annotations
+
+from ..config import sqlite_path
+from .base import Database, Executor, IntegrityError, Row, fetch_value
+from .postgres import PostgresDatabase
+from .sqlite import SQLiteDatabase
+
+__all__ = ["Database", "Executor", "IntegrityError", "Row", "fetch_value", "open_database"]
+
+
+async def open_database(url: str, pool_size: int = 10) -> Database:
+    if url.startswith("sqlite:"):
+        return SQLiteDatabase(sqlite_path(url))
+    db = PostgresDatabase(url, pool_size)
+    await db.open()
+    return db

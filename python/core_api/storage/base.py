@@ -1,0 +1,45 @@
+"""The connector abstraction every repository talks to.
+
+Repositories write SQL once, with ``?`` placeholders; each backend adapts the placeholder
+style. Rows come back as plain dicts. Timestamps are integer epoch milliseconds in both
+dialects, JSON is stored as text, so repositories need no per-dialect branches beyond
+the few that :attr:`Database.dialect` answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+Params = Sequence[Any]
+
+
+class Executor(Protocol):
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None: ...
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]: ...
+    async def execute(self, sql: str, params: Params = ()) -> int: ...
+
+
+class Database(Executor, Protocol):
+    dialect: str
+
+    def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
+    async def executescript(self, script: str) -> None: ...
+    def migration_lock(self) -> AbstractAsyncContextManager[Executor]: ...
+    async def close(self) -> None: ...
+
+
+class IntegrityError(Exception):
+    """A unique or foreign-key constraint refused the write (both dialects map onto this)."""
+
+
+async def fetch_value(db: Executor, sql: str, params: Params = ()) -> Any:
+    row = await db.fetch_one(sql, params)
+    return None if row is None else next(iter(row.values()))
+
+
+async def iterate(rows: list[Row]) -> AsyncIterator[Row]:  # pragma: no cover - helper
+    for row in rows:
+        yield row

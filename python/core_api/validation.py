@@ -1,0 +1,145 @@
+"""Request bodies: bounded reads, strict JSON, typed fields, one 422 listing every problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from .clock import parse_iso
+from .errors import ApiError, ValidationFailed
+
+_MISSING = object()
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+    message = "The request body is too large."
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "The request body must be application/json."
+
+
+async def read_json(req: falcon.asgi.Request, max_bytes: int) -> Any:
+    """The JSON body, or None when there is none. Never buffers more than ``max_bytes``."""
+    if req.content_length is not None and req.content_length > max_bytes:
+        raise PayloadTooLarge()
+    raw = await req.bounded_stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge()
+    if not raw.strip():
+        return None
+    content_type = (req.content_type or "application/json").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed.field(
+            "body", "The request body must be a valid JSON document."
+        ) from None
+
+
+class Fields:
+    """Typed access to a JSON object body; collects every error before raising once."""
+
+    def __init__(self, media: Any, allowed: set[str], *, required: bool = True) -> None:
+        self.errors: dict[str, list[str]] = {}
+        if media is None and not required:
+            media = {}
+        if not isinstance(media, dict):
+            raise ValidationFailed.field("body", "The request body must be a JSON object.")
+        self.media: dict[str, Any] = media
+        for name in media:
+            if name not in allowed:
+                self.fail(name, f"The {name} field is not recognised.")
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, []).append(message)
+
+    def has(self, name: str) -> bool:
+        return name in self.media
+
+    def string(self, name: str, *, required: bool = False, max_length: int = 255) -> str | None:
+        value = self.media.get(name, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                self.fail(name, f"The {name} field is required.")
+            return None
+        if not isinstance(value, str):
+            self.fail(name, f"The {name} must be a string.")
+            return None
+        value = value.strip()
+        if required and not value:
+            self.fail(name, f"The {name} field is required.")
+        elif len(value) > max_length:
+            self.fail(name, f"The {name} may not be greater than {max_length} characters.")
+        return value
+
+    def integer(self, name: str, *, low: int, high: int) -> int | None:
+        value = self.media.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(name, f"The {name} must be an integer.")
+            return None
+        if not low <= value <= high:
+            self.fail(name, f"The {name} must be between {low} and {high}.")
+            return None
+        return value
+
+    def boolean(self, name: str) -> bool | None:
+        value = self.media.get(name)
+        if value is not None and not isinstance(value, bool):
+            self.fail(name, f"The {name} field must be true or false.")
+            return None
+        return value
+
+    def string_list(
+        self, name: str, *, max_items: int = 100, max_length: int = 255
+    ) -> list[str] | None:
+        value = self.media.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(name, f"The {name} must be an array of strings.")
+            return None
+        if len(value) > max_items:
+            self.fail(name, f"The {name} may not have more than {max_items} items.")
+        if any(len(v) > max_length for v in value):
+            self.fail(name, f"Each {name} item may not be greater than {max_length} characters.")
+        return list(dict.fromkeys(value))
+
+    def mapping(self, name: str, *, max_bytes: int = 16_384) -> dict[str, Any] | None:
+        value = self.media.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail(name, f"The {name} must be an object.")
+            return None
+        if len(orjson.dumps(value)) > max_bytes:
+            self.fail(name, f"The {name} may not be larger than {max_bytes} bytes.")
+        return value
+
+    def timestamp(self, name: str) -> int | None:
+        value = self.media.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.fail(name, f"The {name} must be an ISO 8601 date-time string.")
+            return None
+        try:
+            return parse_iso(value)
+        except ValueError:
+            self.fail(name, f"The {name} must be a valid ISO 8601 date-time.")
+            return None
+
+    def done(self) -> None:
+        if self.errors:
+            raise ValidationFailed(self.errors)
