@@ -88,15 +88,47 @@ pub fn bucket_hash(key: &[u8]) -> u64 {
 
 // ---------------------------------------------------------------- locking
 
+/// This process's id, cached: `getpid` is a real system call (~150 ns in a
+/// VM), too slow for every lock acquisition. A fork handler clears the cache
+/// in the child so that lock tags always carry the right pid.
+fn current_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    let pid = PID.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    #[cfg(unix)]
+    {
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        extern "C" fn forget_pid_in_child() {
+            PID.store(0, Ordering::Relaxed);
+        }
+        extern "C" {
+            fn pthread_atfork(
+                prepare: Option<extern "C" fn()>,
+                parent: Option<extern "C" fn()>,
+                child: Option<extern "C" fn()>,
+            ) -> std::ffi::c_int;
+        }
+        // SAFETY: registers a handler that only stores to an atomic.
+        REGISTER.call_once(|| unsafe {
+            pthread_atfork(None, None, Some(forget_pid_in_child));
+        });
+    }
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    pid
+}
+
 fn owner_tag() -> u64 {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     // Unique among live holders: pid (never 0) + per-process sequence.
-    (u64::from(std::process::id()) << 32) | u64::from(SEQ.fetch_add(1, Ordering::Relaxed))
+    (u64::from(current_pid()) << 32) | u64::from(SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
 fn holder_alive(tag: u64) -> bool {
     let pid = (tag >> 32) as u32;
-    if pid == std::process::id() {
+    if pid == current_pid() {
         return true; // a thread of ours: never dies inside a critical section
     }
     if cfg!(target_os = "linux") {

@@ -151,3 +151,36 @@ async def api(runtime: Runtime, settings: Settings, boot: dict[str, Any]) -> Asy
     app = create_app(settings, runtime)
     async with falcon.testing.ASGIConductor(app) as conductor:
         yield Api(conductor, boot["api_key"]["key"])
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A private Redis keyspace (random prefix), deleted afterwards."""
+    import redis as sync_redis
+
+    prefix = f"core-api-test:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = sync_redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(params=["local", "redis"])
+def limiter_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def mode_settings(limiter_mode: str, database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings without Redis, or with Redis under a private prefix."""
+    if limiter_mode == "local":
+        return make_settings(database_url, tmp_path)
+    prefix = request.getfixturevalue("redis_prefix")
+    return make_settings(database_url, tmp_path, redis_url=REDIS_URL, redis_prefix=prefix)
+
+
+async def open_app(settings: Settings, clock: ManualClock) -> tuple[Runtime, Any]:
+    runtime = await Runtime.open(settings, clock=clock, run_migrations=True)
+    return runtime, create_app(settings, runtime)

@@ -6,7 +6,19 @@ Invalid arguments raise ``ValueError``; I/O failures raise ``OSError``.
 
 from os import PathLike
 from pathlib import Path
-from typing import Final, final
+from typing import Final, Self, final
+
+__all__ = [
+    "KEY_LENGTH",
+    "KEY_PREFIX",
+    "KeyCache",
+    "SharedState",
+    "constant_time_eq",
+    "generate_key",
+    "hash_key",
+    "is_well_formed",
+    "key_prefix",
+]
 
 KEY_LENGTH: Final[int]
 """Length of a key: 46."""
@@ -37,7 +49,7 @@ class SharedState:
     state.
     """
 
-    def __init__(self, path: str | PathLike[str], rate_slots: int = 65536) -> None:
+    def __new__(cls, path: str | PathLike[str], rate_slots: int = 65536) -> Self:
         """Open or create the region at ``path`` with ``rate_slots`` buckets (1..2**24)."""
 
     @property
@@ -52,7 +64,7 @@ class SharedState:
         """Current invalidation generation."""
 
     def bump_generation(self) -> int:
-        """Increment the generation (invalidates every KeyCache on the host); returns the new one."""
+        """Increment the generation (invalidates every KeyCache on the host); return it."""
 
     def rate_check(
         self,
@@ -88,7 +100,7 @@ class SharedState:
 class KeyCache:
     """Per-process bounded cache: HMAC-SHA256(pepper, key) -> resolved key object."""
 
-    def __init__(self, pepper: bytes, capacity: int = 100_000) -> None:
+    def __new__(cls, pepper: bytes, capacity: int = 100_000) -> Self:
         """``capacity`` >= 1 entries; when full, about 1/8 are evicted at random."""
 
     @property

@@ -9,9 +9,11 @@ import orjson
 
 from . import errors
 from .config import Settings
+from .idempotency import IdempotencyMiddleware
 from .middleware import GatewayMiddleware, RequestIdMiddleware
 from .resources.api_keys import ApiKeyCollection, ApiKeyItem, ApiKeyRotation
 from .resources.health import Health
+from .resources.pixel import PixelConfig
 from .resources.workspaces import WorkspaceCollection, WorkspaceItem
 from .runtime import Runtime
 
@@ -31,6 +33,7 @@ def create_app(settings: Settings, runtime: Runtime) -> falcon.asgi.App:
             GatewayMiddleware(
                 settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces
             ),
+            IdempotencyMiddleware(runtime.idempotency, runtime.clock, settings.max_body_bytes),
         ],
     )
     app.req_options.media_handlers = _json_handlers()
@@ -40,6 +43,7 @@ def create_app(settings: Settings, runtime: Runtime) -> falcon.asgi.App:
 
     ws, keys = runtime.workspaces, runtime.keys
     app.add_route("/health", Health(runtime.db))
+    app.add_route("/api/v1/pixel/config", PixelConfig())
     app.add_route("/api/v1/workspaces", WorkspaceCollection(settings, ws))
     app.add_route(f"/api/v1/workspaces/{ID}", WorkspaceItem(settings, ws))
     app.add_route("/api/v1/api-keys", ApiKeyCollection(settings, ws, keys))

@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 
 
 class Clock:
-    """Wall-clock time. ``now_ms`` for stored timestamps, ``now_ns`` for rate buckets."""
+    """``now_ms``: wall-clock epoch milliseconds, for stored timestamps and headers.
+    ``monotonic_ns``: host-wide monotonic time for shared-memory buckets (never jumps)."""
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
-    def now_ns(self) -> int:
-        return time.time_ns()
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
 
 
 class ManualClock(Clock):
@@ -25,7 +26,7 @@ class ManualClock(Clock):
     def now_ms(self) -> int:
         return self._ns // 1_000_000
 
-    def now_ns(self) -> int:
+    def monotonic_ns(self) -> int:
         return self._ns
 
     def advance(self, seconds: float) -> None:

@@ -16,8 +16,8 @@ import falcon.asgi
 from .auth import Authenticator, bearer_token
 from .config import Settings
 from .errors import AccessDenied, Unauthorized
-from .plans import Plans
-from .ratelimit import Decision, LocalLimiter, per_minute_tier
+from .plans import Plans, Tier
+from .ratelimit import Decision, Limiter, per_minute_tier
 from .services.workspaces import WorkspaceService
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -64,8 +64,10 @@ class RequestIdMiddleware:
 class GatewayMiddleware:
     """Authenticate, rate-limit and authorise every routed request.
 
-    Resources declare ``scopes = {"GET": "workspaces:read", ...}``; ``public = True``
-    resources skip authentication (their own limits apply, e.g. pixel tracking).
+    Resources declare ``scopes = {"GET": "workspaces:read", ...}``. ``public = True``
+    resources skip authentication; if they also name ``ip_limit = "pixel"`` they are limited
+    per client IP instead. Unknown ``/api/`` routes are authenticated and limited too, so
+    that every API response carries rate-limit headers.
     """
 
     def __init__(
@@ -73,12 +75,13 @@ class GatewayMiddleware:
         settings: Settings,
         plans: Plans,
         auth: Authenticator,
-        limiter: LocalLimiter,
+        limiter: Limiter,
         workspaces: WorkspaceService,
     ) -> None:
         self.settings, self.plans, self.auth, self.limiter = settings, plans, auth, limiter
         self.workspaces = workspaces
         self.failure_tier = per_minute_tier("auth-failures", settings.auth_failure_limit)
+        self.ip_tiers = {"pixel": per_minute_tier("pixel", settings.pixel_rate_limit)}
 
     async def process_resource(
         self,
@@ -87,7 +90,10 @@ class GatewayMiddleware:
         resource: Any,
         params: dict[str, Any],
     ) -> None:
-        if resource is None or getattr(resource, "public", False):
+        if resource is None and not req.path.startswith("/api/"):
+            return
+        if getattr(resource, "public", False):
+            await self._limit_ip(req, getattr(resource, "ip_limit", None))
             return
         generation = self.auth.shared.generation()
         self.workspaces.sync(generation)
@@ -95,17 +101,21 @@ class GatewayMiddleware:
         principal = await self.auth.authenticate(token, generation) if token else None
         if principal is None:
             if self.settings.auth_failure_limit:
-                ip = client_ip(req, self.settings)
-                decision = await self.limiter.check(b"authfail:" + ip.encode(), self.failure_tier)
-                req.context.rate = decision
-                if not decision.allowed:
-                    raise decision.error()
+                await self._charge(b"authfail:" + client_ip(req, self.settings).encode(), self.failure_tier, req)
             raise Unauthorized()
-        decision = await self.limiter.check(principal.bucket, self.plans.tiers[principal.tier])
+        await self._charge(principal.bucket, self.plans.tiers[principal.tier], req)
+        req.context.principal = principal
+        required = getattr(resource, "scopes", {}).get(req.method)
+        if required is not None and not principal.allows(required):
+            raise AccessDenied(required)
+
+    async def _limit_ip(self, req: falcon.asgi.Request, name: str | None) -> None:
+        tier = self.ip_tiers.get(name or "")
+        if tier is not None and tier.requests_per_minute > 0:
+            await self._charge(f"{name}:{client_ip(req, self.settings)}".encode(), tier, req)
+
+    async def _charge(self, bucket: bytes, tier: Tier, req: falcon.asgi.Request) -> None:
+        decision = await self.limiter.check(bucket, tier)
         req.context.rate = decision
         if not decision.allowed:
             raise decision.error()
-        req.context.principal = principal
-        required = resource.scopes.get(req.method)
-        if required is not None and not principal.allows(required):
-            raise AccessDenied(required)

@@ -1,18 +1,31 @@
-"""Rate limiting: token buckets in the Rust shared-memory table.
+"""Rate limiting: token buckets, local-first.
 
-Every worker process on a host maps the same table, so ``serve --workers N`` hands out one
-budget, not N (exact on one host). See redis_limits.py for the cross-node mode.
+* :class:`LocalLimiter`: buckets in the Rust shared-memory table. Every worker process on a
+  host maps the same table, so ``serve --workers N`` hands out one budget, not N: exact on
+  one host, one atomic critical section per request, no I/O.
+* :class:`RedisLimiter`: one budget across nodes. The bucket lives in Redis; each process
+  takes tokens from it in small leases (about 50 ms of refill) and spends them locally, so
+  most requests never wait on Redis. A lease is refilled in the background before it runs
+  dry. Consistency bound: the limit is never exceeded across nodes; at most one unspent
+  lease per process and bucket (<= 5% of capacity, 1 token on the free tier) goes unused
+  when a process stops sending. If Redis fails, the limiter falls back to the local table
+  with one logged warning and retries Redis after a second.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from . import _native
 from .clock import Clock, iso
 from .errors import RateLimited
 from .plans import Plans, Tier
+
+log = logging.getLogger("core_api.ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +61,10 @@ class Decision:
         return exc
 
 
+class Limiter(Protocol):
+    async def check(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision: ...
+
+
 class LocalLimiter:
     """Exact across the worker processes of one host (shared-memory buckets)."""
 
@@ -58,18 +75,134 @@ class LocalLimiter:
         return self.check_now(bucket, tier, cost)
 
     def check_now(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision:
-        now_ns = self.clock.now_ns()
         allowed, remaining, retry_after, reset_after = self.shared.rate_check(
-            bucket, tier.capacity, tier.refill_per_second, cost, now_ns
+            bucket, tier.capacity, tier.refill_per_second, cost, self.clock.monotonic_ns()
         )
         return Decision(
-            allowed,
-            tier.requests_per_minute,
-            int(remaining),
-            reset_after,
-            retry_after,
-            tier.policy,
-            now_ns / 1e9,
+            allowed, tier.requests_per_minute, int(remaining), reset_after, retry_after,
+            tier.policy, self.clock.now_ms() / 1000,
+        )
+
+
+# Takes up to ARGV[3] whole tokens (at least ARGV[4]) from a bucket; time comes from the
+# caller (ARGV[5], ms) so every node and the tests share one injectable clock.
+# Returns {granted, remaining*1000, retry_after_ms, reset_after_ms}.
+_TAKE = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local now = tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil then tokens = capacity; ts = now end
+if now > ts then tokens = math.min(capacity, tokens + (now - ts) * rate / 1000) else now = ts end
+local granted = 0
+if tokens >= cost then
+  granted = math.max(cost, math.min(want, math.floor(tokens)))
+  tokens = tokens - granted
+end
+local retry = 0
+if granted == 0 then retry = math.ceil((cost - tokens) * 1000 / rate) end
+local reset = math.ceil((capacity - tokens) * 1000 / rate)
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], reset + 1000)
+return {tostring(granted), math.floor(tokens * 1000), retry, reset}
+"""
+LEASE_SECONDS = 0.05  # a lease holds about this much refill
+LEASE_TTL_NS = 1_000_000_000  # unspent lease tokens are dropped after this (bounded drift)
+REDIS_TIMEOUT = 0.25
+RETRY_REDIS_AFTER_NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class _Lease:
+    tokens: float = 0.0
+    global_remaining: int = 0
+    reset_after: float = 0.0
+    expires_ns: int = 0
+    denied_until_ns: int = 0
+    retry_after: float = 0.0
+    refill: asyncio.Task[None] | None = None
+
+
+class RedisLimiter:
+    """One budget per bucket across every process and node (see module docstring)."""
+
+    def __init__(self, redis: Any, prefix: str, local: LocalLimiter, clock: Clock) -> None:
+        self.redis, self.prefix, self.local, self.clock = redis, prefix, local, clock
+        self.script = redis.register_script(_TAKE)
+        self.leases: dict[bytes, _Lease] = {}
+        self.down_until_ns = 0
+
+    async def check(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision:
+        now = self.clock.monotonic_ns()
+        if now < self.down_until_ns:
+            return self.local.check_now(bucket, tier, cost)
+        lease = self.leases.get(bucket)
+        if lease is None or now >= lease.expires_ns:
+            if len(self.leases) > 100_000:
+                self.leases.clear()  # bounded memory; dropping leases only under-admits
+            lease = self.leases[bucket] = _Lease()
+        if lease.tokens < cost:
+            if now < lease.denied_until_ns:
+                return self._decision(lease, tier, False)
+            if lease.refill is not None:
+                await asyncio.shield(lease.refill)  # single flight: join the refill under way
+            if lease.tokens < cost and not await self._refill(bucket, lease, tier, cost):
+                return self.local.check_now(bucket, tier, cost)
+            if lease.tokens < cost:
+                return self._decision(lease, tier, False)
+        lease.tokens -= cost
+        chunk = self._chunk(tier)
+        if chunk > 1 and lease.refill is None and lease.tokens < chunk / 2:
+            lease.refill = asyncio.create_task(self._background_refill(bucket, lease, tier, cost))
+        return self._decision(lease, tier, True)
+
+    def _chunk(self, tier: Tier) -> int:
+        return max(1, min(int(tier.refill_per_second * LEASE_SECONDS), int(tier.capacity // 20)))
+
+    async def _background_refill(self, bucket: bytes, lease: _Lease, tier: Tier, cost: float) -> None:
+        try:
+            await self._refill(bucket, lease, tier, cost)
+        finally:
+            lease.refill = None
+
+    async def _refill(self, bucket: bytes, lease: _Lease, tier: Tier, cost: float) -> bool:
+        """Take a lease from Redis; False when Redis is unavailable (caller falls back)."""
+        now_ms = self.clock.now_ms()
+        try:
+            granted, remaining, retry_ms, reset_ms = await asyncio.wait_for(
+                self.script(
+                    keys=[self.prefix.encode() + b"rl:" + bucket],
+                    args=[tier.capacity, tier.refill_per_second, self._chunk(tier), cost, now_ms],
+                ),
+                REDIS_TIMEOUT,
+            )
+        except Exception as exc:
+            if self.down_until_ns == 0:
+                log.warning("Redis unavailable for rate limiting (%s); limiting locally", exc)
+            self.down_until_ns = self.clock.monotonic_ns() + RETRY_REDIS_AFTER_NS
+            return False
+        if self.down_until_ns:
+            log.warning("Redis is back; rate limits are shared again")
+            self.down_until_ns = 0
+        now = self.clock.monotonic_ns()
+        lease.tokens += float(granted)
+        lease.global_remaining = int(remaining) // 1000
+        lease.reset_after = int(reset_ms) / 1000
+        lease.expires_ns = now + LEASE_TTL_NS
+        lease.retry_after = int(retry_ms) / 1000
+        lease.denied_until_ns = now + int(retry_ms) * 1_000_000 if float(granted) == 0 else 0
+        return True
+
+    def _decision(self, lease: _Lease, tier: Tier, allowed: bool) -> Decision:
+        remaining = int(lease.tokens) + lease.global_remaining
+        retry = 0.0 if allowed else max(lease.retry_after, (lease.denied_until_ns - self.clock.monotonic_ns()) / 1e9)
+        return Decision(
+            allowed, tier.requests_per_minute, remaining, lease.reset_after, retry,
+            tier.policy, self.clock.now_ms() / 1000,
         )
 
 

@@ -14,7 +14,8 @@ from .clock import Clock
 from .config import Settings
 from .invalidation import Invalidator
 from .plans import Plans, load_plans
-from .ratelimit import LocalLimiter
+from .idempotency import DatabaseStore, RedisStore, Store
+from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .services.api_keys import ApiKeyService
 from .services.workspaces import WorkspaceService
 from .storage import Database, open_database
@@ -34,7 +35,8 @@ class Runtime:
     redis: Any
     invalidator: Invalidator
     auth: Authenticator
-    limiter: LocalLimiter
+    limiter: Limiter
+    idempotency: Store
     workspaces: WorkspaceService
     keys: ApiKeyService
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -63,6 +65,13 @@ class Runtime:
             )
         invalidator = Invalidator(shared, redis, settings.redis_prefix)
         cache = _native.KeyCache(settings.secret_key, settings.key_cache_size)
+        local = LocalLimiter(shared, clock)
+        ttl_ms = settings.idempotency_ttl_seconds * 1000
+        idempotency: Store = DatabaseStore(db, ttl_ms)
+        limiter: Limiter = local
+        if redis is not None:
+            limiter = RedisLimiter(redis, settings.redis_prefix, local, clock)
+            idempotency = RedisStore(redis, settings.redis_prefix, ttl_ms, DatabaseStore(db, ttl_ms))
         return cls(
             settings=settings,
             db=db,
@@ -72,7 +81,8 @@ class Runtime:
             redis=redis,
             invalidator=invalidator,
             auth=Authenticator(db, shared, cache, plans, clock),
-            limiter=LocalLimiter(shared, clock),
+            limiter=limiter,
+            idempotency=idempotency,
             workspaces=WorkspaceService(db, plans, clock, invalidator),
             keys=ApiKeyService(db, plans, clock, settings.secret_key, invalidator),
         )

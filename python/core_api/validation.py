@@ -26,13 +26,24 @@ class UnsupportedMediaType(ApiError):
     message = "The request body must be application/json."
 
 
-async def read_json(req: falcon.asgi.Request, max_bytes: int) -> Any:
-    """The JSON body, or None when there is none. Never buffers more than ``max_bytes``."""
+async def read_raw(req: falcon.asgi.Request, max_bytes: int) -> bytes:
+    """The raw body, read once per request (idempotency fingerprints it before the
+    responder parses it). Never buffers more than ``max_bytes``."""
+    cached: bytes | None = req.context.get("raw_body")
+    if cached is not None:
+        return cached
     if req.content_length is not None and req.content_length > max_bytes:
         raise PayloadTooLarge()
-    raw = await req.bounded_stream.read(max_bytes + 1)
+    raw: bytes = await req.bounded_stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLarge()
+    req.context.raw_body = raw
+    return raw
+
+
+async def read_json(req: falcon.asgi.Request, max_bytes: int) -> Any:
+    """The JSON body, or None when there is none."""
+    raw = await read_raw(req, max_bytes)
     if not raw.strip():
         return None
     content_type = (req.content_type or "application/json").split(";")[0].strip().lower()

@@ -34,12 +34,13 @@ async def migrate(db: Database) -> list[str]:
 
     Returns the names applied.
     """
-    await db.executescript(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-    )
     applied_names = []
     async with db.migration_lock() as tx:
+        # Created under the lock: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL.
+        await tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version BIGINT NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+        )
         rows = await tx.fetch_all("SELECT version FROM schema_migrations")
         done = {int(r["version"]) for r in rows}
         for migration in available(db.dialect):
