@@ -23,7 +23,7 @@ $(BIN)/python:
 # One stamp for deps + the Rust build: rebuilt only when pyproject or Rust sources change.
 $(STAMP)/installed: $(BIN)/python pyproject.toml $(RUST_SOURCES)
 	@mkdir -p $(STAMP)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --extras dev --skip-install=false -q 2>&1 | grep -v '^📦\|^🔗\|^🐍' || true
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --extras dev
 	@$(BIN)/python -c 'import core_api._native' || { echo "native extension failed to build"; exit 1; }
 	@touch $@
 

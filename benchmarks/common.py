@@ -330,7 +330,8 @@ def service_server(store: Store, workdir: Path, workers: int = 1) -> Server:
     port = free_port()
     argv = [*core_api_command(), "serve", "--host", HOST, "--port", str(port)]
     argv += ["--workers", str(workers)]
-    return Server(f"service[{store.label}]", argv, port, dict(store.env), workdir / f"{store.label}.log")
+    log_path = workdir / f"{store.label}.log"
+    return Server(f"service[{store.label}]", argv, port, dict(store.env), log_path)
 
 
 def granian_argv(module: str, port: int, workers: int = 1) -> list[str]:

@@ -90,9 +90,7 @@ def wrk(
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     argv.append(url)
-    out = subprocess.run(
-        argv, capture_output=True, text=True, timeout=seconds + 30, check=False
-    )
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
     return parse_wrk(out.stdout)
@@ -117,7 +115,13 @@ def probe(url: str, headers: dict[str, str]) -> dict[str, Any]:
 
 
 def profile(
-    server: Server, url: str, headers: dict[str, str], seconds: float, out_dir: Path, args: Any
+    name: str,
+    server: Server,
+    url: str,
+    headers: dict[str, str],
+    seconds: float,
+    out_dir: Path,
+    args: Any,
 ) -> dict[str, Any]:
     """py-spy record (collapsed stacks) on the worker during a separate wrk run."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -126,7 +130,7 @@ def profile(
         return {}
     pid = server.worker_pids()[-1]
     out_dir.mkdir(parents=True, exist_ok=True)
-    collapsed = out_dir / f"profile-{server.name.strip('service[]')}-{common.timestamp()}.txt"
+    collapsed = out_dir / f"profile-{name}-{common.timestamp()}.txt"
     spy = subprocess.Popen(
         [py_spy, "record", "--pid", str(pid), "--duration", str(round(seconds)),
          "--rate", "250", "--format", "raw", "--output", str(collapsed), "--nonblocking"],
@@ -161,6 +165,12 @@ def _frame_label(frame: str) -> str:
     return f"{func} ({path})"
 
 
+# Frames of process start-up (Granian's supervisor forking its worker): a stack that ends
+# in these is the worker's main thread inside Granian's Rust runtime / the event loop.
+_ROOT_CHAIN = ("granian/", "multiprocessing/", "click/", "<frozen runpy>", "runpy")
+NATIVE = "<server: Granian runtime + event loop (native)>"
+
+
 def summarise_collapsed(path: Path, top: int = 20) -> dict[str, Any]:
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
@@ -171,8 +181,9 @@ def summarise_collapsed(path: Path, top: int = 20) -> dict[str, Any]:
             continue
         count = int(count_text)
         frames = [_frame_label(f) for f in stack.split(";") if f]
-        if not frames:
-            continue
+        while frames and any(m in frames[0] for m in _ROOT_CHAIN):
+            frames.pop(0)
+        frames = frames or [NATIVE]
         total += count
         self_time[frames[-1]] += count
         for frame in set(frames):
@@ -301,7 +312,7 @@ def run(args: Any) -> dict[str, Any]:
             if live.target in args.profile and live.target in results:
                 log(f"[peak] profiling {live.target} with py-spy ...")
                 results[live.target]["profile"] = profile(
-                    live.server, live.url, live.headers, args.profile_seconds,
+                    live.target, live.server, live.url, live.headers, args.profile_seconds,
                     args.profile_dir, args,
                 )  # fmt: skip
     ratios = {}
@@ -371,7 +382,7 @@ def print_report(report: dict[str, Any]) -> None:
             for row in prof["self"][:12]:
                 print(f"    {row['pct']:>5.1f}%  {row['frame']}")
             print("  top inclusive:")
-            for row in prof["inclusive"][:20]:
+            for row in prof["inclusive"][:16]:
                 print(f"    {row['pct']:>5.1f}%  {row['frame']}")
 
 

@@ -109,9 +109,16 @@ class Api:
         self.conductor, self.key = conductor, key
 
     async def request(
-        self, method: str, path: str, *, key: str | None = None, json: Any = None,
-        headers: dict[str, str] | None = None, body: bytes | None = None,
-        params: dict[str, str] | None = None, auth: bool = True,
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        params: dict[str, str] | None = None,
+        auth: bool = True,
     ) -> Result:
         all_headers = dict(headers or {})
         token = key or self.key
@@ -123,8 +130,11 @@ class Api:
         if body is not None:
             kwargs["body"] = body
         result = await self.conductor.simulate_request(method, path, **kwargs)
-        return Result(result.status_code, result.json if result.content else None,
-                      {k.lower(): v for k, v in result.headers.items()})
+        return Result(
+            result.status_code,
+            result.json if result.content else None,
+            {k.lower(): v for k, v in result.headers.items()},
+        )
 
     async def get(self, path: str, **kw: Any) -> Result:
         return await self.request("GET", path, **kw)
@@ -142,8 +152,15 @@ class Api:
 @pytest.fixture
 async def boot(runtime: Runtime, clock: ManualClock) -> dict[str, Any]:
     """A user, workspace (enterprise tier, so limits stay out of the way) and a '*' key."""
-    return await bootstrap(runtime.db, runtime.keys, runtime.plans, clock,
-                           name="Acme Corporation", tier="enterprise", email="owner@acme.test")
+    return await bootstrap(
+        runtime.db,
+        runtime.keys,
+        runtime.plans,
+        clock,
+        name="Acme Corporation",
+        tier="enterprise",
+        email="owner@acme.test",
+    )
 
 
 @pytest.fixture
@@ -173,7 +190,9 @@ def limiter_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def mode_settings(limiter_mode: str, database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+def mode_settings(
+    limiter_mode: str, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Settings:
     """Settings without Redis, or with Redis under a private prefix."""
     if limiter_mode == "local":
         return make_settings(database_url, tmp_path)

@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 from conftest import Api
-
 from core_api.clock import ManualClock
 from core_api.runtime import Runtime
 
@@ -15,10 +14,15 @@ KEY_FORMAT = re.compile(r"^sk_live_[0-9A-Za-z]{38}$")
 
 
 async def test_create_returns_key_once(api: Api, boot: dict[str, Any]) -> None:
-    created = await api.post(KEYS, json={
-        "name": "Mobile App Key", "scopes": ["posts:read", "users:read"],
-        "rate_limit_tier": "pro", "expires_at": "2027-01-01T00:00:00Z",
-    })
+    created = await api.post(
+        KEYS,
+        json={
+            "name": "Mobile App Key",
+            "scopes": ["posts:read", "users:read"],
+            "rate_limit_tier": "pro",
+            "expires_at": "2027-01-01T00:00:00Z",
+        },
+    )
     assert created.status == 201
     assert created.json["message"] == "API key created successfully."
     data = created.json["data"]
@@ -26,13 +30,23 @@ async def test_create_returns_key_once(api: Api, boot: dict[str, Any]) -> None:
     assert data["scopes"] == ["posts:read", "users:read"]
     assert data["rate_limit_tier"] == "pro"
     assert data["expires_at"] == "2027-01-01T00:00:00Z"
-    assert {"id", "name", "key", "scopes", "rate_limit_tier", "expires_at", "created_at"} <= set(data)
+    assert {"id", "name", "key", "scopes", "rate_limit_tier", "expires_at", "created_at"} <= set(
+        data
+    )
     got = await api.get(f"{KEYS}/{data['id']}")
     assert got.status == 200
     assert "key" not in got.json["data"]
     assert got.json["data"]["prefix"] == data["key"][:11]
-    assert {"id", "name", "prefix", "scopes", "rate_limit_tier", "last_used_at", "expires_at",
-            "created_at"} <= set(got.json["data"])
+    assert {
+        "id",
+        "name",
+        "prefix",
+        "scopes",
+        "rate_limit_tier",
+        "last_used_at",
+        "expires_at",
+        "created_at",
+    } <= set(got.json["data"])
     listed = await api.get(KEYS)
     assert all("key" not in item for item in listed.json["data"])
     assert len(listed.json["data"]) == 2
@@ -65,7 +79,9 @@ async def test_validation_errors_change_nothing(api: Api) -> None:
 
 
 async def test_no_scope_escalation(api: Api) -> None:
-    limited = (await api.post(KEYS, json={"name": "l", "scopes": ["api-keys:write", "posts:read"]})).json["data"]["key"]
+    limited = (
+        await api.post(KEYS, json={"name": "l", "scopes": ["api-keys:write", "posts:read"]})
+    ).json["data"]["key"]
     ok = await api.post(KEYS, key=limited, json={"name": "sub", "scopes": ["posts:read"]})
     assert ok.status == 201
     for scopes in (["posts:write"], ["*"], ["posts:*"], ["read"], ["api-keys:*"], ["users:read"]):
@@ -74,18 +90,30 @@ async def test_no_scope_escalation(api: Api) -> None:
         assert "broader" in refused.json["errors"]["scopes"][0]
     # The default scopes (read, write) are broader too.
     assert (await api.post(KEYS, key=limited, json={"name": "sub"})).status == 422
-    wide = (await api.post(KEYS, json={"name": "w", "scopes": ["posts:*", "api-keys:write"]})).json["data"]["key"]
-    assert (await api.post(KEYS, key=wide, json={"name": "s", "scopes": ["posts:read", "posts:delete"]})).status == 201
+    wide = (await api.post(KEYS, json={"name": "w", "scopes": ["posts:*", "api-keys:write"]})).json[
+        "data"
+    ]["key"]
+    assert (
+        await api.post(KEYS, key=wide, json={"name": "s", "scopes": ["posts:read", "posts:delete"]})
+    ).status == 201
     assert (await api.post(KEYS, key=wide, json={"name": "s", "scopes": ["*:read"]})).status == 422
 
 
 async def test_key_tier_cannot_exceed_workspace(api: Api) -> None:
-    ws = (await api.post("/api/v1/workspaces", json={"name": "Small", "tier": "starter"})).json["data"]
-    refused = await api.post(KEYS, json={"name": "k", "rate_limit_tier": "pro"},
-                             headers={"X-Workspace-ID": str(ws["id"])})
+    ws = (await api.post("/api/v1/workspaces", json={"name": "Small", "tier": "starter"})).json[
+        "data"
+    ]
+    refused = await api.post(
+        KEYS,
+        json={"name": "k", "rate_limit_tier": "pro"},
+        headers={"X-Workspace-ID": str(ws["id"])},
+    )
     assert refused.status == 422 and "rate_limit_tier" in refused.json["errors"]
-    ok = await api.post(KEYS, json={"name": "k", "rate_limit_tier": "free"},
-                        headers={"X-Workspace-ID": str(ws["id"])})
+    ok = await api.post(
+        KEYS,
+        json={"name": "k", "rate_limit_tier": "free"},
+        headers={"X-Workspace-ID": str(ws["id"])},
+    )
     assert ok.status == 201
 
 
@@ -100,7 +128,11 @@ async def test_revoked_key_fails_on_next_request(api: Api, boot: dict[str, Any])
 
 
 async def test_rotation_grace_period(api: Api, boot: dict[str, Any], clock: ManualClock) -> None:
-    old = (await api.post(KEYS, json={"name": "Mobile App Key", "scopes": ["workspaces:read", "api-keys:read"]})).json["data"]
+    old = (
+        await api.post(
+            KEYS, json={"name": "Mobile App Key", "scopes": ["workspaces:read", "api-keys:read"]}
+        )
+    ).json["data"]
     ws = f"/api/v1/workspaces/{boot['workspace']['id']}"
     assert (await api.get(ws, key=old["key"])).status == 200
     rotated = await api.post(f"{KEYS}/{old['id']}/rotate", json={"grace_period_hours": 2})
@@ -134,7 +166,11 @@ async def test_rotation_default_grace_and_validation(api: Api) -> None:
 
 
 async def test_expired_key_fails(api: Api, boot: dict[str, Any], clock: ManualClock) -> None:
-    created = (await api.post(KEYS, json={"name": "short", "scopes": ["*"], "expires_at": "2026-01-01T01:00:00Z"})).json["data"]
+    created = (
+        await api.post(
+            KEYS, json={"name": "short", "scopes": ["*"], "expires_at": "2026-01-01T01:00:00Z"}
+        )
+    ).json["data"]
     ws = f"/api/v1/workspaces/{boot['workspace']['id']}"
     assert (await api.get(ws, key=created["key"])).status == 200
     clock.advance(3600)
@@ -143,7 +179,9 @@ async def test_expired_key_fails(api: Api, boot: dict[str, Any], clock: ManualCl
     assert [k["id"] for k in expired.json["data"]] == [created["id"]]
 
 
-async def test_last_used_at_is_batched(api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock) -> None:
+async def test_last_used_at_is_batched(
+    api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
+) -> None:
     key_id = boot["api_key"]["id"]
     before = await api.get(f"{KEYS}/{key_id}")
     assert before.json["data"]["last_used_at"] is None
@@ -156,11 +194,15 @@ async def test_last_used_at_is_batched(api: Api, runtime: Runtime, boot: dict[st
     assert await runtime.auth.flush_last_used() == 0
 
 
-async def test_other_users_keys_need_manager_role(api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock) -> None:
+async def test_other_users_keys_need_manager_role(
+    api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
+) -> None:
     from core_api.services.api_keys import bootstrap
     from core_api.storage.repos import workspaces as ws_repo
 
-    other = await bootstrap(runtime.db, runtime.keys, runtime.plans, clock, name="Other", tier="pro", email=None)
+    other = await bootstrap(
+        runtime.db, runtime.keys, runtime.plans, clock, name="Other", tier="pro", email=None
+    )
     ws_id = boot["workspace"]["id"]
     await ws_repo.add_member(runtime.db, ws_id, other["user"]["id"], "member", clock.now_ms())
     await runtime.invalidator.changed()

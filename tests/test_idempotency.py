@@ -8,8 +8,8 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from conftest import Api, open_app
 
+from conftest import Api, open_app
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.runtime import Runtime
@@ -21,7 +21,9 @@ WS = "/api/v1/workspaces"
 @pytest.fixture
 async def node(mode_settings: Settings, clock: ManualClock) -> AsyncIterator[tuple[Runtime, Api]]:
     runtime, app = await open_app(mode_settings, clock)
-    boot = await bootstrap(runtime.db, runtime.keys, runtime.plans, clock, name="Acme", tier="enterprise", email=None)
+    boot = await bootstrap(
+        runtime.db, runtime.keys, runtime.plans, clock, name="Acme", tier="enterprise", email=None
+    )
     async with falcon.testing.ASGIConductor(app) as conductor:
         yield runtime, Api(conductor, boot["api_key"]["key"])
     await runtime.close()
@@ -60,7 +62,9 @@ async def test_different_body_is_422_and_changes_nothing(node: tuple[Runtime, An
 
 async def test_keys_are_scoped_to_the_api_key(node: tuple[Runtime, Any]) -> None:
     _, api = node
-    other = (await api.post("/api/v1/api-keys", json={"name": "other", "scopes": ["*"]})).json["data"]["key"]
+    other = (await api.post("/api/v1/api-keys", json={"name": "other", "scopes": ["*"]})).json[
+        "data"
+    ]["key"]
     headers = {"Idempotency-Key": "shared"}
     assert (await api.post(WS, json={"name": "A"}, headers=headers)).status == 201
     second = await api.post(WS, key=other, json={"name": "A"}, headers=headers)
@@ -71,7 +75,9 @@ async def test_keys_are_scoped_to_the_api_key(node: tuple[Runtime, Any]) -> None
 async def test_concurrent_duplicates_create_exactly_one(node: tuple[Runtime, Any]) -> None:
     _, api = node
     headers = {"Idempotency-Key": "burst"}
-    results = await asyncio.gather(*(api.post(WS, json={"name": "Burst"}, headers=headers) for _ in range(12)))
+    results = await asyncio.gather(
+        *(api.post(WS, json={"name": "Burst"}, headers=headers) for _ in range(12))
+    )
     statuses = [r.status for r in results]
     assert set(statuses) <= {201, 409}, statuses
     originals = [r for r in results if r.status == 201 and r.header("Idempotent-Replayed") is None]
@@ -86,7 +92,11 @@ async def test_concurrent_duplicates_create_exactly_one(node: tuple[Runtime, Any
 async def test_invalid_keys_are_rejected(node: tuple[Runtime, Any]) -> None:
     _, api = node
     for bad in ("x" * 256, "has space", "caf\u00e9"):
-        result = await api.post(WS, json={"name": "A"}, headers={"Idempotency-Key": bad.encode("utf-8").decode("latin-1")})
+        result = await api.post(
+            WS,
+            json={"name": "A"},
+            headers={"Idempotency-Key": bad.encode("utf-8").decode("latin-1")},
+        )
         assert result.status == 422 and "Idempotency-Key" in result.json["errors"]
     assert await total_workspaces(api) == 1
 
@@ -101,25 +111,35 @@ async def test_delete_replays_204(node: tuple[Runtime, Any]) -> None:
     assert (await api.delete(f"{WS}/{ws_id}")).status == 404
 
 
-async def test_records_expire_after_24_hours(node: tuple[Runtime, Any], clock: ManualClock, limiter_mode: str) -> None:
+async def test_records_expire_after_24_hours(
+    node: tuple[Runtime, Any], clock: ManualClock, limiter_mode: str
+) -> None:
     if limiter_mode == "redis":
-        pytest.skip("Redis expires records on its own clock (PX TTL); covered by test_redis_record_ttl")
+        pytest.skip(
+            "Redis expires records on its own clock (PX TTL); covered by test_redis_record_ttl"
+        )
     _, api = node
     headers = {"Idempotency-Key": "daily"}
     assert (await api.post(WS, json={"name": "D"}, headers=headers)).status == 201
     clock.advance(24 * 3600 - 1)
-    assert (await api.post(WS, json={"name": "D"}, headers=headers)).header("Idempotent-Replayed") == "true"
+    assert (await api.post(WS, json={"name": "D"}, headers=headers)).header(
+        "Idempotent-Replayed"
+    ) == "true"
     clock.advance(2)
     fresh = await api.post(WS, json={"name": "D"}, headers=headers)
     assert fresh.status == 201 and fresh.header("Idempotent-Replayed") is None
     assert await total_workspaces(api) == 3
 
 
-async def test_redis_record_ttl(node: tuple[Runtime, Any], limiter_mode: str, mode_settings: Settings) -> None:
+async def test_redis_record_ttl(
+    node: tuple[Runtime, Any], limiter_mode: str, mode_settings: Settings
+) -> None:
     if limiter_mode != "redis":
         pytest.skip("Redis only")
     runtime, api = node
-    assert (await api.post(WS, json={"name": "T"}, headers={"Idempotency-Key": "ttl"})).status == 201
+    assert (
+        await api.post(WS, json={"name": "T"}, headers={"Idempotency-Key": "ttl"})
+    ).status == 201
     keys = [k async for k in runtime.redis.scan_iter(match=f"{mode_settings.redis_prefix}idem:*")]
     assert len(keys) == 1
     ttl_ms = await runtime.redis.pttl(keys[0])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Api
 
+from conftest import Api
 from core_api.clock import ManualClock
 
 LISTS = ["/api/v1/workspaces", "/api/v1/api-keys"]
@@ -25,9 +25,18 @@ async def test_pagination_envelope_and_links(api: Api, clock: ManualClock, path:
     page = await api.get(path, params={"per_page": "3", "page": "2", "sort": "id"})
     assert page.status == 200
     meta, links = page.json["meta"], page.json["links"]
-    assert meta == {"current_page": 2, "from": 4, "last_page": 3, "per_page": 3, "to": 6, "total": 7}
+    assert meta == {
+        "current_page": 2,
+        "from": 4,
+        "last_page": 3,
+        "per_page": 3,
+        "to": 6,
+        "total": 7,
+    }
     assert links["first"].startswith("http") and "page=1" in links["first"]
-    assert "per_page=3" in links["next"] and "sort=id" in links["next"] and "page=3" in links["next"]
+    assert (
+        "per_page=3" in links["next"] and "sort=id" in links["next"] and "page=3" in links["next"]
+    )
     assert "page=1" in links["prev"] and "page=3" in links["last"]
     last = await api.get(path, params={"per_page": "3", "page": "3"})
     assert last.json["links"]["next"] is None and len(last.json["data"]) == 1
@@ -40,10 +49,16 @@ async def test_pagination_envelope_and_links(api: Api, clock: ManualClock, path:
 @pytest.mark.parametrize("path", LISTS)
 async def test_bad_list_parameters_are_422(api: Api, path: str) -> None:
     for params, name in (
-        ({"per_page": "101"}, "per_page"), ({"per_page": "0"}, "per_page"), ({"page": "-1"}, "page"),
-        ({"page": "x"}, "page"), ({"sort": "secret"}, "sort"), ({"fields": "id,key_hash"}, "fields"),
-        ({"include": "everything"}, "include"), ({"created_after": "yesterday"}, "created_after"),
-        ({"colour": "red"}, "colour"), ({"status": "weird"}, "status"),
+        ({"per_page": "101"}, "per_page"),
+        ({"per_page": "0"}, "per_page"),
+        ({"page": "-1"}, "page"),
+        ({"page": "x"}, "page"),
+        ({"sort": "secret"}, "sort"),
+        ({"fields": "id,key_hash"}, "fields"),
+        ({"include": "everything"}, "include"),
+        ({"created_after": "yesterday"}, "created_after"),
+        ({"colour": "red"}, "colour"),
+        ({"status": "weird"}, "status"),
     ):
         result = await api.get(path, params=params)
         if path.endswith("workspaces") and name == "status":
@@ -58,11 +73,17 @@ async def test_sort_fields_search_and_dates(api: Api, clock: ManualClock, path: 
     await seed(api, clock, 3)
     desc = await api.get(path, params={"sort": "-created_at,name", "fields": "id,name"})
     names = [item["name"] for item in desc.json["data"]]
-    assert names[0].endswith("02") and all(set(item) == {"id", "name"} for item in desc.json["data"])
+    assert names[0].endswith("02") and all(
+        set(item) == {"id", "name"} for item in desc.json["data"]
+    )
     by_name = await api.get(path, params={"sort": "name"})
-    assert [i["name"] for i in by_name.json["data"]] == sorted(i["name"] for i in by_name.json["data"])
+    assert [i["name"] for i in by_name.json["data"]] == sorted(
+        i["name"] for i in by_name.json["data"]
+    )
     found = await api.get(path, params={"search": "01"})
-    assert [i["name"] for i in found.json["data"]] == [("Team 01" if "workspaces" in path else "Key 01")]
+    assert [i["name"] for i in found.json["data"]] == [
+        ("Team 01" if "workspaces" in path else "Key 01")
+    ]
     after = await api.get(path, params={"created_after": "2026-01-01T00:01:30Z"})
     assert after.json["meta"]["total"] == 2
     before = await api.get(path, params={"created_before": "2026-01-01T00:01:30Z"})

@@ -10,8 +10,8 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from conftest import Api, open_app
 
+from conftest import Api, open_app
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.runtime import Runtime
@@ -33,8 +33,12 @@ async def node(mode_settings: Settings, clock: ManualClock) -> AsyncIterator[tup
     await runtime.close()
 
 
-async def key_for(runtime: Runtime, clock: ManualClock, tier: str, name: str = "Tenant") -> dict[str, Any]:
-    return await bootstrap(runtime.db, runtime.keys, runtime.plans, clock, name=name, tier=tier, email=None)
+async def key_for(
+    runtime: Runtime, clock: ManualClock, tier: str, name: str = "Tenant"
+) -> dict[str, Any]:
+    return await bootstrap(
+        runtime.db, runtime.keys, runtime.plans, clock, name=name, tier=tier, email=None
+    )
 
 
 async def count_ok(api: Api, path: str, key: str, n: int) -> int:
@@ -60,7 +64,9 @@ async def test_free_tier_exactly_60_then_429(node: tuple[Runtime, Api], clock: M
     assert await count_ok(api, path, key, 2) == 1
 
 
-async def test_starter_burst_1200_then_refills_1000_per_minute(node: tuple[Runtime, Api], clock: ManualClock) -> None:
+async def test_starter_burst_1200_then_refills_1000_per_minute(
+    node: tuple[Runtime, Api], clock: ManualClock
+) -> None:
     runtime, api = node
     boot = await key_for(runtime, clock, "starter")
     path, key = f"/api/v1/workspaces/{boot['workspace']['id']}", boot["api_key"]["key"]
@@ -76,7 +82,9 @@ async def test_headers_on_every_status(node: tuple[Runtime, Api], clock: ManualC
     boot = await key_for(runtime, clock, "free")
     key = boot["api_key"]["key"]
     ws = f"/api/v1/workspaces/{boot['workspace']['id']}"
-    reader = await api.post("/api/v1/api-keys", key=key, json={"name": "r", "scopes": ["api-keys:read"]})
+    reader = await api.post(
+        "/api/v1/api-keys", key=key, json={"name": "r", "scopes": ["api-keys:read"]}
+    )
     responses = {
         200: await api.get(ws, key=key),
         201: reader,
@@ -87,8 +95,14 @@ async def test_headers_on_every_status(node: tuple[Runtime, Api], clock: ManualC
     }
     for status, result in responses.items():
         assert result.status == status, (status, result.json)
-        for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
-                     "RateLimit-Policy", "RateLimit", "X-Request-ID"):
+        for name in (
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+            "RateLimit-Policy",
+            "RateLimit",
+            "X-Request-ID",
+        ):
             assert result.header(name) is not None, (status, name)
     ok = responses[200]
     assert ok.header("X-RateLimit-Limit") == "60"
@@ -103,7 +117,9 @@ async def test_headers_on_every_status(node: tuple[Runtime, Api], clock: ManualC
     assert last.header("X-RateLimit-Remaining") == "0"
 
 
-async def test_parallel_requests_against_one_limit(node: tuple[Runtime, Api], clock: ManualClock) -> None:
+async def test_parallel_requests_against_one_limit(
+    node: tuple[Runtime, Api], clock: ManualClock
+) -> None:
     runtime, api = node
     boot = await key_for(runtime, clock, "free")
     path, key = f"/api/v1/workspaces/{boot['workspace']['id']}", boot["api_key"]["key"]
@@ -112,16 +128,23 @@ async def test_parallel_requests_against_one_limit(node: tuple[Runtime, Api], cl
     assert sum(r.status == 200 for r in results) == 60
 
 
-async def test_two_processes_share_one_budget(mode_settings: Settings, clock: ManualClock, tmp_path: Path) -> None:
+async def test_two_processes_share_one_budget(
+    mode_settings: Settings, clock: ManualClock, tmp_path: Path
+) -> None:
     """Two runtimes stand in for two worker processes (same host: same shared memory) or,
     with Redis, two nodes (separate shared memory, one Redis)."""
     first, app_a = await open_app(mode_settings, clock)
-    other_shm = mode_settings.shm_path if mode_settings.redis_url is None else str(tmp_path / "shm-b")
+    other_shm = (
+        mode_settings.shm_path if mode_settings.redis_url is None else str(tmp_path / "shm-b")
+    )
     second, app_b = await open_app(replace(mode_settings, shm_path=other_shm), clock)
     try:
         boot = await key_for(first, clock, "free")
         path, key = f"/api/v1/workspaces/{boot['workspace']['id']}", boot["api_key"]["key"]
-        async with falcon.testing.ASGIConductor(app_a) as a, falcon.testing.ASGIConductor(app_b) as b:
+        async with (
+            falcon.testing.ASGIConductor(app_a) as a,
+            falcon.testing.ASGIConductor(app_b) as b,
+        ):
             apis = [Api(a), Api(b)]
             statuses = [(await apis[i % 2].get(path, key=key)).status for i in range(80)]
         assert statuses.count(200) == 60, statuses
@@ -131,12 +154,16 @@ async def test_two_processes_share_one_budget(mode_settings: Settings, clock: Ma
         await second.close()
 
 
-async def test_failed_authentication_is_limited_per_ip(mode_settings: Settings, clock: ManualClock) -> None:
+async def test_failed_authentication_is_limited_per_ip(
+    mode_settings: Settings, clock: ManualClock
+) -> None:
     runtime, app = await open_app(replace(mode_settings, auth_failure_limit=3), clock)
     try:
         async with falcon.testing.ASGIConductor(app) as conductor:
             api = Api(conductor)
-            statuses = [(await api.get("/api/v1/workspaces", key="sk_live_bad")).status for _ in range(5)]
+            statuses = [
+                (await api.get("/api/v1/workspaces", key="sk_live_bad")).status for _ in range(5)
+            ]
             assert statuses == [401, 401, 401, 429, 429]
             clock.advance(20)
             assert (await api.get("/api/v1/workspaces", key="sk_live_bad")).status == 401
@@ -147,17 +174,20 @@ async def test_failed_authentication_is_limited_per_ip(mode_settings: Settings, 
 async def test_pixel_limit_per_client_ip(mode_settings: Settings, clock: ManualClock) -> None:
     import ipaddress
 
-    settings = replace(mode_settings, pixel_rate_limit=5,
-                       trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    settings = replace(
+        mode_settings, pixel_rate_limit=5, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),)
+    )
     runtime, app = await open_app(settings, clock)
     try:
         async with falcon.testing.ASGIConductor(app) as conductor:
             api = Api(conductor)
 
             async def hit(ip: str) -> int:
-                result = await api.get("/api/v1/pixel/config", auth=False,
-                                       headers={"X-Forwarded-For": f"{ip}, 127.0.0.1"},
-                                       )
+                result = await api.get(
+                    "/api/v1/pixel/config",
+                    auth=False,
+                    headers={"X-Forwarded-For": f"{ip}, 127.0.0.1"},
+                )
                 return result.status
 
             first = [await hit("203.0.113.7") for _ in range(6)]
@@ -167,14 +197,21 @@ async def test_pixel_limit_per_client_ip(mode_settings: Settings, clock: ManualC
         await runtime.close()
 
 
-async def test_untrusted_forwarded_for_is_ignored(mode_settings: Settings, clock: ManualClock) -> None:
+async def test_untrusted_forwarded_for_is_ignored(
+    mode_settings: Settings, clock: ManualClock
+) -> None:
     runtime, app = await open_app(replace(mode_settings, pixel_rate_limit=2), clock)
     try:
         async with falcon.testing.ASGIConductor(app) as conductor:
             api = Api(conductor)
             statuses = [
-                (await api.get("/api/v1/pixel/config", auth=False,
-                               headers={"X-Forwarded-For": f"198.51.100.{i}"})).status
+                (
+                    await api.get(
+                        "/api/v1/pixel/config",
+                        auth=False,
+                        headers={"X-Forwarded-For": f"198.51.100.{i}"},
+                    )
+                ).status
                 for i in range(3)
             ]
             assert statuses == [200, 200, 429]  # spoofed hops do not buy new budgets

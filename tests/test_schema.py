@@ -24,12 +24,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from support import clean_env, core_api_command, fresh_database
 
 from core_api.config import sqlite_path
 from core_api.storage import open_database
 from core_api.storage.migrate import available, migrate
 from core_api.storage.postgres import PostgresDatabase
+from support import clean_env, core_api_command, fresh_database
 
 EXPECTED_TABLES = {
     "schema_migrations",
@@ -122,7 +122,13 @@ def extract_checks(create_sql: str) -> list[str]:
 # Introspection
 # ---------------------------------------------------------------------------------------
 
-ON_ACTION_PG = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+ON_ACTION_PG = {
+    "a": "NO ACTION",
+    "r": "RESTRICT",
+    "c": "CASCADE",
+    "n": "SET NULL",
+    "d": "SET DEFAULT",
+}
 
 
 def sqlite_schema(path: Path) -> dict[str, Any]:
@@ -164,8 +170,7 @@ def sqlite_schema(path: Path) -> dict[str, Any]:
                 if origin == "pk":
                     continue
                 cols = tuple(
-                    r[2]
-                    for r in sorted(conn.execute(f'PRAGMA index_info("{name}")').fetchall())
+                    r[2] for r in sorted(conn.execute(f'PRAGMA index_info("{name}")').fetchall())
                 )
                 explicit = name if origin == "c" else None
                 indexes.add((cols, bool(unique), bool(partial), explicit))
@@ -333,7 +338,9 @@ def test_both_dialects_have_the_same_migrations() -> None:
     assert versions == sorted(set(versions)), "versions must be unique and ordered"
 
 
-async def test_both_dialects_produce_the_same_logical_schema(sqlite_url: str, fresh_pg: str) -> None:
+async def test_both_dialects_produce_the_same_logical_schema(
+    sqlite_url: str, fresh_pg: str
+) -> None:
     await _migrate_url(sqlite_url)
     await _migrate_url(fresh_pg)
     lite, pg = introspect(sqlite_url), introspect(fresh_pg)
@@ -376,13 +383,13 @@ async def test_schema_has_the_constraints_the_repositories_rely_on(fresh_url: st
         (("workspace_id",), "workspaces", ("id",), "CASCADE", "NO ACTION"),
         (("user_id",), "users", ("id",), "CASCADE", "NO ACTION"),
     }
-    assert members["checks"] == {
-        (frozenset({"role"}), frozenset({"owner", "admin", "member"}))
-    }
+    assert members["checks"] == {(frozenset({"role"}), frozenset({"owner", "admin", "member"}))}
 
     keys = schema["api_keys"]
     assert (("key_hash",), True, False, None) in keys["indexes"]
-    assert (("workspace_id",), "workspaces", ("id",), "CASCADE", "NO ACTION") in keys["foreign_keys"]
+    assert (("workspace_id",), "workspaces", ("id",), "CASCADE", "NO ACTION") in keys[
+        "foreign_keys"
+    ]
     assert (("user_id",), "users", ("id",), "CASCADE", "NO ACTION") in keys["foreign_keys"]
     for nullable in ("expires_at", "last_used_at", "revoked_at", "grace_period_ends_at"):
         assert keys["columns"][nullable]["nullable"] is True
@@ -396,7 +403,9 @@ async def test_schema_has_the_constraints_the_repositories_rely_on(fresh_url: st
 
 
 async def test_migrate_is_idempotent_and_records_versions(fresh_url: str) -> None:
-    expected = [m.name for m in available("sqlite" if fresh_url.startswith("sqlite") else "postgresql")]
+    expected = [
+        m.name for m in available("sqlite" if fresh_url.startswith("sqlite") else "postgresql")
+    ]
     db = await open_database(fresh_url)
     try:
         first = await migrate(db)
@@ -412,7 +421,9 @@ async def test_migrate_is_idempotent_and_records_versions(fresh_url: str) -> Non
     assert [(int(r["version"]), r["name"]) for r in rows] == [
         (m.version, m.name) for m in available("sqlite")
     ]
-    assert all(isinstance(r["applied_at"], int) and r["applied_at"] > 1_600_000_000_000 for r in rows)
+    assert all(
+        isinstance(r["applied_at"], int) and r["applied_at"] > 1_600_000_000_000 for r in rows
+    )
     assert introspect(fresh_url) == before
     # A new connection (a restarted process) also finds nothing to do.
     assert await _migrate_url(fresh_url) == []
@@ -464,8 +475,12 @@ def test_concurrent_migrate_processes_on_postgres(tmp_path: Path) -> None:
         env = clean_env(tmp_path, database_url=url, secret_key="x" * 40)
         procs = [
             subprocess.Popen(
-                [*core_api_command(), "migrate"], env=env, cwd=tmp_path, text=True,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                [*core_api_command(), "migrate"],
+                env=env,
+                cwd=tmp_path,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
             for _ in range(3)
         ]
@@ -494,4 +509,3 @@ def test_sqlite_migrations_enable_wal(tmp_path: Path, sqlite_url: str) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
-

@@ -25,7 +25,9 @@ async def test_get_workspace_documented_shape(api: Api, boot: dict[str, Any]) ->
     assert data["slug"] == "acme-corporation"
     assert data["settings"] == {"timezone": "UTC", "locale": "en_GB"}
     assert data["created_at"].endswith("Z") and "T" in data["created_at"]
-    assert got.header("X-Request-ID", ).startswith("req_")
+    assert got.header(
+        "X-Request-ID",
+    ).startswith("req_")
 
 
 async def test_create_workspace_201_and_slug_generation(api: Api) -> None:
@@ -59,7 +61,9 @@ async def test_create_workspace_validation(api: Api) -> None:
         assert result.json["message"] == "The given data was invalid."
         assert field in result.json["errors"], (body, result.json)
     taken = await api.post(WS, json={"name": "ok", "slug": "acme-corporation"})
-    assert taken.status == 422 and taken.json["errors"]["slug"] == ["The slug has already been taken."]
+    assert taken.status == 422 and taken.json["errors"]["slug"] == [
+        "The slug has already been taken."
+    ]
     listed = await api.get(WS)
     assert listed.json["meta"]["total"] == 1  # nothing was created by bad input
 
@@ -69,7 +73,9 @@ async def test_malformed_and_wrong_type_bodies(api: Api) -> None:
     assert bad_json.status == 422 and "body" in bad_json.json["errors"]
     array = await api.post(WS, json=[1, 2])
     assert array.status == 422 and "body" in array.json["errors"]
-    wrong_type = await api.post(WS, body=b"name=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    wrong_type = await api.post(
+        WS, body=b"name=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert wrong_type.status == 415 and wrong_type.json["error"] == "unsupported_media_type"
     huge = await api.post(WS, json={"name": "x" * 2_000_000})
     assert huge.status == 413 and huge.json["error"] == "payload_too_large"
@@ -80,18 +86,29 @@ async def test_tier_may_not_exceed_callers_tier(api: Api, runtime: Any) -> None:
     free_id = free.json["data"]["id"]
     key = await make_key(api, ["*"])
     # Acting in the free workspace, a new workspace cannot be made enterprise.
-    refused = await api.post(WS, key=key, json={"name": "Big", "tier": "enterprise"},
-                             headers={"X-Workspace-ID": str(free_id)})
+    refused = await api.post(
+        WS,
+        key=key,
+        json={"name": "Big", "tier": "enterprise"},
+        headers={"X-Workspace-ID": str(free_id)},
+    )
     assert refused.status == 422 and "tier" in refused.json["errors"]
 
 
 async def test_update_merges_settings(api: Api, boot: dict[str, Any]) -> None:
     ws_id = boot["workspace"]["id"]
-    updated = await api.patch(f"{WS}/{ws_id}", json={"name": "Updated Name", "settings": {"timezone": "Europe/London", "theme": "dark"}})
+    updated = await api.patch(
+        f"{WS}/{ws_id}",
+        json={"name": "Updated Name", "settings": {"timezone": "Europe/London", "theme": "dark"}},
+    )
     assert updated.status == 200
     assert updated.json["message"] == "Workspace updated successfully."
     assert updated.json["data"]["name"] == "Updated Name"
-    assert updated.json["data"]["settings"] == {"timezone": "Europe/London", "locale": "en_GB", "theme": "dark"}
+    assert updated.json["data"]["settings"] == {
+        "timezone": "Europe/London",
+        "locale": "en_GB",
+        "theme": "dark",
+    }
     removed = await api.patch(f"{WS}/{ws_id}", json={"settings": {"theme": None}})
     assert removed.json["data"]["settings"] == {"timezone": "Europe/London", "locale": "en_GB"}
     again = await api.get(f"{WS}/{ws_id}")
@@ -117,7 +134,10 @@ async def test_scopes_enforced_with_documented_403(api: Api, boot: dict[str, Any
     assert (await api.get(f"{WS}/{ws_id}", key=reader)).status == 200
     denied = await api.patch(f"{WS}/{ws_id}", key=reader, json={"name": "x"})
     assert denied.status == 403
-    assert denied.json == {"error": "access_denied", "message": "Insufficient permissions. Required scope: workspaces:write"}
+    assert denied.json == {
+        "error": "access_denied",
+        "message": "Insufficient permissions. Required scope: workspaces:write",
+    }
     denied_delete = await api.delete(f"{WS}/{ws_id}", key=reader)
     assert denied_delete.json["message"].endswith("Required scope: workspaces:delete")
     bare = await make_key(api, ["read"])
@@ -131,8 +151,12 @@ async def test_scopes_enforced_with_documented_403(api: Api, boot: dict[str, Any
 async def test_401_shapes(api: Api, boot: dict[str, Any]) -> None:
     ws = f"{WS}/{boot['workspace']['id']}"
     expected = {"error": "unauthorized", "message": "Invalid or missing API key."}
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"},
-                    {"Authorization": "Bearer sk_live_" + "A" * 38}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer sk_live_" + "A" * 38},
+    ):
         result = await api.get(ws, headers=headers, auth=False)
         assert result.status == 401 and result.json == expected, headers
     tampered = boot["api_key"]["key"][:-1] + ("A" if boot["api_key"]["key"][-1] != "A" else "B")
@@ -141,7 +165,10 @@ async def test_401_shapes(api: Api, boot: dict[str, Any]) -> None:
 
 async def test_unknown_route_and_method(api: Api) -> None:
     missing = await api.get("/api/v1/nothing-here")
-    assert missing.status == 404 and missing.json == {"error": "not_found", "message": "Resource not found."}
+    assert missing.status == 404 and missing.json == {
+        "error": "not_found",
+        "message": "Resource not found.",
+    }
     not_int = await api.get(f"{WS}/abc")
     assert not_int.status == 404
     method = await api.request("PUT", WS, json={})
@@ -152,5 +179,7 @@ async def test_unknown_route_and_method(api: Api) -> None:
 async def test_request_id_echo(api: Api, boot: dict[str, Any]) -> None:
     echoed = await api.get(f"{WS}/{boot['workspace']['id']}", headers={"X-Request-ID": "abc-123"})
     assert echoed.header("X-Request-ID") == "abc-123"
-    junk = await api.get(f"{WS}/{boot['workspace']['id']}", headers={"X-Request-ID": "bad id\u00e9" * 20})
+    junk = await api.get(
+        f"{WS}/{boot['workspace']['id']}", headers={"X-Request-ID": "bad id\u00e9" * 20}
+    )
     assert junk.header("X-Request-ID").startswith("req_")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 import falcon.asgi
 import falcon.media
@@ -25,17 +27,17 @@ def _json_handlers() -> falcon.media.Handlers:
     return falcon.media.Handlers({falcon.MEDIA_JSON: json})
 
 
-def create_app(settings: Settings, runtime: Runtime) -> falcon.asgi.App:
+def create_app(settings: Settings, runtime: Runtime) -> falcon.asgi.App[Any, Any]:
     """Build the app around an opened :class:`Runtime` (tests, embedding)."""
-    app = falcon.asgi.App(
-        middleware=[
-            RequestIdMiddleware(),
-            GatewayMiddleware(
-                settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces
-            ),
-            IdempotencyMiddleware(runtime.idempotency, runtime.clock, settings.max_body_bytes),
-        ],
-    )
+    # Order is the request path: request id -> gateway (auth, limits, scopes) -> idempotency.
+    middleware: list[Any] = [
+        RequestIdMiddleware(),
+        GatewayMiddleware(
+            settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces
+        ),
+        IdempotencyMiddleware(runtime.idempotency, runtime.clock, settings.max_body_bytes),
+    ]
+    app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.media_handlers = _json_handlers()
     app.resp_options.media_handlers = _json_handlers()
     app.req_options.strip_url_path_trailing_slash = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -144,7 +145,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         "core_api.asgi:app",
     ]
     sys.stdout.flush()
-    os.execv(sys.executable, granian)
+    os.execv(sys.executable, granian)  # noqa: S606 - fixed argv, no shell
 
 
 def _has_uvloop() -> bool:
@@ -158,7 +159,5 @@ def _has_uvloop() -> bool:
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
     from .worker import run_worker
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(settings))
-    except KeyboardInterrupt:
-        pass

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -87,16 +88,28 @@ class Settings:
 
 
 def sqlite_path(url: str) -> Path:
-    """``sqlite:///rel/path.db`` is relative to the working directory, ``sqlite:////abs`` absolute."""
+    """``sqlite:///rel.db`` is relative to the working directory; ``sqlite:////abs.db`` is not."""
     rest = url.removeprefix("sqlite:///")
     return Path(rest).resolve() if not rest.startswith("/") else Path(rest)
 
 
 def default_shm_path(database_url: str) -> str:
-    """All workers serving one database on one host share one shared-memory file."""
+    """All workers serving one database on one host share one shared-memory file.
+
+    It lives in a directory only this user can enter, so another local user cannot
+    pre-create or read it (the rate-limit state and invalidation counter are ours alone).
+    """
     digest = hashlib.sha256(database_url.encode()).hexdigest()[:16]
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
-    return str(base / f"core-api-{digest}")
+    shm = Path("/dev/shm")  # noqa: S108 - a private 0700 directory is made inside
+    root = shm if shm.is_dir() else Path(tempfile.gettempdir())
+    private = root / f"core-api-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    info = private.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConfigError(
+            f"{PREFIX}SHM_PATH: {private} is not a private directory of this user; set the variable"
+        )
+    return str(private / f"core-api-{digest}")
 
 
 class _Reader:

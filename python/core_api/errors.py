@@ -115,8 +115,9 @@ async def handle_http_error(
         _write(req, resp, 422, body.body())
         return
     code, message = _HTTP_CODES.get(status, ("http_error", ex.title or "Request failed."))
-    if status == 405 and ex.headers:
-        resp.set_header("Allow", ex.headers.get("Allow", ""))
+    allow = dict(ex.headers or {}).get("Allow")
+    if status == 405 and allow:
+        resp.set_header("Allow", allow)
     _write(req, resp, status, {"error": code, "message": message})
 
 
@@ -128,7 +129,7 @@ async def handle_unexpected(
     _write(req, resp, 500, {**ServerError().body(), "request_id": request_id})
 
 
-def install(app: falcon.asgi.App) -> None:
+def install(app: falcon.asgi.App[Any, Any]) -> None:
     # Falcon picks the most specific registered handler for an exception's type.
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)

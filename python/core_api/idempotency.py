@@ -95,7 +95,11 @@ class DatabaseStore:
             if row["expires_at"] <= now:
                 await self._delete_if(scope, key, "expires_at <= ?", now)
                 continue
-            if row["status"] is None and row["locked_until"] <= now and row["request_hash"] == fingerprint:
+            if (
+                row["status"] is None
+                and row["locked_until"] <= now
+                and row["request_hash"] == fingerprint
+            ):
                 taken = await self.db.execute(
                     "UPDATE idempotency_records SET locked_until = ? WHERE api_key_id = ? "
                     "AND idempotency_key = ? AND status IS NULL AND locked_until = ?",
@@ -105,8 +109,12 @@ class DatabaseStore:
                     return Outcome(True)
                 continue
             return _judge(
-                Stored(row["request_hash"], row["status"], orjson.loads(row["headers"] or "{}"),
-                       bytes(row["body"] or b"")),
+                Stored(
+                    row["request_hash"],
+                    row["status"],
+                    orjson.loads(row["headers"] or "{}"),
+                    bytes(row["body"] or b""),
+                ),
                 fingerprint,
             )
         raise InFlight()
@@ -158,8 +166,12 @@ class RedisStore:
             return await self.claim(scope, key, fingerprint, now)  # expired in between
         record = orjson.loads(raw)
         return _judge(
-            Stored(record["f"], record.get("s"), record.get("h", {}),
-                   record.get("b", "").encode("latin-1")),
+            Stored(
+                record["f"],
+                record.get("s"),
+                record.get("h", {}),
+                record.get("b", "").encode("latin-1"),
+            ),
             fingerprint,
         )
 
@@ -168,8 +180,12 @@ class RedisStore:
             self.using_fallback.discard((scope, key))
             await self.fallback.complete(scope, key, stored, now)
             return
-        record = {"f": stored.fingerprint, "s": stored.status, "h": stored.headers,
-                  "b": stored.body.decode("latin-1")}
+        record = {
+            "f": stored.fingerprint,
+            "s": stored.status,
+            "h": stored.headers,
+            "b": stored.body.decode("latin-1"),
+        }
         await self.redis.set(self._key(scope, key), orjson.dumps(record), px=self.ttl_ms)
 
     async def release(self, scope: int, key: str) -> None:
@@ -194,7 +210,11 @@ class IdempotencyMiddleware:
         self.store, self.clock, self.max_body_bytes = store, clock, max_body_bytes
 
     async def process_resource(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any, params: dict[str, Any]
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        params: dict[str, Any],
     ) -> None:
         key = req.get_header(HEADER)
         if key is None or req.method not in METHODS or req.context.get("principal") is None:
@@ -208,7 +228,7 @@ class IdempotencyMiddleware:
         outcome = await self.store.claim(scope, key, print_, self.clock.now_ms())
         if outcome.replay is not None:
             stored = outcome.replay
-            resp.status = stored.status
+            resp.status = stored.status or 200
             resp.data = stored.body or None
             for name, value in stored.headers.items():
                 resp.set_header(name, value)
@@ -228,10 +248,14 @@ class IdempotencyMiddleware:
         if status >= 500:
             await self.store.release(scope, key)
             return
-        body = resp.data if resp.data is not None else (
-            orjson.dumps(resp.media) if resp.media is not None else b""
+        body = (
+            resp.data
+            if resp.data is not None
+            else (orjson.dumps(resp.media) if resp.media is not None else b"")
         )
         headers = {n: v for n in REPLAYED_HEADERS if (v := resp.get_header(n)) is not None}
         if body and "Content-Type" not in headers:
             headers["Content-Type"] = falcon.MEDIA_JSON
-        await self.store.complete(scope, key, Stored(print_, status, headers, body), self.clock.now_ms())
+        await self.store.complete(
+            scope, key, Stored(print_, status, headers, body), self.clock.now_ms()
+        )

@@ -101,7 +101,9 @@ class GatewayMiddleware:
         principal = await self.auth.authenticate(token, generation) if token else None
         if principal is None:
             if self.settings.auth_failure_limit:
-                await self._charge(b"authfail:" + client_ip(req, self.settings).encode(), self.failure_tier, req)
+                await self._charge(
+                    b"authfail:" + client_ip(req, self.settings).encode(), self.failure_tier, req
+                )
             raise Unauthorized()
         await self._charge(principal.bucket, self.plans.tiers[principal.tier], req)
         req.context.principal = principal

@@ -79,8 +79,13 @@ class LocalLimiter:
             bucket, tier.capacity, tier.refill_per_second, cost, self.clock.monotonic_ns()
         )
         return Decision(
-            allowed, tier.requests_per_minute, int(remaining), reset_after, retry_after,
-            tier.policy, self.clock.now_ms() / 1000,
+            allowed,
+            tier.requests_per_minute,
+            int(remaining),
+            reset_after,
+            retry_after,
+            tier.policy,
+            self.clock.now_ms() / 1000,
         )
 
 
@@ -163,7 +168,9 @@ class RedisLimiter:
     def _chunk(self, tier: Tier) -> int:
         return max(1, min(int(tier.refill_per_second * LEASE_SECONDS), int(tier.capacity // 20)))
 
-    async def _background_refill(self, bucket: bytes, lease: _Lease, tier: Tier, cost: float) -> None:
+    async def _background_refill(
+        self, bucket: bytes, lease: _Lease, tier: Tier, cost: float
+    ) -> None:
         try:
             await self._refill(bucket, lease, tier, cost)
         finally:
@@ -199,10 +206,19 @@ class RedisLimiter:
 
     def _decision(self, lease: _Lease, tier: Tier, allowed: bool) -> Decision:
         remaining = int(lease.tokens) + lease.global_remaining
-        retry = 0.0 if allowed else max(lease.retry_after, (lease.denied_until_ns - self.clock.monotonic_ns()) / 1e9)
+        retry = (
+            0.0
+            if allowed
+            else max(lease.retry_after, (lease.denied_until_ns - self.clock.monotonic_ns()) / 1e9)
+        )
         return Decision(
-            allowed, tier.requests_per_minute, remaining, lease.reset_after, retry,
-            tier.policy, self.clock.now_ms() / 1000,
+            allowed,
+            tier.requests_per_minute,
+            remaining,
+            lease.reset_after,
+            retry,
+            tier.policy,
+            self.clock.now_ms() / 1000,
         )
 
 

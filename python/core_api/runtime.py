@@ -12,9 +12,9 @@ from . import _native
 from .auth import Authenticator
 from .clock import Clock
 from .config import Settings
+from .idempotency import DatabaseStore, RedisStore, Store
 from .invalidation import Invalidator
 from .plans import Plans, load_plans
-from .idempotency import DatabaseStore, RedisStore, Store
 from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .services.api_keys import ApiKeyService
 from .services.workspaces import WorkspaceService
@@ -71,7 +71,9 @@ class Runtime:
         limiter: Limiter = local
         if redis is not None:
             limiter = RedisLimiter(redis, settings.redis_prefix, local, clock)
-            idempotency = RedisStore(redis, settings.redis_prefix, ttl_ms, DatabaseStore(db, ttl_ms))
+            idempotency = RedisStore(
+                redis, settings.redis_prefix, ttl_ms, DatabaseStore(db, ttl_ms)
+            )
         return cls(
             settings=settings,
             db=db,

@@ -86,12 +86,12 @@ class Fields:
         if not isinstance(value, str):
             self.fail(name, f"The {name} must be a string.")
             return None
-        value = value.strip()
+        value = str(value).strip()
         if required and not value:
             self.fail(name, f"The {name} field is required.")
         elif len(value) > max_length:
             self.fail(name, f"The {name} may not be greater than {max_length} characters.")
-        return value
+        return str(value)
 
     def integer(self, name: str, *, low: int, high: int) -> int | None:
         value = self.media.get(name)

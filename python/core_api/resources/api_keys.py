@@ -25,7 +25,7 @@ class ApiKeyCollection:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         query = list_query(req, LIST_SPEC)
         workspace = await context_workspace(req, self.workspaces)
-        rows, total = await self.keys.list(int(workspace["id"]), query)
+        rows, total = await self.keys.list_page(int(workspace["id"]), query)
         included = await self.keys.includes(rows, query.includes, workspace)
         resp.media = list_body(req, rows, total, query, present, included)
 

@@ -20,7 +20,7 @@ def principal_of(req: falcon.asgi.Request) -> Principal:
 
 
 def list_query(req: falcon.asgi.Request, spec: ListSpec) -> ListQuery:
-    return parse_list_query(req.params, spec)
+    return parse_list_query(dict(req.params), spec)
 
 
 def list_body(

@@ -24,7 +24,7 @@ class WorkspaceCollection:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         query = list_query(req, LIST_SPEC)
-        rows, total = await self.workspaces.list(principal_of(req).user_id, query)
+        rows, total = await self.workspaces.list_page(principal_of(req).user_id, query)
         included = await self.workspaces.includes(rows, query.includes)
         resp.media = list_body(req, rows, total, query, _list_item, included)
 

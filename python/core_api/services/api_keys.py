@@ -135,13 +135,14 @@ class ApiKeyService:
             raise NotFound()
         return row
 
-    async def list(self, workspace_id: int, query: ListQuery) -> tuple[list[Row], int]:
+    async def list_page(self, workspace_id: int, query: ListQuery) -> tuple[list[Row], int]:
         return await repo.list_in_workspace(self.db, workspace_id, query, self.clock.now_ms())
 
     def _check_manage(self, principal: Principal, workspace: Row, row: Row) -> None:
         if int(row["user_id"]) != principal.user_id and workspace["role"] not in MANAGER_ROLES:
             raise AccessDenied(
-                message="Insufficient permissions. Only the key's owner or a workspace owner or admin may change it"
+                message="Insufficient permissions. Only the key's owner or a workspace "
+                "owner or admin may change it"
             )
 
     async def rotate(

@@ -73,7 +73,7 @@ class WorkspaceService:
             raise NotFound()
         return row
 
-    async def list(self, user_id: int, query: ListQuery) -> tuple[list[Row], int]:
+    async def list_page(self, user_id: int, query: ListQuery) -> tuple[list[Row], int]:
         return await repo.list_for_user(self.db, user_id, query)
 
     async def create(

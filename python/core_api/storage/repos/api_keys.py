@@ -115,9 +115,9 @@ async def list_in_workspace(
         params.append(f"%{query.search.lower().replace('%', '').replace('_', '')}%")
     where = " AND ".join(f"({c})" for c in conditions)
     base = f"FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id WHERE {where}"
-    total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)  # noqa: S608
+    total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)
     rows = await db.fetch_all(
-        f"SELECT {COLUMNS}, w.tier AS workspace_tier {base} "  # noqa: S608
+        f"SELECT {COLUMNS}, w.tier AS workspace_tier {base} "
         f"ORDER BY {query.order_by(LIST_SPEC, 'k')} LIMIT ? OFFSET ?",
         [*params, query.per_page, query.offset],
     )
@@ -135,7 +135,8 @@ async def mark_rotated(
     db: Executor, key_id: int, successor_id: int, grace_ends: int, now: int
 ) -> None:
     await db.execute(
-        "UPDATE api_keys SET rotated_to_id = ?, grace_period_ends_at = ?, updated_at = ? WHERE id = ?",
+        "UPDATE api_keys SET rotated_to_id = ?, grace_period_ends_at = ?, updated_at = ? "
+        "WHERE id = ?",
         (successor_id, grace_ends, now, key_id),
     )
 

@@ -46,7 +46,8 @@ async def create(
 
 async def add_member(db: Executor, workspace_id: int, user_id: int, role: str, now: int) -> None:
     await db.execute(
-        "INSERT INTO workspace_members (workspace_id, user_id, role, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO workspace_members (workspace_id, user_id, role, created_at) "
+        "VALUES (?, ?, ?, ?)",
         (workspace_id, user_id, role, now),
     )
 
@@ -80,9 +81,9 @@ async def list_for_user(db: Executor, user_id: int, query: ListQuery) -> tuple[l
         params += [pattern, pattern]
     where = " AND ".join(f"({c})" for c in conditions)
     base = f"FROM workspaces w JOIN workspace_members m ON m.workspace_id = w.id WHERE {where}"
-    total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)  # noqa: S608
+    total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)
     rows = await db.fetch_all(
-        f"SELECT {COLUMNS}, m.role {base} ORDER BY {query.order_by(LIST_SPEC, 'w')} "  # noqa: S608
+        f"SELECT {COLUMNS}, m.role {base} ORDER BY {query.order_by(LIST_SPEC, 'w')} "
         "LIMIT ? OFFSET ?",
         [*params, query.per_page, query.offset],
     )
@@ -108,7 +109,8 @@ async def members_of(db: Executor, workspace_ids: list[int]) -> dict[int, list[R
     marks = ", ".join("?" for _ in workspace_ids)
     rows = await db.fetch_all(
         "SELECT m.workspace_id, m.user_id, m.role, m.created_at, u.name, u.email "  # noqa: S608
-        f"FROM workspace_members m JOIN users u ON u.id = m.user_id WHERE m.workspace_id IN ({marks}) "
+        "FROM workspace_members m JOIN users u ON u.id = m.user_id "
+        f"WHERE m.workspace_id IN ({marks}) "
         "ORDER BY m.workspace_id, m.user_id",
         workspace_ids,
     )

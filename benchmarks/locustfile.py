@@ -1,0 +1,214 @@
+"""Locust scenarios (FastHttpUser) for realistic mixes against a running core-api.
+
+Select a scenario by user class (``locust -f benchmarks/locustfile.py ReadUser``) or by tag
+(``--tags reads``). ``benchmarks/locust_run.py`` starts a service, bootstraps keys and runs
+these headless; to run them by hand against your own server::
+
+    BENCH_KEY=sk_live_... BENCH_WORKSPACE_ID=1 BENCH_FREE_KEY=sk_live_... \\
+    locust -f benchmarks/locustfile.py --headless -u 20 -r 20 --run-time 10s \\
+        -H http://127.0.0.1:8000 ReadUser
+
+Environment:
+
+- ``BENCH_KEY``: a ``*`` key whose tier will not refuse during the run;
+- ``BENCH_WORKSPACE_ID``: that key's workspace;
+- ``BENCH_FREE_KEY``, ``BENCH_FREE_WORKSPACE_ID``: a free-tier key (60/min, no burst) and
+  its workspace, for the saturation scenario;
+- ``BENCH_USER_RPS``: the paced request rate of each read/write user (default 10/s);
+- ``BENCH_STATUS_FILE``: where to write per-endpoint status-code counts as JSON on exit.
+
+Outcomes that are expected, not failures: 429 in the saturation scenario (with
+``Retry-After``); 404 and 429 from ``/api/v1/pixel/config`` (the pixel endpoints are not
+built yet, and pixel traffic is limited per client IP). Writes send an ``Idempotency-Key``
+and sometimes replay one; they still pass if the server ignores the header.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import uuid
+from typing import Any
+
+from locust import FastHttpUser, between, constant, constant_throughput, events, tag, task
+
+KEY = os.environ.get("BENCH_KEY", "")
+FREE_KEY = os.environ.get("BENCH_FREE_KEY", "")
+WORKSPACE_ID = os.environ.get("BENCH_WORKSPACE_ID", "1")
+USER_RPS = float(os.environ.get("BENCH_USER_RPS", "10"))
+REPLAY_RATE = float(os.environ.get("BENCH_REPLAY_RATE", "0.1"))
+
+WORKSPACE = "GET /api/v1/workspaces/{id}"
+API_KEYS = "GET /api/v1/api-keys"
+CREATE = "POST /api/v1/workspaces"
+REPLAY = "POST /api/v1/workspaces (replayed key)"
+PIXEL = "GET /api/v1/pixel/config"
+SATURATE = "GET /api/v1/workspaces/{id} (free tier)"
+
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+# --------------------------------------------------------------------------- status counts
+
+STATUS: collections.defaultdict[str, collections.Counter[str]] = collections.defaultdict(
+    collections.Counter
+)
+EXTRA: collections.Counter[str] = collections.Counter()
+
+
+@events.request.add_listener
+def _count_status(name: str, response: Any = None, exception: Any = None, **_: Any) -> None:
+    code = getattr(response, "status_code", None)
+    STATUS[name][str(code) if code else type(exception).__name__ if exception else "none"] += 1
+
+
+@events.quitting.add_listener
+def _write_status(environment: Any, **_: Any) -> None:
+    path = os.environ.get("BENCH_STATUS_FILE")
+    if path:
+        data = {"status": {k: dict(v) for k, v in STATUS.items()}, "extra": dict(EXTRA)}
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+
+
+def _has_rate_headers(resp: Any) -> bool:
+    return all(resp.headers.get(h) is not None for h in RATE_HEADERS)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+class ReadUser(FastHttpUser):
+    """Authenticated reads: the workspace (3 in 4) and the key list (1 in 4)."""
+
+    wait_time = constant_throughput(USER_RPS)
+    weight = 6
+
+    @tag("reads")
+    @task(3)
+    def workspace(self) -> None:
+        with self.client.get(
+            f"/api/v1/workspaces/{WORKSPACE_ID}",
+            headers=_auth(KEY),
+            name=WORKSPACE,
+            catch_response=True,
+        ) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"status {resp.status_code}")
+            elif not _has_rate_headers(resp):
+                resp.failure("missing X-RateLimit-* headers")
+
+    @tag("reads")
+    @task(1)
+    def api_keys(self) -> None:
+        with self.client.get(
+            "/api/v1/api-keys", headers=_auth(KEY), name=API_KEYS, catch_response=True
+        ) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"status {resp.status_code}")
+
+
+class WriteUser(FastHttpUser):
+    """Creates workspaces with a fresh Idempotency-Key; now and then replays a recent one.
+
+    A replay sends the same key and body again: the contract is the first response again
+    with ``Idempotent-Replayed: true`` (or 409 while the first is still in flight). Until
+    idempotency exists the server creates a second workspace (201): still counted as a
+    success, and the ``extra`` counts in the status file show which behaviour was seen.
+    """
+
+    wait_time = constant_throughput(max(USER_RPS / 2, 0.5))
+    weight = 2
+
+    def on_start(self) -> None:
+        self.recent: list[tuple[str, dict[str, str]]] = []
+
+    @tag("writes")
+    @task
+    def create(self) -> None:
+        if self.recent and random.random() < REPLAY_RATE:
+            key, body = random.choice(self.recent)
+            name = REPLAY
+        else:
+            key, body = str(uuid.uuid4()), {"name": f"bench {uuid.uuid4().hex[:12]}"}
+            name = CREATE
+            self.recent = [*self.recent[-19:], (key, body)]
+        headers = {**_auth(KEY), "Idempotency-Key": key, "Content-Type": "application/json"}
+        with self.client.post(
+            "/api/v1/workspaces",
+            data=json.dumps(body),
+            headers=headers,
+            name=name,
+            catch_response=True,
+        ) as resp:
+            replayed = (resp.headers.get("Idempotent-Replayed") or "").lower() == "true"
+            if name == REPLAY:
+                EXTRA["replay_marked_replayed" if replayed else "replay_not_marked"] += 1
+                if resp.status_code in (201, 409):
+                    resp.success()
+                else:
+                    resp.failure(f"replay status {resp.status_code}")
+            elif resp.status_code == 201:
+                resp.success()
+            else:
+                resp.failure(f"status {resp.status_code}")
+
+
+class PixelUser(FastHttpUser):
+    """Unauthenticated pixel bursts: 20 quick requests, then a pause.
+
+    404 (not built yet) and 429 (per-IP pixel limit) are expected outcomes.
+    """
+
+    wait_time = between(0.5, 1.5)
+    weight = 1
+
+    @tag("pixel")
+    @task
+    def burst(self) -> None:
+        for _ in range(20):
+            with self.client.get(PIXEL.split()[1], name=PIXEL, catch_response=True) as resp:
+                if resp.status_code in (200, 204, 404, 429):
+                    resp.success()
+                else:
+                    resp.failure(f"status {resp.status_code}")
+
+
+class SaturationUser(FastHttpUser):
+    """A free-tier key (60/min, no burst) hammering until the limiter answers 429.
+
+    200 and 429 are both expected; a 429 must carry ``Retry-After`` and the rate-limit
+    headers, every answer the ``X-RateLimit-*`` headers.
+    """
+
+    wait_time = constant(0)
+    weight = 1
+
+    @tag("saturation")
+    @task
+    def hammer(self) -> None:
+        with self.client.get(
+            f"/api/v1/workspaces/{os.environ.get('BENCH_FREE_WORKSPACE_ID', WORKSPACE_ID)}",
+            headers=_auth(FREE_KEY or KEY),
+            name=SATURATE,
+            catch_response=True,
+        ) as resp:
+            if resp.status_code == 429:
+                if resp.headers.get("Retry-After") is None:
+                    resp.failure("429 without Retry-After")
+                elif not _has_rate_headers(resp):
+                    resp.failure("429 without X-RateLimit-* headers")
+                else:
+                    resp.success()
+            elif resp.status_code == 200:
+                if _has_rate_headers(resp):
+                    resp.success()
+                else:
+                    resp.failure("200 without X-RateLimit-* headers")
+            else:
+                resp.failure(f"status {resp.status_code}")
