@@ -89,7 +89,7 @@ class Authenticator:
         # Only cache what was read under the current generation: a change that committed
         # and bumped while we were reading must not be papered over by a stale insert.
         if self.shared.generation() == generation:
-            self.cache.insert(key_hash, principal.key_id, principal)
+            self.cache.insert(key_hash, principal.key_id, principal, generation)
         return principal
 
     async def flush_last_used(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 
@@ -33,8 +34,12 @@ class ManualClock(Clock):
         self._ns += int(seconds * 1_000_000_000)
 
 
+@functools.lru_cache(maxsize=8192)
 def iso(ms: int | None) -> str | None:
-    """Epoch milliseconds to the reference's ISO 8601 form (``2026-01-15T10:30:00Z``)."""
+    """Epoch milliseconds to the reference's ISO 8601 form (``2026-01-15T10:30:00Z``).
+
+    Cached: the same few timestamps (a workspace's, a key's) are formatted on every read.
+    """
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -28,6 +28,7 @@ class SQLiteDatabase:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._lock = asyncio.Lock()
         self._conn = self._thread.submit(self._connect, path).result()
+        self._closed = False
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -87,6 +88,9 @@ class SQLiteDatabase:
         return self.transaction()
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         async with self._lock:
             await self._run(self._conn.close)
         self._thread.shutdown(wait=True)

@@ -1,0 +1,29 @@
+"""The documented 500: request_id in the body and header, traceback only in the log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from conftest import Api
+
+from core_api.runtime import Runtime
+
+
+async def test_database_failure_is_documented_500(
+    api: Api, runtime: Runtime, boot: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    assert (await api.get("/api/v1/workspaces")).status == 200  # key now cached
+    await runtime.db.close()
+    caplog.set_level(logging.ERROR, logger="core_api")
+    failed = await api.get("/api/v1/workspaces", headers={"X-Request-ID": "trace-me-1"})
+    assert failed.status == 500
+    assert failed.json == {
+        "error": "server_error",
+        "message": "An unexpected error occurred.",
+        "request_id": "trace-me-1",
+    }
+    assert failed.header("X-Request-ID") == "trace-me-1"
+    assert "Traceback" not in str(failed.json)
+    assert "trace-me-1" in caplog.text and "Traceback" in caplog.text
