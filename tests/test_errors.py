@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import Api
 
+from conftest import Api
 from core_api.runtime import Runtime
 
 

@@ -503,5 +503,6 @@ async def test_bound_parameters_are_not_sql(db: Database) -> None:
     nasty = "x'); DROP TABLE users; --"
     user = await users_repo.create(db, nasty, "50%_off?@example.test", NOW)
     assert user["name"] == nasty
-    assert (await users_repo.get_by_email(db, "50%_off?@example.test"))["id"] == user["id"]  # type: ignore[index]
+    found = await users_repo.get_by_email(db, "50%_off?@example.test")
+    assert found is not None and found["id"] == user["id"]
     assert await count(db, "users") == 1

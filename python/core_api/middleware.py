@@ -7,8 +7,8 @@ request id -> authenticate (Rust key cache) -> rate limit (Rust buckets) -> auth
 from __future__ import annotations
 
 import ipaddress
-import re
 import os
+import re
 from typing import Any
 
 import falcon.asgi
