@@ -171,7 +171,7 @@ def test_relative_sqlite_url_resolves_against_the_working_directory(tmp_path: Pa
 
 
 def test_postgresql_database_that_does_not_exist_is_a_clean_error(tmp_path: Path) -> None:
-    """Not a configuration error, but it must not hang: the pool gives up within its timeout."""
+    """Not a configuration error: one line saying why, exit 1, no traceback, no hang."""
     with fresh_database("gone") as url:
         pass  # created and dropped: the URL now names a missing database
     proc = subprocess.run(
@@ -182,5 +182,8 @@ def test_postgresql_database_that_does_not_exist_is_a_clean_error(tmp_path: Path
         text=True,
         timeout=90,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert proc.stdout == ""
+    assert proc.stderr.strip().startswith("core-api: cannot connect to PostgreSQL:")
+    assert "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -110,3 +110,16 @@ async def test_api_key_includes_and_status(api: Api, clock: ManualClock) -> None
     assert active.json["meta"]["total"] == 1
     expired = await api.get("/api/v1/api-keys", params={"status": "expired"})
     assert expired.json["meta"]["total"] == 1
+
+
+async def test_name_sort_is_case_insensitive_on_both_backends(api: Api) -> None:
+    for name in ("beta", "Alpha", "gamma", "Delta"):
+        await api.post("/api/v1/workspaces", json={"name": name})
+    result = await api.get("/api/v1/workspaces", params={"sort": "name", "fields": "name"})
+    assert [w["name"] for w in result.json["data"]] == [
+        "Acme Corporation",
+        "Alpha",
+        "beta",
+        "Delta",
+        "gamma",
+    ]

@@ -20,7 +20,7 @@ from .clock import Clock
 from .config import ConfigError, Settings
 from .errors import ValidationFailed
 from .plans import load_plans
-from .storage import open_database
+from .storage import DatabaseUnavailable, open_database
 from .storage.migrate import migrate
 
 log = logging.getLogger("core_api.cli")
@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     handler = {"serve": _serve, "worker": _worker, "migrate": _migrate, "bootstrap": _bootstrap}
-    handler[args.command](settings, args)
+    try:
+        handler[args.command](settings, args)
+    except DatabaseUnavailable as exc:
+        print(f"core-api: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:

@@ -36,6 +36,7 @@ class ListSpec:
     includes: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
     searchable: bool = False
+    text_sorts: frozenset[str] = frozenset({"name", "slug"})
     has_updated_at: bool = True
 
 
@@ -64,9 +65,13 @@ class ListQuery:
 
     def order_by(self, spec: ListSpec, alias: str = "") -> str:
         prefix = f"{alias}." if alias else ""
-        terms = [
-            f"{prefix}{spec.sortable[name]} {'DESC' if desc else 'ASC'}" for name, desc in self.sort
-        ]
+        terms = []
+        for name, desc in self.sort:
+            column = f"{prefix}{spec.sortable[name]}"
+            # Text sorts case-insensitively and identically on both dialects, whatever the
+            # PostgreSQL collation.
+            expression = f"LOWER({column})" if name in spec.text_sorts else column
+            terms.append(f"{expression} {'DESC' if desc else 'ASC'}")
         # A unique tie-breaker keeps pages stable when sort keys repeat.
         terms.append(f"{prefix}id {'DESC' if self.sort and self.sort[-1][1] else 'ASC'}")
         return ", ".join(terms)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from ..config import sqlite_path
-from .base import Database, Executor, IntegrityError, Row, fetch_value
+from .base import Database, DatabaseUnavailable, Executor, IntegrityError, Row, fetch_value
 from .postgres import PostgresDatabase
 from .sqlite import SQLiteDatabase
 
-__all__ = ["Database", "Executor", "IntegrityError", "Row", "fetch_value", "open_database"]
+__all__ = [
+    "Database",
+    "DatabaseUnavailable",
+    "Executor",
+    "IntegrityError",
+    "Row",
+    "fetch_value",
+    "open_database",
+]
 
 
 async def open_database(url: str, pool_size: int = 10) -> Database:

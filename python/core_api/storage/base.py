@@ -35,6 +35,10 @@ class IntegrityError(Exception):
     """A unique or foreign-key constraint refused the write (both dialects map onto this)."""
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached at start-up; the message says why, in one line."""
+
+
 async def fetch_value(db: Executor, sql: str, params: Params = ()) -> Any:
     row = await db.fetch_one(sql, params)
     return None if row is None else next(iter(row.values()))

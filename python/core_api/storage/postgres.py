@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from .base import Executor, IntegrityError, Params, Row
+from .base import DatabaseUnavailable, Executor, IntegrityError, Params, Row
 
 MIGRATION_LOCK_ID = 0x636F7265_617069  # "coreapi": one advisory lock for `core-api migrate`
 
@@ -55,6 +55,7 @@ class PostgresDatabase:
     dialect = "postgresql"
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
+        self._url = url
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -64,6 +65,14 @@ class PostgresDatabase:
         )
 
     async def open(self) -> None:
+        # One direct connection first: its error says why ("database ... does not exist",
+        # "connection refused"), where the pool would only time out.
+        try:
+            probe = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10)
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {reason}") from None
+        await probe.close()
         await self._pool.open(wait=True, timeout=10)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
