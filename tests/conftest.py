@@ -203,3 +203,15 @@ def mode_settings(
 async def open_app(settings: Settings, clock: ManualClock) -> tuple[Runtime, Any]:
     runtime = await Runtime.open(settings, clock=clock, run_migrations=True)
     return runtime, create_app(settings, runtime)
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Any]:
+    """Starts `core-api serve` processes for one test; all stopped afterwards."""
+    from e2e_support import Launcher
+
+    launch = Launcher(tmp_path)
+    try:
+        yield launch
+    finally:
+        launch.stop_all()

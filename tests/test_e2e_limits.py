@@ -13,15 +13,7 @@ import pytest
 import redis as sync_redis
 
 from conftest import REDIS_URL
-from test_e2e import (  # the launcher fixture is shared with test_e2e
-    Launcher,
-    Server,
-    children,
-    fresh_connection_client,
-    launcher,  # noqa: F401
-    printed_key,
-    sqlite_env,
-)
+from e2e_support import Launcher, Server, children, fresh_connection_client, printed_key, sqlite_env
 
 pytestmark = pytest.mark.e2e
 
