@@ -183,3 +183,11 @@ async def test_request_id_echo(api: Api, boot: dict[str, Any]) -> None:
         f"{WS}/{boot['workspace']['id']}", headers={"X-Request-ID": "bad id\u00e9" * 20}
     )
     assert junk.header("X-Request-ID").startswith("req_")
+
+
+async def test_probing_an_id_before_it_exists_does_not_hide_it(api: Api, boot: dict[str, Any]) -> None:
+    next_id = boot["workspace"]["id"] + 1
+    assert (await api.get(f"{WS}/{next_id}")).status == 404  # remembered as "not a member"
+    created = await api.post(WS, json={"name": "Later"})
+    assert created.json["data"]["id"] == next_id
+    assert (await api.get(f"{WS}/{next_id}")).status == 200

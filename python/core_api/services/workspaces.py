@@ -87,7 +87,7 @@ class WorkspaceService:
             try:
                 async with self.db.transaction() as tx:
                     chosen = await self._claim_slug(tx, slug, name)
-                    return await repo.create(
+                    row = await repo.create(
                         tx,
                         name=name,
                         slug=chosen,
@@ -96,6 +96,9 @@ class WorkspaceService:
                         owner_id=user_id,
                         now=now,
                     )
+                # Access caches may remember "not a member" for this (user, new id) pair.
+                await self.invalidator.changed()
+                return row
             except IntegrityError:
                 if slug is not None:
                     raise ValidationFailed.field(
