@@ -178,6 +178,18 @@ class Server:
                     frontier.append(child)
         return pids or [self.proc.pid]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server and all its workers so far (from /proc)."""
+        assert self.proc is not None
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in {self.proc.pid, *self.worker_pids()}:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
     def tail(self, n: int = 30) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])

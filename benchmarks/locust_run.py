@@ -8,7 +8,9 @@ separate, time-bounded locust process::
 
 CSV files land in ``benchmarks/results/locust-<timestamp>/``; the summary (req/s,
 failures, p50/p95/p99 per endpoint, status-code counts) is printed and written to
-``benchmarks/results/locust-<timestamp>.json``.
+``benchmarks/results/locust-<timestamp>.json``. The summary's figures come from the
+locustfile's own exit report (locust's last periodic CSV write can miss the final second);
+the CSV is the fallback.
 
 Usage::
 
@@ -130,8 +132,9 @@ def run_scenario(
         "seconds": seconds,
         "wall_s": round(time.monotonic() - started, 1),
         "locust_exit_code": proc.returncode,
-        "endpoints": [r for r in rows if r["name"] != "Aggregated"],
-        "aggregate": next((r for r in rows if r["name"] == "Aggregated"), None),
+        "endpoints": status.get("endpoints") or [r for r in rows if r["name"] != "Aggregated"],
+        "aggregate": status.get("aggregate")
+        or next((r for r in rows if r["name"] == "Aggregated"), None),
         "failures": read_failures(Path(f"{prefix}_failures.csv")),
         "status_codes": status.get("status", {}),
         "extra": status.get("extra", {}),

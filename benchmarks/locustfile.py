@@ -63,13 +63,36 @@ def _count_status(name: str, response: Any = None, exception: Any = None, **_: A
     STATUS[name][str(code) if code else type(exception).__name__ if exception else "none"] += 1
 
 
+def _entry(entry: Any) -> dict[str, Any]:
+    pct = entry.get_response_time_percentile
+    return {
+        "type": entry.method or "",
+        "name": entry.name,
+        "requests": entry.num_requests,
+        "failures": entry.num_failures,
+        "rps": round(entry.total_rps, 1),
+        "p50_ms": pct(0.5),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": round(entry.max_response_time or 0.0, 1),
+    }
+
+
 @events.quitting.add_listener
 def _write_status(environment: Any, **_: Any) -> None:
+    """Status counts plus the final stats (locust's last CSV write can lag by a second)."""
     path = os.environ.get("BENCH_STATUS_FILE")
-    if path:
-        data = {"status": {k: dict(v) for k, v in STATUS.items()}, "extra": dict(EXTRA)}
-        with open(path, "w") as f:
-            json.dump(data, f, indent=2)
+    if not path:
+        return
+    stats = environment.stats
+    data = {
+        "status": {k: dict(v) for k, v in STATUS.items()},
+        "extra": dict(EXTRA),
+        "endpoints": [_entry(e) for e in stats.entries.values()],
+        "aggregate": _entry(stats.total),
+    }
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
 
 
 def _auth(key: str) -> dict[str, str]:

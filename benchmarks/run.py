@@ -1,0 +1,154 @@
+"""``make bench``: micro-benchmarks, peak throughput and locust mixes, then one summary.
+
+Usage::
+
+    python -m benchmarks.run [--only micro,peak,locust] [--seconds N] [--quick] [--strict]
+
+``--seconds`` is the measured time per peak target and per locust scenario (default 8:
+the whole run then takes about two and a half minutes on a 2-core machine). ``--quick``
+is a smoke run (2 s each, quick micro-benchmarks). ``--strict`` exits 1 when a budget is
+missed. Every part writes JSON under ``benchmarks/results/``; this writes
+``run-<timestamp>.json`` tying them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import common, locust_run, peak
+
+PARTS = ("micro", "peak", "locust")
+MICRO = Path(__file__).resolve().parent / "micro" / "bench_native.py"
+MICRO_MIN_SPEEDUP = {"rate_check": 10.0}  # issue 3: the limiter check >= 10x pure Python
+MICRO_DEFAULT_MIN = 3.0  # brief: each Rust hot path >= 3x the obvious Python
+
+
+def run_micro(quick: bool, stamp: str) -> dict[str, Any]:
+    if not MICRO.exists():
+        return {"skipped": f"{MICRO.relative_to(common.ROOT)} not present"}
+    out = common.RESULTS / f"micro-{stamp}.json"
+    argv = [sys.executable, str(MICRO), "--json", str(out)] + (["--quick"] if quick else [])
+    proc = subprocess.run(argv, cwd=str(common.ROOT), timeout=300, check=False)
+    if proc.returncode != 0 or not out.exists():
+        return {"error": f"bench_native.py exited with {proc.returncode}"}
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["file"] = str(out)
+    return data
+
+
+def micro_budget(case: str) -> float:
+    for prefix, minimum in MICRO_MIN_SPEEDUP.items():
+        if case.startswith(prefix):
+            return minimum
+    return MICRO_DEFAULT_MIN
+
+
+def summarise(summary: dict[str, Any]) -> list[str]:
+    """The final summary; returns the list of missed budgets."""
+    missed: list[str] = []
+    print("\n" + "=" * 78)
+    print("Benchmark summary")
+    m = common.machine_info()
+    print(f"machine: {m.get('cpu', '?')}, {m.get('cpus')} CPUs, Python {m.get('python')}")
+    micro = summary.get("micro")
+    if micro is not None:
+        print("\nmicro (Rust vs pure Python, best of rounds):")
+        if "results" in micro:
+            for r in micro["results"]:
+                minimum = micro_budget(r["case"])
+                ok = r["speedup"] >= minimum
+                if not ok and "tuned" not in r["case"]:
+                    missed.append(f"micro {r['case']}: {r['speedup']:.1f}x < {minimum:g}x")
+                verdict = "PASS" if ok else ("info" if "tuned" in r["case"] else "MISS")
+                print(
+                    f"  {r['case']:<36} {r['rust_ns']:>8.0f} ns vs {r['python_ns']:>8.0f} ns"
+                    f"  {r['speedup']:>6.1f}x  (>= {minimum:g}x) {verdict}"
+                )
+        else:
+            print(f"  {micro.get('skipped') or micro.get('error')}")
+    pk = summary.get("peak")
+    if pk is not None:
+        print("\npeak (wrk, GET /api/v1/workspaces/{id}, 1 worker):")
+        for name in peak.TARGETS:
+            t = pk["targets"].get(name)
+            if t:
+                print(
+                    f"  {name:<10} {t['rps']:>9.0f} req/s  p50 {t.get('p50_ms', 0):.2f} ms"
+                    f"  p99 {t.get('p99_ms', 0):.2f} ms  non-2xx {t['non_2xx']}"
+                )
+            elif name in pk["errors"]:
+                print(f"  {name:<10} ERROR {pk['errors'][name][:100]}")
+                missed.append(f"peak {name}: error")
+        for name, r in pk["ratios"].items():
+            verdict = "PASS" if r["pass"] else f"MISS by {r['shortfall_pct_points']} points"
+            if not r["pass"]:
+                missed.append(f"peak {name}: {r['ratio']:.2f} < {r['budget']:.2f}")
+            print(f"  {name:<20} {r['ratio']:.3f} (>= {r['budget']:.2f}) {verdict}")
+    lc = summary.get("locust")
+    if lc is not None:
+        print(f"\nlocust (service on {lc['store']}):")
+        for sc in lc["scenarios"]:
+            agg = sc["aggregate"] or {}
+            codes: dict[str, int] = {}
+            for per in sc["status_codes"].values():
+                for code, n in per.items():
+                    codes[code] = codes.get(code, 0) + n
+            code_text = " ".join(f"{k}:{v}" for k, v in sorted(codes.items()))
+            print(
+                f"  {sc['scenario']:<11} {agg.get('rps', 0):>8.1f} req/s  "
+                f"fail {agg.get('failures', 0)}/{agg.get('requests', 0)}  "
+                f"p50 {agg.get('p50_ms', 0):.0f} p95 {agg.get('p95_ms', 0):.0f} "
+                f"p99 {agg.get('p99_ms', 0):.0f} ms  [{code_text}]"
+            )
+            if agg.get("failures"):
+                missed.append(f"locust {sc['scenario']}: {agg['failures']} failures")
+        for name, error in lc["errors"].items():
+            print(f"  {name}: ERROR {error[:200]}")
+            missed.append(f"locust {name}: error")
+    print("\n" + ("all budgets met" if not missed else "missed: " + "; ".join(missed)))
+    return missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    p.add_argument("--only", default=",".join(PARTS), help="comma-separated: micro,peak,locust")
+    p.add_argument("--seconds", type=float, default=None, help="seconds per target/scenario")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 s each, quick micro")
+    p.add_argument("--profile", default="", help="peak targets to profile with py-spy")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a budget is missed")
+    args = p.parse_args(argv)
+    parts = [x for x in args.only.split(",") if x]
+    if set(parts) - set(PARTS):
+        p.error(f"--only takes {', '.join(PARTS)}")
+    seconds = args.seconds or (2.0 if args.quick else 8.0)
+    stamp = common.timestamp()
+    started = time.monotonic()
+    summary: dict[str, Any] = {"timestamp": stamp, "machine": common.machine_info()}
+    if "micro" in parts:
+        common.log("[bench] micro-benchmarks ...")
+        summary["micro"] = run_micro(args.quick, stamp)
+    if "peak" in parts:
+        common.log("[bench] peak throughput ...")
+        peak_argv = ["--seconds", str(seconds), "--warmup", "1" if args.quick else "2"]
+        if args.profile:
+            peak_argv += ["--profile", args.profile]
+        summary["peak"] = peak.main(peak_argv)
+    if "locust" in parts:
+        common.log("[bench] locust scenarios ...")
+        summary["locust"] = locust_run.main(["--seconds", str(seconds)])
+    missed = summarise(summary)
+    summary["missed"] = missed
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    path = common.write_json(f"run-{stamp}.json", summary)
+    print(f"total {summary['wall_s']:.0f}s; results: {path}")
+    return 1 if (args.strict and missed) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
