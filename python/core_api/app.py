@@ -11,8 +11,8 @@ import orjson
 
 from . import errors
 from .config import Settings
-from .idempotency import IdempotencyMiddleware
-from .middleware import GatewayMiddleware, RequestIdMiddleware
+from .idempotency import IdempotencyGuard
+from .middleware import GatewayMiddleware
 from .resources.api_keys import ApiKeyCollection, ApiKeyItem, ApiKeyRotation
 from .resources.health import Health
 from .resources.pixel import PixelConfig
@@ -29,13 +29,11 @@ def _json_handlers() -> falcon.media.Handlers:
 
 def create_app(settings: Settings, runtime: Runtime) -> falcon.asgi.App[Any, Any]:
     """Build the app around an opened :class:`Runtime` (tests, embedding)."""
-    # Order is the request path: request id -> gateway (auth, limits, scopes) -> idempotency.
+    idempotency = IdempotencyGuard(runtime.idempotency, runtime.clock, settings.max_body_bytes)
     middleware: list[Any] = [
-        RequestIdMiddleware(),
         GatewayMiddleware(
-            settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces
-        ),
-        IdempotencyMiddleware(runtime.idempotency, runtime.clock, settings.max_body_bytes),
+            settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces, idempotency
+        )
     ]
     app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.media_handlers = _json_handlers()

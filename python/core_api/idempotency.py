@@ -205,20 +205,14 @@ def fingerprint(req: falcon.asgi.Request, body: bytes) -> str:
     return digest.hexdigest()
 
 
-class IdempotencyMiddleware:
+class IdempotencyGuard:
+    """Called by the gateway middleware: ``begin`` after authorisation for mutating
+    requests that carry the header, ``finish`` when their response is ready."""
+
     def __init__(self, store: Store, clock: Clock, max_body_bytes: int) -> None:
         self.store, self.clock, self.max_body_bytes = store, clock, max_body_bytes
 
-    async def process_resource(
-        self,
-        req: falcon.asgi.Request,
-        resp: falcon.asgi.Response,
-        resource: Any,
-        params: dict[str, Any],
-    ) -> None:
-        key = req.get_header(HEADER)
-        if key is None or req.method not in METHODS or req.context.get("principal") is None:
-            return
+    async def begin(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, key: str) -> None:
         if not _VALID_KEY.match(key):
             raise ValidationFailed.field(
                 HEADER, "The Idempotency-Key must be 1 to 255 printable ASCII characters."
@@ -233,13 +227,11 @@ class IdempotencyMiddleware:
             for name, value in stored.headers.items():
                 resp.set_header(name, value)
             resp.set_header("Idempotent-Replayed", "true")
-            resp.complete = True
+            resp.complete = True  # the responder is skipped
             return
         req.context.idempotency = (scope, key, print_)
 
-    async def process_response(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any, ok: bool
-    ) -> None:
+    async def finish(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         claim = req.context.get("idempotency")
         if claim is None:
             return

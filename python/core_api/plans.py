@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,19 +16,24 @@ class Tier:
     name: str
     requests_per_minute: int
     burst: float
+    # Derived once: they are read (and the strings written into headers) on every request.
+    capacity: float = field(init=False)
+    refill_per_second: float = field(init=False)
+    policy: str = field(init=False)  # the IETF RateLimit-Policy item
+    policy_name: str = field(init=False)
+    limit_text: str = field(init=False)
 
-    @property
-    def capacity(self) -> float:
-        return self.requests_per_minute * (1.0 + self.burst)
-
-    @property
-    def refill_per_second(self) -> float:
-        return self.requests_per_minute / 60.0
-
-    @property
-    def policy(self) -> str:
-        """The IETF ``RateLimit-Policy`` item for this tier."""
-        return f'"{self.name}";q={int(self.capacity)};w=60'
+    def __post_init__(self) -> None:
+        capacity = self.requests_per_minute * (1.0 + self.burst)
+        derived = {
+            "capacity": capacity,
+            "refill_per_second": self.requests_per_minute / 60.0,
+            "policy_name": f'"{self.name}"',
+            "policy": f'"{self.name}";q={int(capacity)};w=60',
+            "limit_text": str(self.requests_per_minute),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,24 +28,37 @@ from .plans import Plans, Tier
 log = logging.getLogger("core_api.ratelimit")
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_after: float  # seconds until the bucket is full again
-    retry_after: float  # seconds until one more request would be allowed (0 when allowed)
-    policy: str
-    now_s: float
+    """One rate-limit verdict; writes the headers every API response carries."""
+
+    __slots__ = ("allowed", "now_s", "remaining", "reset_after", "retry_after", "tier")
+
+    def __init__(
+        self,
+        allowed: bool,
+        tier: Tier,
+        remaining: int,
+        reset_after: float,
+        retry_after: float,
+        now_s: float,
+    ) -> None:
+        self.allowed, self.tier, self.remaining = allowed, tier, remaining
+        self.reset_after = reset_after  # seconds until the bucket is full again
+        self.retry_after = retry_after  # seconds until one more request is allowed (0 if allowed)
+        self.now_s = now_s
+
+    @property
+    def limit(self) -> int:
+        return self.tier.requests_per_minute
 
     def headers(self) -> list[tuple[str, str]]:
-        reset_in = math.ceil(self.reset_after)
+        remaining = str(self.remaining)
         return [
-            ("X-RateLimit-Limit", str(self.limit)),
-            ("X-RateLimit-Remaining", str(self.remaining)),
+            ("X-RateLimit-Limit", self.tier.limit_text),
+            ("X-RateLimit-Remaining", remaining),
             ("X-RateLimit-Reset", str(math.ceil(self.now_s + self.reset_after))),
-            ("RateLimit-Policy", self.policy),
-            ("RateLimit", f"{self.policy.split(';', 1)[0]};r={self.remaining};t={reset_in}"),
+            ("RateLimit-Policy", self.tier.policy),
+            ("RateLimit", f"{self.tier.policy_name};r={remaining};t={math.ceil(self.reset_after)}"),
         ]
 
     def error(self) -> RateLimited:
@@ -62,6 +75,9 @@ class Decision:
 
 
 class Limiter(Protocol):
+    def check_now(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision | None:
+        """A decision without waiting, or None when only ``check`` can decide."""
+
     async def check(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision: ...
 
 
@@ -79,13 +95,7 @@ class LocalLimiter:
             bucket, tier.capacity, tier.refill_per_second, cost, self.clock.monotonic_ns()
         )
         return Decision(
-            allowed,
-            tier.requests_per_minute,
-            int(remaining),
-            reset_after,
-            retry_after,
-            tier.policy,
-            self.clock.now_ms() / 1000,
+            allowed, tier, int(remaining), reset_after, retry_after, self.clock.now_ms() / 1000
         )
 
 
@@ -141,7 +151,8 @@ class RedisLimiter:
         self.leases: dict[bytes, _Lease] = {}
         self.down_until_ns = 0
 
-    async def check(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision:
+    def check_now(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision | None:
+        """Spend from the local lease; None when the lease must be refilled from Redis."""
         now = self.clock.monotonic_ns()
         if now < self.down_until_ns:
             return self.local.check_now(bucket, tier, cost)
@@ -150,18 +161,30 @@ class RedisLimiter:
             if len(self.leases) > 100_000:
                 self.leases.clear()  # bounded memory; dropping leases only under-admits
             lease = self.leases[bucket] = _Lease()
+        if lease.tokens >= cost:
+            return self._spend(bucket, lease, tier, cost)
+        if now < lease.denied_until_ns:
+            return self._decision(lease, tier, False)
+        return None
+
+    async def check(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision:
+        decision = self.check_now(bucket, tier, cost)
+        if decision is not None:
+            return decision
+        lease = self.leases[bucket]
+        if lease.refill is not None:
+            await asyncio.shield(lease.refill)  # single flight: join the refill under way
+        if lease.tokens < cost and not await self._refill(bucket, lease, tier, cost):
+            return self.local.check_now(bucket, tier, cost)
         if lease.tokens < cost:
-            if now < lease.denied_until_ns:
-                return self._decision(lease, tier, False)
-            if lease.refill is not None:
-                await asyncio.shield(lease.refill)  # single flight: join the refill under way
-            if lease.tokens < cost and not await self._refill(bucket, lease, tier, cost):
-                return self.local.check_now(bucket, tier, cost)
-            if lease.tokens < cost:
-                return self._decision(lease, tier, False)
+            return self._decision(lease, tier, False)
+        return self._spend(bucket, lease, tier, cost)
+
+    def _spend(self, bucket: bytes, lease: _Lease, tier: Tier, cost: float) -> Decision:
         lease.tokens -= cost
         chunk = self._chunk(tier)
         if chunk > 1 and lease.refill is None and lease.tokens < chunk / 2:
+            # Top the lease up before it runs dry, so busy keys rarely wait on Redis.
             lease.refill = asyncio.create_task(self._background_refill(bucket, lease, tier, cost))
         return self._decision(lease, tier, True)
 
@@ -212,13 +235,7 @@ class RedisLimiter:
             else max(lease.retry_after, (lease.denied_until_ns - self.clock.monotonic_ns()) / 1e9)
         )
         return Decision(
-            allowed,
-            tier.requests_per_minute,
-            remaining,
-            lease.reset_after,
-            retry,
-            tier.policy,
-            self.clock.now_ms() / 1000,
+            allowed, tier, remaining, lease.reset_after, retry, self.clock.now_ms() / 1000
         )
 
 
