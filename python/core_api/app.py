@@ -27,14 +27,33 @@ def _json_handlers() -> falcon.media.Handlers:
     return falcon.media.Handlers({falcon.MEDIA_JSON: json})
 
 
-def create_app(settings: Settings, runtime: Runtime) -> falcon.asgi.App[Any, Any]:
-    """Build the app around an opened :class:`Runtime` (tests, embedding)."""
+class _Lifespan:
+    """Opens the runtime on ASGI start-up and closes it on shutdown (no per-request hooks)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def process_startup(self, scope: Any, event: Any) -> None:
+        await self.runtime.start()
+        self.runtime.start_background()
+
+    async def process_shutdown(self, scope: Any, event: Any) -> None:
+        await self.runtime.close()
+
+
+def create_app(
+    settings: Settings, runtime: Runtime, *, manage_lifespan: bool = False
+) -> falcon.asgi.App[Any, Any]:
+    """Build the app around a :class:`Runtime`: an opened one (tests, embedding), or one
+    the app opens and closes itself on the ASGI lifespan (``manage_lifespan=True``)."""
     idempotency = IdempotencyGuard(runtime.idempotency, runtime.clock, settings.max_body_bytes)
     middleware: list[Any] = [
         GatewayMiddleware(
             settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces, idempotency
         )
     ]
+    if manage_lifespan:
+        middleware.append(_Lifespan(runtime))
     app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.media_handlers = _json_handlers()
     app.resp_options.media_handlers = _json_handlers()

@@ -18,7 +18,7 @@ from .plans import Plans, load_plans
 from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .services.api_keys import ApiKeyService
 from .services.workspaces import WorkspaceService
-from .storage import Database, open_database
+from .storage import Database, create_database
 from .storage.migrate import migrate
 
 log = logging.getLogger("core_api.runtime")
@@ -42,19 +42,13 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
-    async def open(
-        cls,
-        settings: Settings,
-        *,
-        clock: Clock | None = None,
-        db: Database | None = None,
-        run_migrations: bool = False,
+    def build(
+        cls, settings: Settings, *, clock: Clock | None = None, db: Database | None = None
     ) -> Runtime:
+        """Everything, without I/O: the database pool opens in :meth:`start`."""
         clock = clock or Clock()
         plans = load_plans(settings.plans_file)
-        db = db or await open_database(settings.database_url, settings.pg_pool_size)
-        if run_migrations:
-            await migrate(db)
+        db = db or create_database(settings.database_url, settings.pg_pool_size)
         shared = _native.SharedState(settings.shm_path)
         redis = None
         if settings.redis_url:
@@ -88,6 +82,24 @@ class Runtime:
             workspaces=WorkspaceService(db, plans, clock, invalidator),
             keys=ApiKeyService(db, plans, clock, settings.secret_key, invalidator),
         )
+
+    async def start(self, *, run_migrations: bool = False) -> None:
+        await self.db.open()
+        if run_migrations:
+            await migrate(self.db)
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        db: Database | None = None,
+        run_migrations: bool = False,
+    ) -> Runtime:
+        runtime = cls.build(settings, clock=clock, db=db)
+        await runtime.start(run_migrations=run_migrations)
+        return runtime
 
     def start_background(self) -> None:
         """Per-process housekeeping: batched last_used_at writes, cross-node invalidation."""

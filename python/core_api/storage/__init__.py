@@ -13,14 +13,20 @@ __all__ = [
     "Executor",
     "IntegrityError",
     "Row",
+    "create_database",
     "fetch_value",
     "open_database",
 ]
 
 
-async def open_database(url: str, pool_size: int = 10) -> Database:
+def create_database(url: str, pool_size: int = 10) -> Database:
+    """A connector, not yet connected for PostgreSQL (``await db.open()``)."""
     if url.startswith("sqlite:"):
         return SQLiteDatabase(sqlite_path(url))
-    db = PostgresDatabase(url, pool_size)
+    return PostgresDatabase(url, pool_size)
+
+
+async def open_database(url: str, pool_size: int = 10) -> Database:
+    db = create_database(url, pool_size)
     await db.open()
     return db

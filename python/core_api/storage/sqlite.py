@@ -56,6 +56,9 @@ class SQLiteDatabase:
     def _execute(self, sql: str, params: Params) -> int:
         return self._conn.execute(sql, tuple(params)).rowcount
 
+    async def open(self) -> None:
+        """Connected on construction; nothing to wait for."""
+
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         async with self._lock:
             return await self._run(lambda: self._fetch_one(sql, params))
