@@ -48,5 +48,7 @@ def core_api_command() -> list[str]:
 def clean_env(tmp: Path, **core_api: str) -> dict[str, str]:
     """A minimal environment: no CORE_API_* leaks in from the developer's shell."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "LANG": "C.UTF-8"}
+    # Shared memory inside the test's own folder, not /dev/shm (nothing left behind).
+    env["CORE_API_SHM_PATH"] = str(tmp / "shm")
     env.update({f"CORE_API_{k.upper()}": v for k, v in core_api.items()})
     return env

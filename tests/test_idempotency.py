@@ -111,13 +111,9 @@ async def test_delete_replays_204(node: tuple[Runtime, Any]) -> None:
     assert (await api.delete(f"{WS}/{ws_id}")).status == 404
 
 
-async def test_records_expire_after_24_hours(
-    node: tuple[Runtime, Any], clock: ManualClock, limiter_mode: str
-) -> None:
-    if limiter_mode == "redis":
-        pytest.skip(
-            "Redis expires records on its own clock (PX TTL); covered by test_redis_record_ttl"
-        )
+@pytest.mark.parametrize("limiter_mode", ["local"], indirect=True)
+async def test_records_expire_after_24_hours(node: tuple[Runtime, Any], clock: ManualClock) -> None:
+    """Database records expire on the app's clock; Redis ones by TTL (next test)."""
     _, api = node
     headers = {"Idempotency-Key": "daily"}
     assert (await api.post(WS, json={"name": "D"}, headers=headers)).status == 201
@@ -131,11 +127,8 @@ async def test_records_expire_after_24_hours(
     assert await total_workspaces(api) == 3
 
 
-async def test_redis_record_ttl(
-    node: tuple[Runtime, Any], limiter_mode: str, mode_settings: Settings
-) -> None:
-    if limiter_mode != "redis":
-        pytest.skip("Redis only")
+@pytest.mark.parametrize("limiter_mode", ["redis"], indirect=True)
+async def test_redis_record_ttl(node: tuple[Runtime, Any], mode_settings: Settings) -> None:
     runtime, api = node
     assert (
         await api.post(WS, json={"name": "T"}, headers={"Idempotency-Key": "ttl"})

@@ -185,7 +185,9 @@ async def test_request_id_echo(api: Api, boot: dict[str, Any]) -> None:
     assert junk.header("X-Request-ID").startswith("req_")
 
 
-async def test_probing_an_id_before_it_exists_does_not_hide_it(api: Api, boot: dict[str, Any]) -> None:
+async def test_probing_an_id_before_it_exists_does_not_hide_it(
+    api: Api, boot: dict[str, Any]
+) -> None:
     next_id = boot["workspace"]["id"] + 1
     assert (await api.get(f"{WS}/{next_id}")).status == 404  # remembered as "not a member"
     created = await api.post(WS, json={"name": "Later"})
