@@ -127,6 +127,9 @@ INVALID = [
     ("WEBHOOK_RETRY_SCHEDULE", "1.5"),
     ("LOG_LEVEL", "chatty"),
     ("TRUSTED_PROXIES", "10.0.0.0/8,not-an-ip"),
+    ("PUBLIC_URL", "api.example.com"),
+    ("PUBLIC_URL", "ftp://api.example.com"),
+    ("PUBLIC_URL", "https://api.example.com/?x=1"),
 ]
 
 

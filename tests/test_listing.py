@@ -123,3 +123,23 @@ async def test_name_sort_is_case_insensitive_on_both_backends(api: Api) -> None:
         "Delta",
         "gamma",
     ]
+
+
+async def test_links_use_the_public_url_when_configured(
+    runtime: Any, settings: Any, boot: dict[str, Any]
+) -> None:
+    from dataclasses import replace
+
+    import falcon.testing
+
+    from core_api.app import create_app
+
+    app = create_app(replace(settings, public_url="https://api.example.com"), runtime)
+    async with falcon.testing.ASGIConductor(app) as conductor:
+        result = await Api(conductor, boot["api_key"]["key"]).get(
+            "/api/v1/workspaces", params={"per_page": "5"}
+        )
+    assert (
+        result.json["links"]["first"]
+        == "https://api.example.com/api/v1/workspaces?per_page=5&page=1"
+    )

@@ -13,6 +13,7 @@ import secrets
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PREFIX = "CORE_API_"
 DEFAULT_DATABASE_URL = "sqlite:///data/core-api.db"
@@ -32,6 +33,7 @@ class Settings:
     workers: int = 1
     secret_key: bytes = b""
     shm_path: str = ""
+    public_url: str | None = None
     max_body_bytes: int = 1_048_576
     key_cache_size: int = 100_000
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -58,6 +60,7 @@ class Settings:
             "host": reader.text("HOST", "127.0.0.1"),
             "port": reader.integer("PORT", 8000, low=1, high=65535),
             "workers": reader.integer("WORKERS", 1, low=1, high=256),
+            "public_url": reader.public_url("PUBLIC_URL"),
             "max_body_bytes": reader.integer("MAX_BODY_BYTES", 1_048_576, low=1024),
             "key_cache_size": reader.integer("KEY_CACHE_SIZE", 100_000, low=16),
             "trusted_proxies": reader.networks("TRUSTED_PROXIES"),
@@ -192,6 +195,17 @@ class _Reader:
         raise self.fail(
             name, "expected postgresql://... or sqlite:///relative.db or sqlite:////abs.db"
         )
+
+    def public_url(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise self.fail(
+                name, f"expected an http(s) URL like https://api.example.com, got {value!r}"
+            )
+        return value.rstrip("/")
 
     def redis_url(self, name: str) -> str | None:
         value = self.raw(name)

@@ -7,7 +7,7 @@ import falcon.asgi
 
 from ..clock import iso
 from ..config import Settings
-from ..services.api_keys import MAX_GRACE_HOURS, ApiKeyService, present
+from ..services.api_keys import MAX_GRACE_HOURS, ApiKeyService, present, present_with_secret
 from ..services.workspaces import WorkspaceService
 from ..storage.repos.api_keys import LIST_SPEC
 from ..validation import Fields, read_json
@@ -27,7 +27,7 @@ class ApiKeyCollection:
         workspace = await context_workspace(req, self.workspaces)
         rows, total = await self.keys.list_page(int(workspace["id"]), query)
         included = await self.keys.includes(rows, query.includes, workspace)
-        resp.media = list_body(req, rows, total, query, present, included)
+        resp.media = list_body(req, rows, total, query, present, included, self.settings.public_url)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = Fields(
@@ -44,20 +44,12 @@ class ApiKeyCollection:
         row, key = await self.keys.create_for(
             principal_of(req), workspace, name, scopes, tier, expires_at
         )
-        item = present(row)
         resp.status = falcon.HTTP_201
         resp.media = {
             "message": "API key created successfully.",
-            "data": {
-                "id": item["id"],
-                "name": item["name"],
-                "key": key,
-                "prefix": item["prefix"],
-                "scopes": item["scopes"],
-                "rate_limit_tier": item["rate_limit_tier"],
-                "expires_at": item["expires_at"],
-                "created_at": item["created_at"],
-            },
+            "data": present_with_secret(
+                row, key, "scopes", "rate_limit_tier", "expires_at", "created_at"
+            ),
         }
 
 
@@ -99,15 +91,10 @@ class ApiKeyRotation:
         row, key, grace_ends = await self.keys.rotate(
             principal_of(req), workspace, id, 24 if grace is None else grace
         )
-        item = present(row)
         resp.media = {
             "message": "API key rotated successfully.",
             "data": {
-                "id": item["id"],
-                "name": item["name"],
-                "key": key,
-                "prefix": item["prefix"],
-                "scopes": item["scopes"],
+                **present_with_secret(row, key, "scopes"),
                 "grace_period_ends_at": iso(grace_ends),
             },
         }

@@ -30,6 +30,7 @@ def list_body(
     query: ListQuery,
     present: Callable[[Row], dict[str, Any]],
     included: dict[str, dict[int, Any]],
+    public_url: str | None,
 ) -> dict[str, Any]:
     data = []
     for row in rows:
@@ -38,7 +39,9 @@ def list_body(
             item[name] = by_id.get(int(row["id"]))
         data.append(item)
     params = {k: v for k, v in req.params.items() if k != "page"}
-    return envelope(data, total, query, req.prefix + req.path, params)
+    # Behind a proxy the request's own scheme and host may not be what clients use.
+    base = (public_url or req.prefix) + req.path
+    return envelope(data, total, query, base, params)
 
 
 async def context_workspace(req: falcon.asgi.Request, workspaces: WorkspaceService) -> Row:

@@ -26,7 +26,9 @@ class WorkspaceCollection:
         query = list_query(req, LIST_SPEC)
         rows, total = await self.workspaces.list_page(principal_of(req).user_id, query)
         included = await self.workspaces.includes(rows, query.includes)
-        resp.media = list_body(req, rows, total, query, _list_item, included)
+        resp.media = list_body(
+            req, rows, total, query, _list_item, included, self.settings.public_url
+        )
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = Fields(await read_json(req, self.settings.max_body_bytes), {"name", "slug", "tier"})

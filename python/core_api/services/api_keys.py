@@ -38,6 +38,18 @@ def present(row: Row) -> dict[str, Any]:
     }
 
 
+def present_with_secret(row: Row, key: str, *fields: str) -> dict[str, Any]:
+    """The one-time view of a key (create, rotate): the full key beside chosen fields."""
+    item = present(row)
+    return {
+        "id": item["id"],
+        "name": item["name"],
+        "key": key,
+        "prefix": item["prefix"],
+        **{name: item[name] for name in fields},
+    }
+
+
 class ApiKeyService:
     def __init__(
         self, db: Database, plans: Plans, clock: Clock, pepper: bytes, invalidator: Invalidator
