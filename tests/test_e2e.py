@@ -144,3 +144,32 @@ def test_serve_on_postgresql(launcher: Launcher, tmp_path: Path) -> None:
             revocation_scenario(server, workers=2)
         finally:
             server.stop()  # before the database is dropped
+
+
+def test_revocation_reaches_another_node_through_redis(
+    launcher: Launcher, tmp_path: Path, redis_prefix: str
+) -> None:
+    """Two nodes (separate shared memory) share one database and one Redis: a key revoked
+    on one is refused by the other as soon as the pub/sub message lands."""
+    import time
+
+    from conftest import REDIS_URL
+
+    env = sqlite_env(tmp_path)
+    env.update({"CORE_API_REDIS_URL": REDIS_URL, "CORE_API_REDIS_PREFIX": redis_prefix})
+    node_a = launcher.start(env, 1, "--first-run-bootstrap")
+    node_b = launcher.start({**env, "CORE_API_SHM_PATH": str(tmp_path / "shm-b")}, 1)
+    admin_key = printed_key(node_a)
+    with httpx.Client(base_url=node_a.base, headers={"Authorization": f"Bearer {admin_key}"}) as a:
+        doomed = a.post("/api/v1/api-keys", json={"name": "d", "scopes": ["*"]}).json()["data"]
+    with fresh_connection_client(node_b, doomed["key"]) as b:
+        assert b.get("/api/v1/workspaces/1").status_code == 200  # cached on node B
+        with httpx.Client(
+            base_url=node_a.base, headers={"Authorization": f"Bearer {admin_key}"}
+        ) as a:
+            assert a.delete(f"/api/v1/api-keys/{doomed['id']}").status_code == 204
+        revoked_at = time.monotonic()
+        while b.get("/api/v1/workspaces/1").status_code == 200:
+            assert time.monotonic() - revoked_at < 1.0, "node B still accepts the revoked key"
+            time.sleep(0.005)
+        assert {b.get("/api/v1/workspaces/1").status_code for _ in range(5)} == {401}
