@@ -209,6 +209,114 @@ def test_rate_check_math_with_injected_clock(tmp_path: Path) -> None:
     assert state.rate_peek(b"key:1", 90, 1.0, t1) == 90.0
 
 
+def test_rate_tier() -> None:
+    tier = _native.RateTier(90, 1.5)
+    assert (tier.capacity, tier.refill_per_sec) == (90.0, 1.5)
+    assert repr(tier) == "RateTier(capacity=90.0, refill_per_sec=1.5)"
+    for capacity, refill, match in [
+        (0, 1.0, "capacity"),
+        (float("inf"), 1.0, "capacity"),
+        (10, -1.0, "refill_per_sec"),
+        (10, float("nan"), "refill_per_sec"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            _native.RateTier(capacity, refill)
+
+
+def test_rate_take_matches_rate_check(tmp_path: Path) -> None:
+    """Same bucket math; remaining as whole tokens; shared with rate_check."""
+    take = _native.SharedState(tmp_path / "take.shm", 1024)
+    check = _native.SharedState(tmp_path / "check.shm", 1024)
+    tier = _native.RateTier(10, 2.0)
+    steps = [(0, 1.0), (0, 4.0), (0, 4.0), (0, 4.0), (S // 4, 1.0), (S, 2.5), (3 * S, 0.0)]
+    steps += [(3 * S, 11.0), (10 * S, 3.0), (9 * S, 1.0)]  # cost > capacity, clock backwards
+    for now, cost in steps:
+        got = take.rate_take(b"k", tier, 100 * S + now, cost)
+        want = check.rate_check(b"k", 10, 2.0, cost, 100 * S + now)
+        assert type(got) is tuple and len(got) == 4
+        assert got[0] is want[0]
+        assert type(got[1]) is int and got[1] == int(want[1])
+        assert got[2:] == pytest.approx(want[2:])
+        assert all(type(v) is float for v in got[2:])
+    # The default cost is 1; both methods use the same bucket of a key.
+    assert take.rate_take(b"both", tier, S) == (True, 9, 0.0, 0.5)
+    assert take.rate_check(b"both", 10, 2.0, 1, S)[1] == 8.0
+    assert take.rate_take(b"both", tier, S)[1] == 7
+    assert take.rate_peek(b"both", 10, 2.0, S) == 7.0
+
+
+def test_rate_take_denied_values(tmp_path: Path) -> None:
+    state = _native.SharedState(tmp_path / "state.shm", 64)
+    tier = _native.RateTier(90, 1.0)
+    t0 = 100 * S
+    results = [state.rate_take(b"key:1", tier, t0) for _ in range(91)]
+    assert [r[1] for r in results[:90]] == list(range(89, -1, -1))
+    assert all(r[0] and r[2] == 0.0 for r in results[:90])
+    assert results[90][:2] == (False, 0)
+    assert results[90][2:] == pytest.approx((1.0, 90.0))
+    # 2.5 s later: two more requests, then 0.5 token left and retry in 0.5 s.
+    t1 = t0 + 2 * S + S // 2
+    assert state.rate_take(b"key:1", tier, t1)[0]
+    assert state.rate_take(b"key:1", tier, t1)[0]
+    allowed, remaining, retry, reset = state.rate_take(b"key:1", tier, t1)
+    assert (allowed, remaining) == (False, 0)
+    assert (retry, reset) == pytest.approx((0.5, 89.5))
+
+
+def test_rate_take_results_are_independent(tmp_path: Path) -> None:
+    """The result tuple is reused only once dropped: kept results never change."""
+    state = _native.SharedState(tmp_path / "state.shm", 64)
+    tier = _native.RateTier(5, 1.0)
+    kept = [state.rate_take(b"k", tier, S) for _ in range(7)]
+    assert [r[:2] for r in kept] == [(True, 4), (True, 3), (True, 2), (True, 1), (True, 0)] + [
+        (False, 0)
+    ] * 2
+    first = state.rate_take(b"other", tier, S)
+    snapshot = tuple(first)
+    for _ in range(3):
+        state.rate_take(b"other", tier, S)  # dropped at once: may be refilled in place
+    assert first == snapshot == (True, 4, 0.0, 1.0)
+    held = list(first)
+    del first
+    for _ in range(3):
+        state.rate_take(b"other", tier, S)
+    assert held == [True, 4, 0.0, 1.0]
+    # rate_check shares the reuse and keeps its float values.
+    checked = [state.rate_check(b"c", 5, 1.0, 1, S) for _ in range(3)]
+    assert checked == [(True, 4.0, 0.0, 1.0), (True, 3.0, 0.0, 2.0), (True, 2.0, 0.0, 3.0)]
+
+
+def test_rate_take_bad_arguments(tmp_path: Path) -> None:
+    state = _native.SharedState(tmp_path / "state.shm", 64)
+    tier = _native.RateTier(10, 1.0)
+    with pytest.raises(ValueError, match="now_ns"):
+        state.rate_take(b"k", tier, -5)
+    with pytest.raises(ValueError, match="cost"):
+        state.rate_take(b"k", tier, 0, -1.0)
+    with pytest.raises(ValueError, match="cost"):
+        state.rate_take(b"k", tier, 0, float("nan"))
+    with pytest.raises(TypeError, match="tier"):
+        state.rate_take(b"k", (10, 1.0), 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bucket_key"):
+        state.rate_take("k", tier, 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="now_ns"):
+        state.rate_take(b"k", tier, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cost"):
+        state.rate_take(b"k", tier, 0, "1")  # type: ignore[arg-type]
+    with pytest.raises(OverflowError):
+        state.rate_take(b"k", tier, 2**70)
+    with pytest.raises(TypeError, match="3 or 4 positional arguments"):
+        state.rate_take(b"k", tier)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="keyword"):
+        state.rate_take(b"k", tier, 0, cost=1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _native.SharedState.rate_take(object(), b"k", tier, 0)  # type: ignore[arg-type]
+    assert state.rate_peek(b"k", 10, 1.0, 0) == 10.0  # no failed call touched the bucket
+    assert "bucket_key, tier, now_ns, cost=1.0, /" in str(
+        __import__("inspect").signature(_native.SharedState.rate_take)
+    )
+
+
 def test_two_handles_share_one_budget(tmp_path: Path) -> None:
     path = tmp_path / "state.shm"
     a = _native.SharedState(path, 512)
@@ -225,7 +333,9 @@ def test_two_processes_share_one_budget(tmp_path: Path) -> None:
     code = (
         "import sys; from core_api import _native\n"
         "s = _native.SharedState(sys.argv[1], 512)\n"
-        "print(sum(s.rate_check(b'ip:1', 300, 5.0, 1, 10**9)[0] for _ in range(400)))\n"
+        "t = _native.RateTier(300, 5.0)\n"
+        "print(sum(s.rate_check(b'ip:1', 300, 5.0, 1, 10**9)[0] for _ in range(200))\n"
+        "      + sum(s.rate_take(b'ip:1', t, 10**9)[0] for _ in range(200)))\n"
         "s.bump_generation()\n"
     )
     procs = [

@@ -12,6 +12,7 @@ __all__ = [
     "KEY_LENGTH",
     "KEY_PREFIX",
     "KeyCache",
+    "RateTier",
     "SharedState",
     "constant_time_eq",
     "generate_key",
@@ -39,6 +40,24 @@ def key_prefix(key: str) -> str:
 
 def constant_time_eq(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of two byte strings."""
+
+@final
+class RateTier:
+    """Validated token-bucket parameters (a tier) for :meth:`SharedState.rate_take`.
+
+    Build one per tier at startup and reuse it: validation happens here, not per request.
+    """
+
+    def __new__(cls, capacity: float, refill_per_sec: float) -> Self:
+        """Raises ValueError unless both are finite and > 0."""
+
+    @property
+    def capacity(self) -> float:
+        """Bucket size in tokens (a new bucket starts full)."""
+
+    @property
+    def refill_per_sec(self) -> float:
+        """Tokens added per second."""
 
 @final
 class SharedState:
@@ -83,6 +102,18 @@ class SharedState:
         processes (``time.monotonic_ns()``); going backwards adds no tokens.
         Raises ValueError unless capacity > 0, refill_per_sec > 0, cost >= 0
         (all finite) and now_ns >= 0.
+        """
+
+    def rate_take(
+        self, bucket_key: bytes, tier: RateTier, now_ns: int, cost: float = 1.0, /
+    ) -> tuple[bool, int, float, float]:
+        """:meth:`rate_check` for a pre-validated tier: the per-request limiter check.
+
+        Same bucket (shared with :meth:`rate_check` for the same key), same math, same
+        errors for ``now_ns`` and ``cost``. Returns ``(allowed, remaining, retry_after_s,
+        reset_after_s)`` where ``remaining`` is the whole tokens left (``int``, floored,
+        >= 0); the two times are as in :meth:`rate_check` (``retry_after_s`` is ``0.0``
+        when allowed). Positional arguments only.
         """
 
     def rate_peek(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import falcon
@@ -18,6 +19,7 @@ from .resources.health import Health
 from .resources.pixel import PixelConfig
 from .resources.workspaces import WorkspaceCollection, WorkspaceItem
 from .runtime import Runtime
+from .worker import run_jobs
 
 ID = "{id:int(min=1, max=9223372036854775807)}"
 
@@ -36,6 +38,8 @@ class _Lifespan:
     async def process_startup(self, scope: Any, event: Any) -> None:
         await self.runtime.start()
         self.runtime.start_background()
+        if self.runtime.settings.embedded_worker:
+            self.runtime.tasks.append(asyncio.create_task(run_jobs(self.runtime)))
 
     async def process_shutdown(self, scope: Any, event: Any) -> None:
         await self.runtime.close()

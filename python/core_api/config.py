@@ -46,6 +46,7 @@ class Settings:
     plans_file: str | None = None
     pg_pool_size: int = 10
     log_level: str = "INFO"
+    embedded_worker: bool = True
     idempotency_ttl_seconds: int = 86_400
 
     @classmethod
@@ -75,6 +76,7 @@ class Settings:
             "webhook_require_https": reader.boolean("WEBHOOK_REQUIRE_HTTPS", True),
             "mcp_config": reader.path("MCP_CONFIG"),
             "plans_file": reader.path("PLANS_FILE"),
+            "embedded_worker": reader.boolean("EMBEDDED_WORKER", True),
             "pg_pool_size": reader.integer("PG_POOL_SIZE", 10, low=1, high=1000),
             "log_level": reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             "idempotency_ttl_seconds": reader.integer("IDEMPOTENCY_TTL_SECONDS", 86_400, low=60),

@@ -1,14 +1,14 @@
-"""``core-api worker``: background work that no request waits for.
+"""Background work that no request waits for.
 
 Today: purging expired idempotency records. Webhook delivery, pixel and usage flushes join
-here as they land. ``core-api serve`` runs the same loops inside each API process for a
-single node.
+here as they land. ``core-api worker`` runs these jobs on their own; ``core-api serve``
+also runs them inside each API process unless ``CORE_API_EMBEDDED_WORKER=false`` (set
+that on API nodes when dedicated workers run).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 
@@ -24,23 +24,29 @@ async def purge_expired(runtime: Runtime) -> int:
     return await runtime.db.execute("DELETE FROM idempotency_records WHERE expires_at < ?", (now,))
 
 
+async def run_jobs(runtime: Runtime) -> None:
+    """Run every job on its interval until cancelled; a failing job is logged and retried."""
+    while True:
+        try:
+            purged = await purge_expired(runtime)
+            if purged:
+                log.info("purged %d expired idempotency records", purged)
+        except Exception:
+            log.exception("idempotency purge failed; will retry")
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+
 async def run_worker(settings: Settings) -> None:
     runtime = await Runtime.open(settings, run_migrations=False)
-    stop = asyncio.Event()
+    jobs = asyncio.create_task(run_jobs(runtime))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, jobs.cancel)
     log.info("worker started")
     try:
-        while not stop.is_set():
-            try:
-                purged = await purge_expired(runtime)
-                if purged:
-                    log.info("purged %d expired idempotency records", purged)
-            except Exception:
-                log.exception("idempotency purge failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), PURGE_INTERVAL_SECONDS)
+        await jobs
+    except asyncio.CancelledError:
+        pass
     finally:
         await runtime.close()
         log.info("worker stopped")
