@@ -4,7 +4,10 @@
 //! and are tested with `cargo test --no-default-features`. The `python`
 //! feature (on by default, used by maturin) adds the thin PyO3 bindings below:
 //! argument checks, error mapping (invalid arguments -> ValueError, I/O ->
-//! OSError) and nothing else.
+//! OSError) and nothing else. The one exception is `SharedState.rate_take`,
+//! the per-request limiter check, which is a plain CPython `METH_FASTCALL`
+//! method (see `fast`): the generic PyO3 call path costs about as much as the
+//! token bucket itself.
 
 pub mod keycache;
 pub mod keys;
@@ -13,13 +16,16 @@ pub mod shm;
 
 #[cfg(feature = "python")]
 mod python {
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
     use pyo3::exceptions::PyValueError;
+    use pyo3::ffi;
     use pyo3::prelude::*;
-    use pyo3::types::PyBytes;
+    use pyo3::types::{PyBool, PyBytes, PyFloat, PyTuple};
 
     use crate::keycache::{KeyCache, HASH_LEN};
     use crate::keys::{self, KeyHasher};
-    use crate::ratelimit::InvalidParam;
+    use crate::ratelimit::{Decision, InvalidParam, Rate};
     use crate::shm::{SharedRegion, MAX_SLOTS};
 
     fn invalid(e: InvalidParam) -> PyErr {
@@ -64,13 +70,282 @@ mod python {
     #[pyclass(frozen, module = "core_api._native")]
     struct SharedState {
         region: SharedRegion,
+        /// `0.0`, the retry-after of every admitted request (no allocation).
+        zero: Py<PyFloat>,
+        /// The last decision tuple, refilled in place when nobody holds it.
+        result: ReusedTuple,
+    }
+
+    /// A 4-tuple that is reused for the next result once its previous user
+    /// has dropped it (the trick CPython's `zip`, `enumerate` and dict
+    /// iterators use): a limiter check is typically unpacked at once, so the
+    /// tuple allocation and its deallocation are skipped.
+    ///
+    /// Reuse happens only when this cache holds the sole reference: nobody
+    /// else can observe the tuple change. Exclusive access relies on the GIL:
+    /// the module is built for the stable ABI, which free-threaded CPython
+    /// cannot load, and it keeps PyO3's default `gil_used = true`.
+    struct ReusedTuple(AtomicPtr<ffi::PyObject>);
+
+    impl ReusedTuple {
+        fn new() -> Self {
+            Self(AtomicPtr::new(std::ptr::null_mut()))
+        }
+
+        fn fill<'py>(
+            &self,
+            py: Python<'py>,
+            items: [Bound<'py, PyAny>; 4],
+        ) -> PyResult<Bound<'py, PyTuple>> {
+            let cached = self.0.load(Ordering::Relaxed);
+            // SAFETY: `cached` is null or a tuple we own one reference to;
+            // the GIL is held, so its reference count cannot change under us
+            // and a count of 1 means nobody else can see it. `PyTuple_SetItem`
+            // steals the item references and releases the previous items.
+            unsafe {
+                let tuple = if !cached.is_null() && ffi::Py_REFCNT(cached) == 1 {
+                    cached
+                } else {
+                    let fresh = ffi::PyTuple_New(4);
+                    if fresh.is_null() {
+                        return Err(PyErr::fetch(py));
+                    }
+                    self.0.store(fresh, Ordering::Relaxed);
+                    if !cached.is_null() {
+                        ffi::Py_DECREF(cached); // still held by its user
+                    }
+                    fresh
+                };
+                for (i, item) in (0..).zip(items) {
+                    if ffi::PyTuple_SetItem(tuple, i, item.into_ptr()) != 0 {
+                        return Err(PyErr::fetch(py));
+                    }
+                }
+                Ok(Bound::from_borrowed_ptr(py, tuple).cast_into_unchecked())
+            }
+        }
+    }
+
+    impl Drop for ReusedTuple {
+        fn drop(&mut self) {
+            let tuple = std::mem::replace(self.0.get_mut(), std::ptr::null_mut());
+            if !tuple.is_null() {
+                // SAFETY: we own one reference to `tuple`.
+                Python::attach(|py| drop(unsafe { Bound::from_owned_ptr(py, tuple) }));
+            }
+        }
+    }
+
+    impl SharedState {
+        fn float<'py>(&self, py: Python<'py>, v: f64) -> Bound<'py, PyAny> {
+            if v == 0.0 {
+                self.zero.bind(py).clone().into_any()
+            } else {
+                PyFloat::new(py, v).into_any()
+            }
+        }
+
+        /// `(allowed, remaining, retry_after_s, reset_after_s)` of `rate_check`.
+        fn check_result<'py>(
+            &self,
+            py: Python<'py>,
+            d: &Decision,
+        ) -> PyResult<Bound<'py, PyTuple>> {
+            self.result.fill(
+                py,
+                [
+                    PyBool::new(py, d.allowed).to_owned().into_any(),
+                    self.float(py, d.remaining),
+                    self.float(py, d.retry_after_s),
+                    self.float(py, d.reset_after_s),
+                ],
+            )
+        }
+
+        /// `(allowed, remaining whole tokens, retry_after_s, reset_after_s)`.
+        fn take_result<'py>(&self, py: Python<'py>, d: &Decision) -> PyResult<Bound<'py, PyTuple>> {
+            // `remaining` is finite, >= 0 and <= capacity: the cast floors it.
+            let whole = d.remaining as u64;
+            self.result.fill(
+                py,
+                [
+                    PyBool::new(py, d.allowed).to_owned().into_any(),
+                    whole.into_pyobject(py)?.into_any(),
+                    self.float(py, d.retry_after_s),
+                    self.float(py, d.reset_after_s),
+                ],
+            )
+        }
+    }
+
+    /// Validated token-bucket parameters (a tier), for `SharedState.rate_take`.
+    #[pyclass(frozen, module = "core_api._native")]
+    struct RateTier {
+        rate: Rate,
+    }
+
+    #[pymethods]
+    impl RateTier {
+        #[new]
+        fn new(capacity: f64, refill_per_sec: f64) -> PyResult<Self> {
+            Ok(Self {
+                rate: Rate::new(capacity, refill_per_sec).map_err(invalid)?,
+            })
+        }
+
+        #[getter]
+        fn capacity(&self) -> f64 {
+            self.rate.capacity()
+        }
+
+        #[getter]
+        fn refill_per_sec(&self) -> f64 {
+            self.rate.refill_per_sec()
+        }
+
+        fn __repr__(&self) -> String {
+            format!(
+                "RateTier(capacity={:?}, refill_per_sec={:?})",
+                self.rate.capacity(),
+                self.rate.refill_per_sec()
+            )
+        }
+    }
+
+    /// `SharedState.rate_take` as a plain CPython `METH_FASTCALL` method.
+    ///
+    /// PyO3's generic method path (GIL-count bookkeeping, the argument
+    /// descriptor machinery, `&self` extraction) costs ~20 ns per call, as
+    /// much as the token bucket itself; this is the one call made on every
+    /// request. It uses only borrowed `Bound`s (no `Py<T>` is dropped here, so
+    /// PyO3's GIL count is irrelevant) and catches panics.
+    mod fast {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+
+        use pyo3::exceptions::PyTypeError;
+        use pyo3::ffi;
+        use pyo3::panic::PanicException;
+        use pyo3::prelude::*;
+        use pyo3::types::{PyBytes, PyTuple, PyType};
+        use pyo3::Borrowed;
+
+        use super::{invalid, non_negative, RateTier, SharedState};
+
+        const NAME: &std::ffi::CStr = c"rate_take";
+        const DOC: &std::ffi::CStr = c"rate_take($self, bucket_key, tier, now_ns, cost=1.0, /)
+--
+
+Take `cost` tokens from the bucket of `bucket_key` if available.
+
+Returns (allowed, remaining, retry_after_s, reset_after_s): remaining whole
+tokens (int), seconds until `cost` tokens are available (0.0 if allowed),
+seconds until the bucket is full. Same bucket and math as rate_check.";
+
+        // CPython never writes to a method definition; it must outlive the type.
+        static mut DEF: ffi::PyMethodDef = ffi::PyMethodDef {
+            ml_name: NAME.as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFast: rate_take,
+            },
+            ml_flags: ffi::METH_FASTCALL,
+            ml_doc: DOC.as_ptr(),
+        };
+
+        /// Adds `rate_take` to the `SharedState` type.
+        pub(super) fn register(ty: &Bound<'_, PyType>) -> PyResult<()> {
+            // SAFETY: `DEF` is a valid, 'static method definition for
+            // instances of `ty` (the descriptor checks `self`'s type).
+            let descr = unsafe {
+                Bound::from_owned_ptr_or_err(
+                    ty.py(),
+                    ffi::PyDescr_NewMethod(ty.as_type_ptr(), &raw mut DEF),
+                )?
+            };
+            ty.setattr("rate_take", descr)
+        }
+
+        unsafe extern "C" fn rate_take(
+            slf: *mut ffi::PyObject,
+            args: *mut *mut ffi::PyObject,
+            nargs: ffi::Py_ssize_t,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython calls a method with the GIL held.
+            let py = unsafe { Python::assume_attached() };
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                let n = usize::try_from(nargs).unwrap_or(0);
+                if !(3..=4).contains(&n) {
+                    return Err(PyTypeError::new_err(format!(
+                        "rate_take() takes 3 or 4 positional arguments ({n} given)"
+                    )));
+                }
+                // SAFETY: the method descriptor only calls us with an
+                // instance of `SharedState` (CPython checks the type of
+                // `self`) and `nargs` valid borrowed argument references.
+                unsafe {
+                    let state = Borrowed::from_ptr(py, slf).cast_unchecked::<SharedState>();
+                    let args = std::slice::from_raw_parts(args, n);
+                    take(py, state.get(), args)
+                }
+            }));
+            let err = match outcome {
+                Ok(Ok(tuple)) => return tuple.into_ptr(),
+                Ok(Err(e)) => e,
+                Err(payload) => {
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic in rate_take".to_owned());
+                    PanicException::new_err(msg)
+                }
+            };
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+
+        /// # Safety
+        /// `args` must be valid borrowed references.
+        unsafe fn take<'py>(
+            py: Python<'py>,
+            state: &SharedState,
+            args: &[*mut ffi::PyObject],
+        ) -> PyResult<Bound<'py, PyTuple>> {
+            // SAFETY: per the contract above.
+            let arg = |i: usize| unsafe { Borrowed::from_ptr(py, args[i]) };
+            // Like PyO3's own argument errors: a TypeError names the argument.
+            let bad = |name: &str, e: PyErr| {
+                if e.is_instance_of::<PyTypeError>(py) {
+                    PyTypeError::new_err(format!("argument '{name}': {}", e.value(py)))
+                } else {
+                    e
+                }
+            };
+            let key = arg(0);
+            let key = key
+                .cast::<PyBytes>()
+                .map_err(|e| bad("bucket_key", e.into()))?;
+            let tier = arg(1);
+            let tier = tier.cast::<RateTier>().map_err(|e| bad("tier", e.into()))?;
+            let now_ns: i64 = arg(2).extract().map_err(|e| bad("now_ns", e))?;
+            let cost: f64 = match args.get(3) {
+                Some(_) => arg(3).extract().map_err(|e| bad("cost", e))?,
+                None => 1.0,
+            };
+            let now = non_negative("now_ns", now_ns)?;
+            let d = state
+                .region
+                .buckets()
+                .take(key.as_bytes(), &tier.get().rate, cost, now)
+                .map_err(invalid)?;
+            state.take_result(py, &d)
+        }
     }
 
     #[pymethods]
     impl SharedState {
         #[new]
         #[pyo3(signature = (path, rate_slots = 65536))]
-        fn new(path: std::path::PathBuf, rate_slots: i64) -> PyResult<Self> {
+        fn new(py: Python<'_>, path: std::path::PathBuf, rate_slots: i64) -> PyResult<Self> {
             let slots = u32::try_from(rate_slots)
                 .ok()
                 .filter(|&s| (1..=MAX_SLOTS).contains(&s))
@@ -81,6 +356,8 @@ mod python {
                 })?;
             Ok(Self {
                 region: SharedRegion::open_or_create(path, slots)?,
+                zero: PyFloat::new(py, 0.0).unbind(),
+                result: ReusedTuple::new(),
             })
         }
 
@@ -92,21 +369,22 @@ mod python {
             self.region.bump_generation()
         }
 
-        fn rate_check(
+        fn rate_check<'py>(
             &self,
+            py: Python<'py>,
             bucket_key: &[u8],
             capacity: f64,
             refill_per_sec: f64,
             cost: f64,
             now_ns: i64,
-        ) -> PyResult<(bool, f64, f64, f64)> {
+        ) -> PyResult<Bound<'py, PyTuple>> {
             let now = non_negative("now_ns", now_ns)?;
             let d = self
                 .region
                 .buckets()
                 .check(bucket_key, capacity, refill_per_sec, cost, now)
                 .map_err(invalid)?;
-            Ok((d.allowed, d.remaining, d.retry_after_s, d.reset_after_s))
+            self.check_result(py, &d)
         }
 
         fn rate_peek(
@@ -234,6 +512,8 @@ mod python {
         m.add_function(wrap_pyfunction!(key_prefix, m)?)?;
         m.add_function(wrap_pyfunction!(constant_time_eq, m)?)?;
         m.add_class::<SharedState>()?;
+        fast::register(&m.py().get_type::<SharedState>())?;
+        m.add_class::<RateTier>()?;
         m.add_class::<PyKeyCache>()?;
         m.add("KEY_LENGTH", keys::KEY_LEN)?;
         m.add("KEY_PREFIX", keys::KEY_PREFIX)?;

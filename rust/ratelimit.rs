@@ -76,6 +76,41 @@ fn validate(capacity: f64, refill_per_sec: f64) -> Result<(), InvalidParam> {
     Ok(())
 }
 
+fn validate_cost(cost: f64) -> Result<(), InvalidParam> {
+    if cost.is_finite() && cost >= 0.0 {
+        Ok(())
+    } else {
+        Err(InvalidParam("cost must be a finite number >= 0"))
+    }
+}
+
+/// Validated bucket parameters (a tier): checked once, then used by
+/// [`Buckets::take`] on every request without re-validation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    capacity: f64,
+    refill_per_sec: f64,
+}
+
+impl Rate {
+    /// Both must be finite and > 0.
+    pub fn new(capacity: f64, refill_per_sec: f64) -> Result<Self, InvalidParam> {
+        validate(capacity, refill_per_sec)?;
+        Ok(Self {
+            capacity,
+            refill_per_sec,
+        })
+    }
+
+    pub fn capacity(&self) -> f64 {
+        self.capacity
+    }
+
+    pub fn refill_per_sec(&self) -> f64 {
+        self.refill_per_sec
+    }
+}
+
 /// The 64-bit slot key of a bucket key (never 0, which marks a free slot).
 pub fn bucket_hash(key: &[u8]) -> u64 {
     let mut h = SipHasher13::new_with_keys(SIP_K0, SIP_K1);
@@ -245,7 +280,8 @@ impl<'a> Buckets<'a> {
     fn window(&self, h: u64) -> impl Iterator<Item = usize> {
         let n = self.slots.len();
         let home = ((u128::from(h) * n as u128) >> 64) as usize;
-        (0..PROBE_WINDOW.min(n)).map(move |j| (home + j) % n)
+        // home + j wraps at most once (j < n): no division per probe.
+        (home..home + PROBE_WINDOW.min(n)).map(move |i| if i >= n { i - n } else { i })
     }
 
     fn find(&self, h: u64) -> Option<usize> {
@@ -357,12 +393,25 @@ impl<'a> Buckets<'a> {
         cost: f64,
         now_ns: u64,
     ) -> Result<Decision, InvalidParam> {
-        validate(capacity, refill_per_sec)?;
-        if !(cost.is_finite() && cost >= 0.0) {
-            return Err(InvalidParam("cost must be a finite number >= 0"));
-        }
+        let rate = Rate::new(capacity, refill_per_sec)?;
+        self.take(bucket_key, &rate, cost, now_ns)
+    }
+
+    /// [`Buckets::check`] with pre-validated parameters.
+    pub fn take(
+        &self,
+        bucket_key: &[u8],
+        rate: &Rate,
+        cost: f64,
+        now_ns: u64,
+    ) -> Result<Decision, InvalidParam> {
+        validate_cost(cost)?;
+        let Rate {
+            capacity,
+            refill_per_sec,
+        } = *rate;
         let h = bucket_hash(bucket_key);
-        let (slot, _guard) = self.locate_or_insert(h, now_ns);
+        let (slot, guard) = self.locate_or_insert(h, now_ns);
         let (mut tokens, updated) = Self::refilled(slot, capacity, refill_per_sec, now_ns);
         let allowed = cost <= capacity && tokens + EPSILON >= cost;
         if allowed {
@@ -372,7 +421,7 @@ impl<'a> Buckets<'a> {
         slot.updated_ns.store(updated, Ordering::Relaxed);
         store_f64(&slot.capacity, capacity);
         store_f64(&slot.refill, refill_per_sec);
-        drop(_guard);
+        drop(guard);
 
         let retry_after_s = if allowed {
             0.0
@@ -556,6 +605,62 @@ mod tests {
             "cost must be a finite number >= 0"
         );
         assert_eq!(b.occupied(), 0);
+    }
+
+    #[test]
+    fn take_with_a_rate_equals_check() {
+        let (a, b) = (table(64), table(64));
+        let (a, b) = (Buckets::new(&a), Buckets::new(&b));
+        let rate = Rate::new(10.0, 2.0).unwrap();
+        assert_eq!((rate.capacity(), rate.refill_per_sec()), (10.0, 2.0));
+        // Includes a zero cost, a cost above capacity and a clock going back.
+        let steps: [(u64, f64); 10] = [
+            (0, 1.0),
+            (0, 4.0),
+            (0, 4.0),
+            (0, 4.0),
+            (S / 4, 1.0),
+            (S, 2.5),
+            (3 * S, 0.0),
+            (3 * S, 11.0),
+            (10 * S, 3.0),
+            (9 * S, 1.0),
+        ];
+        for (now, cost) in steps {
+            assert_eq!(
+                a.take(b"k", &rate, cost, 100 * S + now).unwrap(),
+                b.check(b"k", 10.0, 2.0, cost, 100 * S + now).unwrap()
+            );
+        }
+        assert!(Rate::new(0.0, 1.0).is_err());
+        assert!(Rate::new(1.0, f64::NAN).is_err());
+        assert_eq!(
+            a.take(b"k", &rate, -1.0, S).unwrap_err().0,
+            "cost must be a finite number >= 0"
+        );
+    }
+
+    #[test]
+    fn probe_window_wraps_around_the_table() {
+        let t = table(20);
+        let b = Buckets::new(&t);
+        let n = t.len() as u128;
+        // Keys whose home slot is near the end of the table.
+        let keys: Vec<[u8; 4]> = (0u32..)
+            .map(u32::to_le_bytes)
+            .filter(|k| ((u128::from(bucket_hash(k)) * n) >> 64) >= 18)
+            .take(10)
+            .collect();
+        for k in &keys {
+            assert!(b.check(k, 1.0, 1e-9, 1.0, S).unwrap().allowed);
+        }
+        assert_eq!(b.occupied(), 10);
+        for k in &keys {
+            assert!(
+                !b.check(k, 1.0, 1e-9, 1.0, S).unwrap().allowed,
+                "one bucket per key"
+            );
+        }
     }
 
     #[test]
