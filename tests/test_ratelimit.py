@@ -217,3 +217,20 @@ async def test_untrusted_forwarded_for_is_ignored(
             assert statuses == [200, 200, 429]  # spoofed hops do not buy new budgets
     finally:
         await runtime.close()
+
+
+async def test_zero_switches_ip_limits_off(mode_settings: Settings, clock: ManualClock) -> None:
+    settings = replace(mode_settings, pixel_rate_limit=0, auth_failure_limit=0)
+    runtime, app = await open_app(settings, clock)
+    try:
+        async with falcon.testing.ASGIConductor(app) as conductor:
+            api = Api(conductor)
+            pixel = [(await api.get("/api/v1/pixel/config", auth=False)) for _ in range(400)]
+            assert {r.status for r in pixel} == {200}
+            assert pixel[0].header("X-RateLimit-Limit") is None  # no limit, no limit headers
+            failures = [
+                (await api.get("/api/v1/workspaces", key="sk_live_x")).status for _ in range(50)
+            ]
+            assert set(failures) == {401}
+    finally:
+        await runtime.close()

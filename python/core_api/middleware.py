@@ -85,8 +85,17 @@ class GatewayMiddleware:
         self.settings, self.plans, self.auth, self.limiter = settings, plans, auth, limiter
         self.workspaces, self.idempotency = workspaces, idempotency
         self.request_ids = RequestIds()
-        self.failure_tier = per_minute_tier("auth-failures", settings.auth_failure_limit)
-        self.ip_tiers = {"pixel": per_minute_tier("pixel", settings.pixel_rate_limit)}
+        # Per-IP limits; a limit of 0 switches one off (no tier at all).
+        self.failure_tier = (
+            per_minute_tier("auth-failures", settings.auth_failure_limit)
+            if settings.auth_failure_limit
+            else None
+        )
+        self.ip_tiers = (
+            {"pixel": per_minute_tier("pixel", settings.pixel_rate_limit)}
+            if settings.pixel_rate_limit
+            else {}
+        )
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         incoming = req.get_header("X-Request-ID")
@@ -111,7 +120,7 @@ class GatewayMiddleware:
         token = bearer_token(req.get_header("Authorization"))
         principal = await self.auth.authenticate(token, generation) if token else None
         if principal is None:
-            if self.settings.auth_failure_limit:
+            if self.failure_tier is not None:
                 ip = client_ip(req, self.settings)
                 await self._charge(b"authfail:" + ip.encode(), self.failure_tier, req)
             raise Unauthorized()
@@ -137,7 +146,7 @@ class GatewayMiddleware:
 
     async def _limit_ip(self, req: falcon.asgi.Request, name: str | None) -> None:
         tier = self.ip_tiers.get(name or "")
-        if tier is not None and tier.requests_per_minute > 0:
+        if tier is not None:
             await self._charge(f"{name}:{client_ip(req, self.settings)}".encode(), tier, req)
 
     async def _charge(self, bucket: bytes, tier: Tier, req: falcon.asgi.Request) -> None:

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import _native
 from .config import ConfigError
 
 
@@ -22,6 +23,7 @@ class Tier:
     policy: str = field(init=False)  # the IETF RateLimit-Policy item
     policy_name: str = field(init=False)
     limit_text: str = field(init=False)
+    native: _native.RateTier = field(init=False)  # validated once for the Rust bucket check
 
     def __post_init__(self) -> None:
         capacity = self.requests_per_minute * (1.0 + self.burst)
@@ -31,6 +33,7 @@ class Tier:
             "policy_name": f'"{self.name}"',
             "policy": f'"{self.name}";q={int(capacity)};w=60',
             "limit_text": str(self.requests_per_minute),
+            "native": _native.RateTier(capacity, self.requests_per_minute / 60.0),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)

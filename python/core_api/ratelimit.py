@@ -91,11 +91,11 @@ class LocalLimiter:
         return self.check_now(bucket, tier, cost)
 
     def check_now(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision:
-        allowed, remaining, retry_after, reset_after = self.shared.rate_check(
-            bucket, tier.capacity, tier.refill_per_second, cost, self.clock.monotonic_ns()
+        allowed, remaining, retry_after, reset_after = self.shared.rate_take(
+            bucket, tier.native, self.clock.monotonic_ns(), cost
         )
         return Decision(
-            allowed, tier, int(remaining), reset_after, retry_after, self.clock.now_ms() / 1000
+            allowed, tier, remaining, reset_after, retry_after, self.clock.now_ms() / 1000
         )
 
 
