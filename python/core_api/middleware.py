@@ -18,7 +18,7 @@ from typing import Any
 
 import falcon.asgi
 
-from .auth import Authenticator, bearer_token
+from .auth import Authenticator, CacheMiss, Principal, bearer_token
 from .config import Settings
 from .errors import AccessDenied, Unauthorized
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -118,13 +118,21 @@ class GatewayMiddleware:
         generation = self.auth.shared.generation()
         self.workspaces.sync(generation)
         token = bearer_token(req.get_header("Authorization"))
-        principal = await self.auth.authenticate(token, generation) if token else None
+        principal: Principal | None = None
+        if token:
+            found = self.auth.cached(token, generation)
+            if isinstance(found, CacheMiss):
+                principal = await self.auth.authenticate(token, generation)
+            else:
+                principal = found
         if principal is None:
             if self.failure_tier is not None:
                 ip = client_ip(req, self.settings)
                 await self._charge(b"authfail:" + ip.encode(), self.failure_tier, req)
             raise Unauthorized()
-        await self._charge(principal.bucket, self.plans.tiers[principal.tier], req)
+        tier = self.plans.tiers[principal.tier]
+        decision = self.limiter.check_now(principal.bucket, tier)
+        self._record(decision or await self.limiter.check(principal.bucket, tier), req)
         req.context.principal = principal
         required = getattr(resource, "scopes", {}).get(req.method)
         if required is not None and not principal.allows(required):
@@ -152,6 +160,9 @@ class GatewayMiddleware:
     async def _charge(self, bucket: bytes, tier: Tier, req: falcon.asgi.Request) -> None:
         # Local buckets answer synchronously; only a Redis lease refill needs awaiting.
         decision = self.limiter.check_now(bucket, tier) or await self.limiter.check(bucket, tier)
+        self._record(decision, req)
+
+    def _record(self, decision: Decision, req: falcon.asgi.Request) -> None:
         req.context.rate = decision
         if not decision.allowed:
             raise decision.error()

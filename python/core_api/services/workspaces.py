@@ -21,6 +21,7 @@ SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
 WRITE_ROLES = frozenset({"owner", "admin"})
 _MAX_CACHED = 50_000
+_MISSING: Any = object()
 
 
 def slugify(name: str) -> str:
@@ -68,7 +69,8 @@ class WorkspaceService:
         return row
 
     async def get(self, user_id: int, workspace_id: int) -> Row:
-        row = await self.find(user_id, workspace_id)
+        cached = self._access.get((user_id, workspace_id), _MISSING)  # hot path: no await
+        row: Row | None = await self.find(user_id, workspace_id) if cached is _MISSING else cached
         if row is None:
             raise NotFound()
         return row
