@@ -8,6 +8,8 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from .request_ids import request_id
+
 log = logging.getLogger("core_api.errors")
 
 
@@ -124,9 +126,9 @@ async def handle_http_error(
 async def handle_unexpected(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: Any
 ) -> None:
-    request_id = getattr(req.context, "request_id", None)
-    log.error("unhandled error request_id=%s %s %s", request_id, req.method, req.path, exc_info=ex)
-    _write(req, resp, 500, {**ServerError().body(), "request_id": request_id})
+    rid = request_id(req)
+    log.error("unhandled error request_id=%s %s %s", rid, req.method, req.path, exc_info=ex)
+    _write(req, resp, 500, {**ServerError().body(), "request_id": rid})
 
 
 def install(app: falcon.asgi.App[Any, Any]) -> None:

@@ -1,7 +1,7 @@
 """The request pipeline, in the order of the request path:
 
-request id -> authenticate (Rust key cache) -> rate limit (Rust buckets) -> authorise
-(scopes) -> idempotency -> responder -> idempotency record, headers.
+authenticate (Rust key cache) -> rate limit (Rust buckets) -> authorise
+(scopes) -> idempotency -> responder -> idempotency record, headers (rate limits, request id).
 
 One middleware class runs the whole pipeline: every middleware hook Falcon calls costs
 about a microsecond per request, so the stages are services called from here, each
@@ -11,9 +11,6 @@ owning its own concern (auth.py, ratelimit.py, idempotency.py).
 from __future__ import annotations
 
 import ipaddress
-import itertools
-import os
-import re
 from typing import Any
 
 import falcon.asgi
@@ -26,21 +23,8 @@ from .idempotency import METHODS as IDEMPOTENT_METHODS
 from .idempotency import IdempotencyGuard
 from .plans import Plans, Tier
 from .ratelimit import Decision, Limiter, per_minute_tier
+from .request_ids import request_id
 from .services.workspaces import WorkspaceService
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-class RequestIds:
-    """``req_`` + a random per-process prefix + a counter: unique without a syscall per
-    request (os.urandom per request showed up in profiles)."""
-
-    def __init__(self) -> None:
-        self.prefix = "req_" + os.urandom(6).hex()
-        self.counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self.prefix}{next(self.counter):012x}"
 
 
 def client_ip(req: falcon.asgi.Request, settings: Settings) -> str:
@@ -84,7 +68,6 @@ class GatewayMiddleware:
     ) -> None:
         self.settings, self.plans, self.auth, self.limiter = settings, plans, auth, limiter
         self.workspaces, self.idempotency = workspaces, idempotency
-        self.request_ids = RequestIds()
         # Per-IP limits; a limit of 0 switches one off (no tier at all).
         self.failure_tier = (
             per_minute_tier("auth-failures", settings.auth_failure_limit)
@@ -95,12 +78,6 @@ class GatewayMiddleware:
             {"pixel": per_minute_tier("pixel", settings.pixel_rate_limit)}
             if settings.pixel_rate_limit
             else {}
-        )
-
-    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        incoming = req.get_header("X-Request-ID")
-        req.context.request_id = (
-            incoming if incoming and _REQUEST_ID.match(incoming) else self.request_ids.next()
         )
 
     async def process_resource(
@@ -149,7 +126,7 @@ class GatewayMiddleware:
             await self.idempotency.finish(req, resp)
         decision: Decision | None = req.context.get("rate")
         headers = decision.headers() if decision is not None else []
-        headers.append(("X-Request-ID", req.context.request_id))
+        headers.append(("X-Request-ID", request_id(req)))
         resp.set_headers(headers)  # one call: set_header per header showed in profiles
 
     async def _limit_ip(self, req: falcon.asgi.Request, name: str | None) -> None:

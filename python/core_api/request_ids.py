@@ -1,0 +1,29 @@
+"""Request ids: the client's ``X-Request-ID`` when it is sane, else one of ours.
+
+Resolved lazily (first asked for by the error handler or when headers are written) so
+that no middleware hook runs just to make one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+
+import falcon.asgi
+
+_SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# req_ + a random per-process prefix + a counter: unique without a syscall per request.
+_PREFIX = "req_" + os.urandom(6).hex()
+_COUNTER = itertools.count(1)
+
+
+def request_id(req: falcon.asgi.Request) -> str:
+    known: str | None = req.context.get("request_id")
+    if known is None:
+        incoming = req.get_header("X-Request-ID")
+        known = (
+            incoming if incoming and _SANE.match(incoming) else f"{_PREFIX}{next(_COUNTER):012x}"
+        )
+        req.context.request_id = known
+    return known
