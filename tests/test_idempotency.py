@@ -10,6 +10,7 @@ import falcon.testing
 import pytest
 
 from conftest import Api, open_app
+from core_api.app import create_app
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.runtime import Runtime
@@ -146,3 +147,24 @@ async def test_validation_failure_is_replayed_not_reexecuted(node: tuple[Runtime
     assert first.status == 422
     again = await api.post(WS, json={"name": ""}, headers=headers)
     assert again.status == 422 and again.header("Idempotent-Replayed") == "true"
+
+
+@pytest.mark.parametrize("limiter_mode", ["local"], indirect=True)
+async def test_a_failing_record_store_does_not_turn_the_response_into_a_500(
+    node: tuple[Runtime, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from core_api.idempotency import DatabaseStore, Stored
+
+    runtime, api = node
+
+    class BrokenOnComplete(DatabaseStore):
+        async def complete(self, scope: int, key: str, stored: Stored, now: int) -> None:
+            await self.db.execute("UPDATE no_such_table SET x = 1")  # a real database error
+
+    runtime.idempotency = BrokenOnComplete(runtime.db, 86_400_000)
+    app = create_app(runtime.settings, runtime)
+    async with falcon.testing.ASGIConductor(app) as conductor:
+        api = Api(conductor, api.key)
+        created = await api.post(WS, json={"name": "Kept"}, headers={"Idempotency-Key": "k1"})
+    assert created.status == 201
+    assert "could not record the idempotent response" in caplog.text

@@ -153,17 +153,21 @@ class RedisStore:
 
     async def claim(self, scope: int, key: str, fingerprint: str, now: int) -> Outcome:
         marker = orjson.dumps({"f": fingerprint})
-        try:
-            name = self._key(scope, key)
-            if await self.redis.set(name, marker, nx=True, px=IN_FLIGHT_LOCK_MS):
-                return Outcome(True)
-            raw = await self.redis.get(name)
-        except Exception as exc:
-            log.warning("Redis unavailable for idempotency (%s); using the database", exc)
-            self.using_fallback.add((scope, key))
-            return await self.fallback.claim(scope, key, fingerprint, now)
+        name = self._key(scope, key)
+        raw = None
+        for _ in range(3):  # the record may expire between SET NX and GET
+            try:
+                if await self.redis.set(name, marker, nx=True, px=IN_FLIGHT_LOCK_MS):
+                    return Outcome(True)
+                raw = await self.redis.get(name)
+            except Exception as exc:
+                log.warning("Redis unavailable for idempotency (%s); using the database", exc)
+                self.using_fallback.add((scope, key))
+                return await self.fallback.claim(scope, key, fingerprint, now)
+            if raw is not None:
+                break
         if raw is None:
-            return await self.claim(scope, key, fingerprint, now)  # expired in between
+            raise InFlight()
         record = orjson.loads(raw)
         return _judge(
             Stored(
@@ -236,6 +240,14 @@ class IdempotencyGuard:
         if claim is None:
             return
         scope, key, print_ = claim
+        try:
+            await self._record(resp, scope, key, print_)
+        except Exception:
+            # The response itself stands: a store failure must not turn it into a 500.
+            # The claim expires after IN_FLIGHT_LOCK_MS and a retry then runs again.
+            log.exception("could not record the idempotent response for key id %s", scope)
+
+    async def _record(self, resp: falcon.asgi.Response, scope: int, key: str, print_: str) -> None:
         status = resp.status_code
         if status >= 500:
             await self.store.release(scope, key)
