@@ -250,3 +250,12 @@ def test_cli_reads_the_process_environment_not_a_stale_one(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "ok.db").exists()
     assert os.environ.get("CORE_API_PORT") != "8080"  # the test process is untouched
+
+
+def test_the_secret_key_never_appears_in_the_settings_repr(tmp_path: Path) -> None:
+    secret = "s3cret-pepper-value-that-is-long-enough-1234"
+    settings = Settings.from_env(
+        env={"CORE_API_SECRET_KEY": secret, "CORE_API_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    )
+    assert settings.secret_key == secret.encode()
+    assert secret not in repr(settings) and secret not in str(settings)

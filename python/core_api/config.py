@@ -31,7 +31,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    secret_key: bytes = b""
+    secret_key: bytes = dataclasses.field(default=b"", repr=False)  # never in logs or reprs
     shm_path: str = ""
     public_url: str | None = None
     max_body_bytes: int = 1_048_576
