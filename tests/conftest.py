@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,16 @@ def launcher(tmp_path: Path) -> Iterator[Any]:
         yield launch
     finally:
         launch.stop_all()
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings, clock: ManualClock, key: str | None = None
+) -> AsyncIterator[tuple[Runtime, Api]]:
+    """An opened runtime and a client for its app; closed on exit."""
+    runtime, app = await open_app(settings, clock)
+    try:
+        async with falcon.testing.ASGIConductor(app) as conductor:
+            yield runtime, Api(conductor, key)
+    finally:
+        await runtime.close()

@@ -9,7 +9,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from conftest import Api, open_app
+from conftest import Api, serving
 from core_api.app import create_app
 from core_api.clock import ManualClock
 from core_api.config import Settings
@@ -21,13 +21,18 @@ WS = "/api/v1/workspaces"
 
 @pytest.fixture
 async def node(mode_settings: Settings, clock: ManualClock) -> AsyncIterator[tuple[Runtime, Api]]:
-    runtime, app = await open_app(mode_settings, clock)
-    boot = await bootstrap(
-        runtime.db, runtime.keys, runtime.plans, clock, name="Acme", tier="enterprise", email=None
-    )
-    async with falcon.testing.ASGIConductor(app) as conductor:
-        yield runtime, Api(conductor, boot["api_key"]["key"])
-    await runtime.close()
+    async with serving(mode_settings, clock) as (runtime, api):
+        boot = await bootstrap(
+            runtime.db,
+            runtime.keys,
+            runtime.plans,
+            clock,
+            name="Acme",
+            tier="enterprise",
+            email=None,
+        )
+        api.key = boot["api_key"]["key"]
+        yield runtime, api
 
 
 async def total_workspaces(api: Api) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from conftest import Api, open_app
+from conftest import Api, open_app, serving
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.runtime import Runtime
@@ -27,10 +27,8 @@ def database_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def node(mode_settings: Settings, clock: ManualClock) -> AsyncIterator[tuple[Runtime, Api]]:
-    runtime, app = await open_app(mode_settings, clock)
-    async with falcon.testing.ASGIConductor(app) as conductor:
-        yield runtime, Api(conductor)
-    await runtime.close()
+    async with serving(mode_settings, clock) as served:
+        yield served
 
 
 async def key_for(
@@ -157,18 +155,13 @@ async def test_two_processes_share_one_budget(
 async def test_failed_authentication_is_limited_per_ip(
     mode_settings: Settings, clock: ManualClock
 ) -> None:
-    runtime, app = await open_app(replace(mode_settings, auth_failure_limit=3), clock)
-    try:
-        async with falcon.testing.ASGIConductor(app) as conductor:
-            api = Api(conductor)
-            statuses = [
-                (await api.get("/api/v1/workspaces", key="sk_live_bad")).status for _ in range(5)
-            ]
-            assert statuses == [401, 401, 401, 429, 429]
-            clock.advance(20)
-            assert (await api.get("/api/v1/workspaces", key="sk_live_bad")).status == 401
-    finally:
-        await runtime.close()
+    async with serving(replace(mode_settings, auth_failure_limit=3), clock) as (_, api):
+        statuses = [
+            (await api.get("/api/v1/workspaces", key="sk_live_bad")).status for _ in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+        clock.advance(20)
+        assert (await api.get("/api/v1/workspaces", key="sk_live_bad")).status == 401
 
 
 async def test_pixel_limit_per_client_ip(mode_settings: Settings, clock: ManualClock) -> None:
@@ -177,60 +170,39 @@ async def test_pixel_limit_per_client_ip(mode_settings: Settings, clock: ManualC
     settings = replace(
         mode_settings, pixel_rate_limit=5, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),)
     )
-    runtime, app = await open_app(settings, clock)
-    try:
-        async with falcon.testing.ASGIConductor(app) as conductor:
-            api = Api(conductor)
+    async with serving(settings, clock) as (_, api):
 
-            async def hit(ip: str) -> int:
-                result = await api.get(
-                    "/api/v1/pixel/config",
-                    auth=False,
-                    headers={"X-Forwarded-For": f"{ip}, 127.0.0.1"},
-                )
-                return result.status
+        async def hit(ip: str) -> int:
+            result = await api.get(
+                "/api/v1/pixel/config", auth=False, headers={"X-Forwarded-For": f"{ip}, 127.0.0.1"}
+            )
+            return result.status
 
-            first = [await hit("203.0.113.7") for _ in range(6)]
-            assert first == [200] * 5 + [429]
-            assert await hit("203.0.113.8") == 200  # another client has its own budget
-    finally:
-        await runtime.close()
+        first = [await hit("203.0.113.7") for _ in range(6)]
+        assert first == [200] * 5 + [429]
+        assert await hit("203.0.113.8") == 200  # another client has its own budget
 
 
 async def test_untrusted_forwarded_for_is_ignored(
     mode_settings: Settings, clock: ManualClock
 ) -> None:
-    runtime, app = await open_app(replace(mode_settings, pixel_rate_limit=2), clock)
-    try:
-        async with falcon.testing.ASGIConductor(app) as conductor:
-            api = Api(conductor)
-            statuses = [
-                (
-                    await api.get(
-                        "/api/v1/pixel/config",
-                        auth=False,
-                        headers={"X-Forwarded-For": f"198.51.100.{i}"},
-                    )
-                ).status
-                for i in range(3)
-            ]
-            assert statuses == [200, 200, 429]  # spoofed hops do not buy new budgets
-    finally:
-        await runtime.close()
+    async with serving(replace(mode_settings, pixel_rate_limit=2), clock) as (_, api):
+        statuses = []
+        for i in range(3):
+            spoofed = {"X-Forwarded-For": f"198.51.100.{i}"}
+            statuses.append(
+                (await api.get("/api/v1/pixel/config", auth=False, headers=spoofed)).status
+            )
+        assert statuses == [200, 200, 429]  # spoofed hops do not buy new budgets
 
 
 async def test_zero_switches_ip_limits_off(mode_settings: Settings, clock: ManualClock) -> None:
     settings = replace(mode_settings, pixel_rate_limit=0, auth_failure_limit=0)
-    runtime, app = await open_app(settings, clock)
-    try:
-        async with falcon.testing.ASGIConductor(app) as conductor:
-            api = Api(conductor)
-            pixel = [(await api.get("/api/v1/pixel/config", auth=False)) for _ in range(400)]
-            assert {r.status for r in pixel} == {200}
-            assert pixel[0].header("X-RateLimit-Limit") is None  # no limit, no limit headers
-            failures = [
-                (await api.get("/api/v1/workspaces", key="sk_live_x")).status for _ in range(50)
-            ]
-            assert set(failures) == {401}
-    finally:
-        await runtime.close()
+    async with serving(settings, clock) as (_, api):
+        pixel = [(await api.get("/api/v1/pixel/config", auth=False)) for _ in range(400)]
+        assert {r.status for r in pixel} == {200}
+        assert pixel[0].header("X-RateLimit-Limit") is None  # no limit, no limit headers
+        failures = [
+            (await api.get("/api/v1/workspaces", key="sk_live_x")).status for _ in range(50)
+        ]
+        assert set(failures) == {401}
