@@ -8,6 +8,7 @@ all of them on the very next request after it is revoked.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -173,3 +174,32 @@ def test_revocation_reaches_another_node_through_redis(
             assert time.monotonic() - revoked_at < 1.0, "node B still accepts the revoked key"
             time.sleep(0.005)
         assert {b.get("/api/v1/workspaces/1").status_code for _ in range(5)} == {401}
+
+
+def test_request_bodies_are_bounded_over_real_http(launcher: Launcher, tmp_path: Path) -> None:
+    """A body over CORE_API_MAX_BODY_BYTES is refused whether or not it declares its length
+    (chunked uploads are read only up to the limit), and nothing is created."""
+    env = {**sqlite_env(tmp_path), "CORE_API_MAX_BODY_BYTES": "4096"}
+    server = launcher.start(env, 1, "--first-run-bootstrap")
+    key = printed_key(server)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(64):
+            yield b"x" * 1024
+        yield b'"}'
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=server.base, headers=headers, timeout=10) as client:
+        declared = client.post("/api/v1/workspaces", content=b'{"name": "' + b"x" * 70_000 + b'"}')
+        chunked = client.post("/api/v1/workspaces", content=chunks())
+        assert "content-length" not in chunked.request.headers
+        assert client.get("/api/v1/workspaces").json()["meta"]["total"] == 1
+        malformed = client.post("/api/v1/workspaces", content=b'{"name": ')
+    for response in (declared, chunked):
+        assert response.status_code == 413, response.text
+        assert response.json() == {
+            "error": "payload_too_large",
+            "message": "The request body is too large.",
+        }
+    assert malformed.status_code == 422 and "body" in malformed.json()["errors"]
