@@ -64,12 +64,6 @@ class AccessDenied(ApiError):
         super().__init__(message or f"Insufficient permissions. Required scope: {scope}")
 
 
-class Conflict(ApiError):
-    status = 409
-    code = "conflict"
-    message = "The request conflicts with the current state of the resource."
-
-
 class RateLimited(ApiError):
     status = 429
     code = "rate_limit_exceeded"

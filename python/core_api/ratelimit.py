@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from . import _native
 from .clock import Clock, iso
 from .errors import RateLimited
-from .plans import Plans, Tier
+from .plans import Tier
 
 log = logging.getLogger("core_api.ratelimit")
 
@@ -242,7 +242,3 @@ class RedisLimiter:
 def per_minute_tier(name: str, per_minute: int) -> Tier:
     """Unauthenticated limits (pixel, failed auth) as tiers without burst."""
     return Tier(name, per_minute, 0.0)
-
-
-def tier_for(plans: Plans, name: str) -> Tier:
-    return plans.tiers.get(name) or plans.tiers[plans.default_tier]

@@ -8,7 +8,7 @@ the few that :attr:`Database.dialect` answers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -43,8 +43,3 @@ class DatabaseUnavailable(Exception):
 async def fetch_value(db: Executor, sql: str, params: Params = ()) -> Any:
     row = await db.fetch_one(sql, params)
     return None if row is None else next(iter(row.values()))
-
-
-async def iterate(rows: list[Row]) -> AsyncIterator[Row]:  # pragma: no cover - helper
-    for row in rows:
-        yield row
