@@ -213,3 +213,13 @@ async def test_other_users_keys_need_manager_role(
     refused = await api.delete(f"{KEYS}/{owner_key}", key=other["api_key"]["key"], headers=headers)
     assert refused.status == 403
     assert (await api.get(f"/api/v1/workspaces/{ws_id}")).status == 200
+
+
+async def test_concurrent_rotations_make_exactly_one_successor(api: Api) -> None:
+    import asyncio
+
+    old = (await api.post(KEYS, json={"name": "contended"})).json["data"]
+    results = await asyncio.gather(*(api.post(f"{KEYS}/{old['id']}/rotate") for _ in range(6)))
+    assert sorted(r.status for r in results) == [200] + [422] * 5
+    listed = await api.get(KEYS, params={"search": "contended"})
+    assert listed.json["meta"]["total"] == 2  # the old key (rotating) and one successor

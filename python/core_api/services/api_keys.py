@@ -178,7 +178,9 @@ class ApiKeyService:
                 tier=old["rate_limit_tier"],
                 expires_at=old["expires_at"],
             )
-            await repo.mark_rotated(tx, key_id, int(new["id"]), grace_ends, now)
+            if not await repo.mark_rotated(tx, key_id, int(new["id"]), grace_ends, now):
+                # A concurrent rotation or revocation won: the successor is rolled back.
+                raise ValidationFailed.field("id", "This key has already been rotated.")
         await self.invalidator.changed()
         return new, key, grace_ends
 

@@ -133,12 +133,14 @@ async def revoke(db: Executor, key_id: int, now: int) -> int:
 
 async def mark_rotated(
     db: Executor, key_id: int, successor_id: int, grace_ends: int, now: int
-) -> None:
-    await db.execute(
+) -> bool:
+    """False when the key was rotated or revoked meanwhile (the caller rolls back)."""
+    changed = await db.execute(
         "UPDATE api_keys SET rotated_to_id = ?, grace_period_ends_at = ?, updated_at = ? "
-        "WHERE id = ?",
+        "WHERE id = ? AND rotated_to_id IS NULL AND revoked_at IS NULL",
         (successor_id, grace_ends, now, key_id),
     )
+    return changed == 1
 
 
 async def record_last_used(db: Executor, uses: list[tuple[int, int]]) -> None:
