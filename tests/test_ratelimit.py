@@ -206,3 +206,23 @@ async def test_zero_switches_ip_limits_off(mode_settings: Settings, clock: Manua
             (await api.get("/api/v1/workspaces", key="sk_live_x")).status for _ in range(50)
         ]
         assert set(failures) == {401}
+
+
+async def test_rotation_does_not_refill_the_budget(
+    node: tuple[Runtime, Api], clock: ManualClock
+) -> None:
+    runtime, api = node
+    boot = await key_for(runtime, clock, "free")
+    admin = boot["api_key"]["key"]
+    ws = boot["workspace"]["id"]
+    created = await api.post("/api/v1/api-keys", key=admin, json={"name": "spent", "scopes": ["*"]})
+    spent = created.json["data"]
+    path = f"/api/v1/workspaces/{ws}"
+    assert await count_ok(api, path, spent["key"], 61) == 60
+    rotated = await api.post(f"/api/v1/api-keys/{spent['id']}/rotate", key=admin)
+    successor = rotated.json["data"]["key"]
+    assert (await api.get(path, key=successor)).status == 429  # same bucket as its predecessor
+    clock.advance(1)
+    assert await count_ok(api, path, successor, 2) == 1
+    again = await api.post(f"/api/v1/api-keys/{rotated.json['data']['id']}/rotate", key=admin)
+    assert (await api.get(path, key=again.json["data"]["key"])).status == 429  # whole chain

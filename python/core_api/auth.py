@@ -104,7 +104,7 @@ class Authenticator:
             tier=tier,
             expires_at=row["expires_at"],
             grace_ends_at=row["grace_period_ends_at"],
-            bucket=b"key:%d" % int(row["id"]),
+            bucket=b"key:%d" % int(row["rate_bucket_id"] or row["id"]),
         )
         # Only cache what was read under the current generation: a change that committed
         # and bumped while we were reading must not be papered over by a stale insert.

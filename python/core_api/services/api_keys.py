@@ -96,6 +96,7 @@ class ApiKeyService:
         key_scopes: list[str],
         tier: str | None,
         expires_at: int | None,
+        rate_bucket_id: int | None = None,
     ) -> tuple[Row, str]:
         key = _native.generate_key()
         key_id = await repo.insert(
@@ -109,6 +110,7 @@ class ApiKeyService:
             rate_limit_tier=tier,
             expires_at=expires_at,
             now=self.clock.now_ms(),
+            rate_bucket_id=rate_bucket_id,
         )
         row = await repo.get(tx, workspace_id, key_id)
         assert row is not None
@@ -177,6 +179,8 @@ class ApiKeyService:
                 key_scopes=orjson.loads(old["scopes"]),
                 tier=old["rate_limit_tier"],
                 expires_at=old["expires_at"],
+                # One budget across a rotation chain: rotating never refills the bucket.
+                rate_bucket_id=int(old["rate_bucket_id"] or old["id"]),
             )
             if not await repo.mark_rotated(tx, key_id, int(new["id"]), grace_ends, now):
                 # A concurrent rotation or revocation won: the successor is rolled back.

@@ -7,7 +7,8 @@ from ..base import Executor, Row
 
 COLUMNS = (
     "k.id, k.user_id, k.workspace_id, k.name, k.prefix, k.scopes, k.rate_limit_tier, "
-    "k.expires_at, k.last_used_at, k.grace_period_ends_at, k.rotated_to_id, k.created_at, "
+    "k.expires_at, k.last_used_at, k.grace_period_ends_at, k.rotated_to_id, k.rate_bucket_id, "
+    "k.created_at, "
     "k.updated_at"
 )
 
@@ -53,11 +54,12 @@ async def insert(
     rate_limit_tier: str | None,
     expires_at: int | None,
     now: int,
+    rate_bucket_id: int | None = None,
 ) -> int:
     row = await db.fetch_one(
         "INSERT INTO api_keys (user_id, workspace_id, name, prefix, key_hash, scopes, "
-        "rate_limit_tier, expires_at, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "rate_limit_tier, expires_at, created_at, updated_at, rate_bucket_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             user_id,
             workspace_id,
@@ -69,6 +71,7 @@ async def insert(
             expires_at,
             now,
             now,
+            rate_bucket_id,
         ),
     )
     assert row is not None
