@@ -52,6 +52,13 @@ class ListQuery:
     date_filters: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
+    def search_pattern(self) -> str:
+        """A case-insensitive substring LIKE pattern for ``search``. LIKE wildcards typed
+        by the client are dropped rather than escaped: ESCAPE differs between dialects."""
+        text = (self.search or "").lower()
+        return "%" + text.replace("\\", "").replace("%", "").replace("_", "") + "%"
+
+    @property
     def offset(self) -> int:
         return (self.page - 1) * self.per_page
 

@@ -115,7 +115,7 @@ async def list_in_workspace(
         params.append(now)
     if query.search:
         conditions.append("LOWER(k.name) LIKE ?")
-        params.append(f"%{query.search.lower().replace('%', '').replace('_', '')}%")
+        params.append(query.search_pattern)
     where = " AND ".join(f"({c})" for c in conditions)
     base = f"FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id WHERE {where}"
     total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)

@@ -77,7 +77,7 @@ async def list_for_user(db: Executor, user_id: int, query: ListQuery) -> tuple[l
     params.insert(0, user_id)
     if query.search:
         conditions.append("(LOWER(w.name) LIKE ? OR LOWER(w.slug) LIKE ?)")
-        pattern = f"%{_escape_like(query.search.lower())}%"
+        pattern = query.search_pattern
         params += [pattern, pattern]
     where = " AND ".join(f"({c})" for c in conditions)
     base = f"FROM workspaces w JOIN workspace_members m ON m.workspace_id = w.id WHERE {where}"
@@ -118,7 +118,3 @@ async def members_of(db: Executor, workspace_ids: list[int]) -> dict[int, list[R
     for row in rows:
         grouped.setdefault(int(row["workspace_id"]), []).append(row)
     return grouped
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "").replace("%", "").replace("_", "")
