@@ -40,10 +40,13 @@ class Principal:
 
 
 class CacheMiss:
-    """The key is not in this process's cache (yet)."""
+    """The key is well formed but not in this process's cache (yet); carries its hash so
+    that :meth:`Authenticator.load` need not compute it again."""
 
+    __slots__ = ("key_hash",)
 
-CACHE_MISS = CacheMiss()
+    def __init__(self, key_hash: bytes) -> None:
+        self.key_hash = key_hash
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -66,28 +69,23 @@ class Authenticator:
 
     def cached(self, token: str, generation: int) -> Principal | CacheMiss | None:
         """The answer from the key cache alone: a usable principal, None (refused), or
-        a :class:`CacheMiss` when only :meth:`authenticate` can tell. Synchronous, so the
+        a :class:`CacheMiss` when only :meth:`load` can tell. Synchronous, so the
         common request pays for no coroutine."""
         now = self.clock.now_ms()
         key_hash, principal = self.cache.lookup(token, generation, now)
         if not key_hash:
             return None
         if principal is None:
-            return CACHE_MISS
+            return CacheMiss(key_hash)
         assert isinstance(principal, Principal)
         return principal if principal.usable_at(now) else None
 
-    async def authenticate(self, token: str, generation: int) -> Principal | None:
-        now = self.clock.now_ms()
-        key_hash, principal = self.cache.lookup(token, generation, now)
-        if not key_hash:
-            return None  # malformed or bad checksum: no lookup at all
-        if principal is None:
-            principal = await self._load(key_hash, generation)
-            if principal is None:
-                return None
-        assert isinstance(principal, Principal)
-        return principal if principal.usable_at(now) else None
+    async def load(self, miss: CacheMiss, generation: int) -> Principal | None:
+        """Resolve a cache miss with one indexed query; caches what it finds."""
+        principal = await self._load(miss.key_hash, generation)
+        if principal is None or not principal.usable_at(self.clock.now_ms()):
+            return None
+        return principal
 
     async def _load(self, key_hash: bytes, generation: int) -> Principal | None:
         row = await keys_repo.get_live_by_hash(self.db, key_hash.hex())

@@ -99,7 +99,7 @@ class GatewayMiddleware:
         if token:
             found = self.auth.cached(token, generation)
             if isinstance(found, CacheMiss):
-                principal = await self.auth.authenticate(token, generation)
+                principal = await self.auth.load(found, generation)
             else:
                 principal = found
         if principal is None:
