@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core_api.config import DEFAULT_DATABASE_URL, ConfigError, Settings, sqlite_path
+from core_api.local_files import ensure_secret_key
 from support import clean_env, core_api_command
 
 SECRET = "s" * 32
@@ -25,6 +26,7 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults(tmp_path: Path) -> None:
     s = Settings.from_env(env={})
+    assert s == Settings()  # each default is written once, on the field
     assert s.database_url == DEFAULT_DATABASE_URL == "sqlite:///data/core-api.db"
     assert s.is_sqlite
     assert sqlite_path(s.database_url) == tmp_path / "data" / "core-api.db"
@@ -38,23 +40,34 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.log_level == "INFO"
     assert s.trusted_proxies == ()
     assert s.max_body_bytes == 1_048_576
-    assert s.shm_path  # derived from the database URL
+
+
+def test_reading_the_config_creates_no_file(tmp_path: Path) -> None:
+    s = Settings.from_env(env={})
+    assert s.secret_key == b""  # none yet: the CLI or the runtime creates it on first start
+    assert s.shm_path == ""  # derived from the database's identity when the runtime starts
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_embedded_secret_key_is_generated_once_and_private(tmp_path: Path) -> None:
-    first = Settings.from_env(env={})
+    first = ensure_secret_key(Settings.from_env(env={}))
     key_file = tmp_path / "data" / "secret_key"
     assert key_file.is_file()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert len(first.secret_key) >= 32
+    # Read back by the config alone, and kept by a second start.
     assert Settings.from_env(env={}).secret_key == first.secret_key
+    assert ensure_secret_key(Settings.from_env(env={})).secret_key == first.secret_key
     assert [p.name for p in key_file.parent.iterdir() if p.name.startswith(".secret_key")] == []
 
 
-def test_shm_path_is_per_database_and_overridable(tmp_path: Path) -> None:
-    a = Settings.from_env(env={"CORE_API_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"})
-    b = Settings.from_env(env={"CORE_API_DATABASE_URL": f"sqlite:///{tmp_path}/b.db"})
-    assert a.shm_path != b.shm_path
+def test_an_explicit_secret_key_writes_no_file(tmp_path: Path) -> None:
+    s = ensure_secret_key(Settings.from_env(env={"CORE_API_SECRET_KEY": SECRET}))
+    assert s.secret_key == SECRET.encode()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shm_path_is_overridable() -> None:
     assert Settings.from_env(env={"CORE_API_SHM_PATH": "/tmp/x-shm"}).shm_path == "/tmp/x-shm"
 
 

@@ -19,6 +19,7 @@ import orjson
 from .clock import Clock
 from .config import ConfigError, Settings
 from .errors import ValidationFailed
+from .local_files import ensure_secret_key
 from .plans import load_plans
 from .storage import DatabaseUnavailable, open_database
 from .storage.migrate import migrate
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     handler = {"serve": _serve, "worker": _worker, "migrate": _migrate, "bootstrap": _bootstrap}
+    settings = ensure_secret_key(settings)  # first start of an embedded (SQLite) node
     try:
         handler[args.command](settings, args)
     except DatabaseUnavailable as exc:

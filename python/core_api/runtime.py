@@ -14,6 +14,7 @@ from .clock import Clock
 from .config import Settings
 from .idempotency import DatabaseStore, RedisStore, Store
 from .invalidation import Invalidator
+from .local_files import ensure_secret_key, shared_memory_path
 from .plans import Plans, load_plans
 from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .services.api_keys import ApiKeyService
@@ -47,9 +48,10 @@ class Runtime:
     ) -> Runtime:
         """Everything, without I/O: the database pool opens in :meth:`start`."""
         clock = clock or Clock()
+        settings = ensure_secret_key(settings)
         plans = load_plans(settings.plans_file)
         db = db or create_database(settings.database_url, settings.pg_pool_size)
-        shared = _native.SharedState(settings.shm_path)
+        shared = _native.SharedState(shared_memory_path(settings))
         redis = None
         if settings.redis_url:
             import redis.asyncio as aioredis
