@@ -1,25 +1,36 @@
 """Idempotency-Key on POST/PUT/PATCH/DELETE, scoped to the API key.
 
-The first request with a key claims it (an in-flight record with a lock); its response
-(status, body, relevant headers) is stored when it completes and replayed for 24 h with
-``Idempotent-Replayed: true``. The same key with a different request (method, path, query
-or body) is a 422; a duplicate while the first is still running is a 409. A 5xx releases
-the claim so the client can retry. Records live in Redis when configured (falling back to
-the database if Redis fails), else in the database; both are atomic across processes.
+The database holds the one durable record, in every mode: the first request claims the
+key with an INSERT on the primary key (an in-flight row with a lock); its response is
+stored when it completes and replayed for 24 h with ``Idempotent-Replayed: true``. Redis
+is not used: a record that lived in Redis was lost or unreachable across a Redis outage and
+the key then ran twice. When the database cannot be reached the request is refused with a
+503 rather than run unguarded.
+
+The same key with a different request (method, path, query, ``X-Workspace-ID`` or body) is
+a 422; a duplicate while the first is still running is a 409. A 5xx releases the claim so
+the client can retry.
+
+Nothing readable is at rest: a row holds keyed hashes of the Idempotency-Key and of the
+request, and the response (which may carry a new API key) sealed with AES-GCM under a key
+derived from the server secret and the caller's own API key, so only that caller's replay
+opens it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import logging
+import os
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import falcon
 import falcon.asgi
 import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .auth import bearer_token
 from .clock import Clock
 from .errors import ApiError, ValidationFailed
 from .storage import Database, IntegrityError
@@ -32,6 +43,9 @@ HEADER = "Idempotency-Key"
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 IN_FLIGHT_LOCK_MS = 60_000  # a claim whose process died is taken over after this
 REPLAYED_HEADERS = ("Content-Type", "Location")
+RETRY_AFTER_SECONDS = 2
+_LABEL = b"idempotency-v1\0"
+_NONCE_BYTES = 12
 
 
 class InFlight(ApiError):
@@ -40,173 +54,148 @@ class InFlight(ApiError):
     message = "A request with this Idempotency-Key is still being processed. Retry shortly."
 
 
+class Unavailable(ApiError):
+    status = 503
+    code = "service_unavailable"
+    message = "Idempotency records cannot be reached; the request was not run. Retry shortly."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+
+
 @dataclass(frozen=True, slots=True)
-class Stored:
-    fingerprint: str
-    status: int | None  # None while in flight
+class Response:
+    status: int
     headers: dict[str, str]
     body: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    claimed: bool
-    replay: Stored | None = None
+class Ticket:
+    """One request's claim: the API key id, keyed hashes of the Idempotency-Key and of the
+    request, and the caller's cipher for the stored response."""
 
+    scope: int
+    key: str
+    fingerprint: str
+    cipher: AESGCM
 
-class Store(Protocol):
-    async def claim(self, scope: int, key: str, fingerprint: str, now: int) -> Outcome: ...
-    async def complete(self, scope: int, key: str, stored: Stored, now: int) -> None: ...
-    async def release(self, scope: int, key: str) -> None: ...
+    def seal(self, response: Response) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        plain = orjson.dumps(response.headers) + b"\n" + response.body
+        return nonce + self.cipher.encrypt(nonce, plain, self._bound_to(response.status))
 
-
-def _judge(existing: Stored, fingerprint: str) -> Outcome:
-    if existing.fingerprint != fingerprint:
-        raise ValidationFailed.field(
-            HEADER, "This Idempotency-Key was already used with a different request."
+    def open(self, status: int, sealed: bytes) -> Response:
+        plain = self.cipher.decrypt(
+            sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], self._bound_to(status)
         )
-    if existing.status is None:
-        raise InFlight()
-    return Outcome(False, existing)
+        head, _, body = plain.partition(b"\n")  # compact JSON holds no newline
+        return Response(status, orjson.loads(head), body)
+
+    def _bound_to(self, status: int) -> bytes:
+        # Associated data: a sealed body only opens in its own row, with its own status.
+        return f"{self.scope}:{self.key}:{status}".encode()
 
 
-class DatabaseStore:
-    def __init__(self, db: Database, ttl_ms: int) -> None:
-        self.db, self.ttl_ms = db, ttl_ms
+def _mac(key: bytes, *parts: bytes) -> bytes:
+    return hmac.digest(key, b"\0".join(parts), "sha256")
 
-    async def claim(self, scope: int, key: str, fingerprint: str, now: int) -> Outcome:
+
+def ticket_for(
+    secret_key: bytes, token: str, scope: int, key: str, req: falcon.asgi.Request, body: bytes
+) -> Ticket:
+    """Everything is keyed by HMAC(server secret, caller's API key): a database or backup
+    dump alone reveals neither the Idempotency-Key, the request nor the response."""
+    caller = hmac.digest(secret_key, _LABEL + token.encode(), "sha256")
+    workspace = req.get_header("X-Workspace-ID")
+    request = _mac(
+        caller,
+        b"request",
+        req.method.encode(),
+        req.path.encode(),
+        req.query_string.encode(),
+        b"-" if workspace is None else b"=" + workspace.encode(),
+        body,  # last, so a NUL inside it cannot shift the other fields
+    )
+    return Ticket(
+        scope,
+        _mac(caller, b"key", key.encode()).hex(),
+        request.hex(),
+        AESGCM(_mac(caller, b"seal")),
+    )
+
+
+class Store:
+    """Idempotency records in the database (``idempotency_records``)."""
+
+    def __init__(self, db: Database, ttl_ms: int, secret_key: bytes) -> None:
+        self.db, self.ttl_ms, self.secret_key = db, ttl_ms, secret_key
+
+    async def claim(self, ticket: Ticket, now: int) -> Response | None:
+        """None when this request now holds the key; else the stored response to replay."""
+        scope, key = ticket.scope, ticket.key
         for _ in range(3):
             try:
                 await self.db.execute(
                     "INSERT INTO idempotency_records (api_key_id, idempotency_key, request_hash, "
                     "locked_until, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (scope, key, fingerprint, now + IN_FLIGHT_LOCK_MS, now + self.ttl_ms, now),
+                    (
+                        scope,
+                        key,
+                        ticket.fingerprint,
+                        now + IN_FLIGHT_LOCK_MS,
+                        now + self.ttl_ms,
+                        now,
+                    ),
                 )
-                return Outcome(True)
+                return None
             except IntegrityError:
                 pass
             row = await self.db.fetch_one(
-                "SELECT request_hash, status, headers, body, locked_until, expires_at "
+                "SELECT request_hash, status, body, locked_until, expires_at "
                 "FROM idempotency_records WHERE api_key_id = ? AND idempotency_key = ?",
                 (scope, key),
             )
             if row is None:
                 continue  # released or purged in between: try the insert again
             if row["expires_at"] <= now:
-                await self._delete_if(scope, key, "expires_at <= ?", now)
-                continue
-            if (
-                row["status"] is None
-                and row["locked_until"] <= now
-                and row["request_hash"] == fingerprint
-            ):
-                taken = await self.db.execute(
-                    "UPDATE idempotency_records SET locked_until = ? WHERE api_key_id = ? "
-                    "AND idempotency_key = ? AND status IS NULL AND locked_until = ?",
-                    (now + IN_FLIGHT_LOCK_MS, scope, key, row["locked_until"]),
+                await self.db.execute(
+                    "DELETE FROM idempotency_records WHERE api_key_id = ? "
+                    "AND idempotency_key = ? AND expires_at <= ?",
+                    (scope, key, now),
                 )
-                if taken:
-                    return Outcome(True)
                 continue
-            return _judge(
-                Stored(
-                    row["request_hash"],
-                    row["status"],
-                    orjson.loads(row["headers"] or "{}"),
-                    bytes(row["body"] or b""),
-                ),
-                fingerprint,
+            if row["request_hash"] != ticket.fingerprint:
+                raise ValidationFailed.field(
+                    HEADER, "This Idempotency-Key was already used with a different request."
+                )
+            if row["status"] is not None:
+                return ticket.open(row["status"], bytes(row["body"]))
+            if row["locked_until"] > now:
+                raise InFlight()
+            taken = await self.db.execute(
+                "UPDATE idempotency_records SET locked_until = ? WHERE api_key_id = ? "
+                "AND idempotency_key = ? AND status IS NULL AND locked_until = ?",
+                (now + IN_FLIGHT_LOCK_MS, scope, key, row["locked_until"]),
             )
+            if taken:
+                return None
         raise InFlight()
 
-    async def _delete_if(self, scope: int, key: str, condition: str, value: int) -> None:
+    async def complete(self, ticket: Ticket, response: Response, now: int) -> None:
         await self.db.execute(
-            "DELETE FROM idempotency_records WHERE api_key_id = ? AND idempotency_key = ? "  # noqa: S608
-            f"AND {condition}",
-            (scope, key, value),
-        )
-
-    async def complete(self, scope: int, key: str, stored: Stored, now: int) -> None:
-        await self.db.execute(
-            "UPDATE idempotency_records SET status = ?, headers = ?, body = ? "
+            "UPDATE idempotency_records SET status = ?, headers = NULL, body = ? "
             "WHERE api_key_id = ? AND idempotency_key = ?",
-            (stored.status, orjson.dumps(stored.headers).decode(), stored.body, scope, key),
+            (response.status, ticket.seal(response), ticket.scope, ticket.key),
         )
 
-    async def release(self, scope: int, key: str) -> None:
+    async def release(self, ticket: Ticket) -> None:
         await self.db.execute(
             "DELETE FROM idempotency_records WHERE api_key_id = ? AND idempotency_key = ? "
             "AND status IS NULL",
-            (scope, key),
+            (ticket.scope, ticket.key),
         )
-
-
-class RedisStore:
-    """SET NX claims an in-flight marker; completion overwrites it with the response."""
-
-    def __init__(self, redis: Any, prefix: str, ttl_ms: int, fallback: DatabaseStore) -> None:
-        self.redis, self.prefix, self.ttl_ms, self.fallback = redis, prefix, ttl_ms, fallback
-        self.using_fallback: set[tuple[int, str]] = set()
-
-    def _key(self, scope: int, key: str) -> str:
-        return f"{self.prefix}idem:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
-
-    async def claim(self, scope: int, key: str, fingerprint: str, now: int) -> Outcome:
-        marker = orjson.dumps({"f": fingerprint})
-        name = self._key(scope, key)
-        raw = None
-        for _ in range(3):  # the record may expire between SET NX and GET
-            try:
-                if await self.redis.set(name, marker, nx=True, px=IN_FLIGHT_LOCK_MS):
-                    return Outcome(True)
-                raw = await self.redis.get(name)
-            except Exception as exc:
-                log.warning("Redis unavailable for idempotency (%s); using the database", exc)
-                self.using_fallback.add((scope, key))
-                return await self.fallback.claim(scope, key, fingerprint, now)
-            if raw is not None:
-                break
-        if raw is None:
-            raise InFlight()
-        record = orjson.loads(raw)
-        return _judge(
-            Stored(
-                record["f"],
-                record.get("s"),
-                record.get("h", {}),
-                record.get("b", "").encode("latin-1"),
-            ),
-            fingerprint,
-        )
-
-    async def complete(self, scope: int, key: str, stored: Stored, now: int) -> None:
-        if (scope, key) in self.using_fallback:
-            self.using_fallback.discard((scope, key))
-            await self.fallback.complete(scope, key, stored, now)
-            return
-        record = {
-            "f": stored.fingerprint,
-            "s": stored.status,
-            "h": stored.headers,
-            "b": stored.body.decode("latin-1"),
-        }
-        await self.redis.set(self._key(scope, key), orjson.dumps(record), px=self.ttl_ms)
-
-    async def release(self, scope: int, key: str) -> None:
-        if (scope, key) in self.using_fallback:
-            self.using_fallback.discard((scope, key))
-            await self.fallback.release(scope, key)
-            return
-        await self.redis.delete(self._key(scope, key))
-
-
-def fingerprint(req: falcon.asgi.Request, body: bytes) -> str:
-    digest = hashlib.sha256()
-    for part in (req.method.encode(), req.path.encode(), req.query_string.encode()):
-        digest.update(part)
-        digest.update(b"\0")
-    digest.update(body)
-    return digest.hexdigest()
 
 
 class IdempotencyGuard:
@@ -222,35 +211,42 @@ class IdempotencyGuard:
                 HEADER, "The Idempotency-Key must be 1 to 255 printable ASCII characters."
             )
         body = await read_raw(req, self.max_body_bytes)
-        scope, print_ = req.context.principal.key_id, fingerprint(req, body)
-        outcome = await self.store.claim(scope, key, print_, self.clock.now_ms())
-        if outcome.replay is not None:
-            stored = outcome.replay
-            resp.status = stored.status or 200
-            resp.data = stored.body or None
-            for name, value in stored.headers.items():
+        token = bearer_token(req.get_header("Authorization")) or ""  # authenticated already
+        ticket = ticket_for(
+            self.store.secret_key, token, req.context.principal.key_id, key, req, body
+        )
+        try:
+            replay = await self.store.claim(ticket, self.clock.now_ms())
+        except ApiError:
+            raise
+        except Exception as exc:
+            log.warning("idempotency record unreachable (%s); refusing with 503", exc)
+            raise Unavailable() from exc
+        if replay is not None:
+            resp.status = replay.status
+            resp.data = replay.body or None
+            for name, value in replay.headers.items():
                 resp.set_header(name, value)
             resp.set_header("Idempotent-Replayed", "true")
             resp.complete = True  # the responder is skipped
             return
-        req.context.idempotency = (scope, key, print_)
+        req.context.idempotency = ticket
 
     async def finish(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        claim = req.context.get("idempotency")
-        if claim is None:
+        ticket: Ticket | None = req.context.get("idempotency")
+        if ticket is None:
             return
-        scope, key, print_ = claim
         try:
-            await self._record(resp, scope, key, print_)
+            await self._record(resp, ticket)
         except Exception:
             # The response itself stands: a store failure must not turn it into a 500.
-            # The claim expires after IN_FLIGHT_LOCK_MS and a retry then runs again.
-            log.exception("could not record the idempotent response for key id %s", scope)
+            # The claim stays in flight; after IN_FLIGHT_LOCK_MS a retry may take it over.
+            log.exception("could not record the idempotent response for key id %s", ticket.scope)
 
-    async def _record(self, resp: falcon.asgi.Response, scope: int, key: str, print_: str) -> None:
+    async def _record(self, resp: falcon.asgi.Response, ticket: Ticket) -> None:
         status = resp.status_code
         if status >= 500:
-            await self.store.release(scope, key)
+            await self.store.release(ticket)
             return
         body = (
             resp.data
@@ -260,6 +256,4 @@ class IdempotencyGuard:
         headers = {n: v for n in REPLAYED_HEADERS if (v := resp.get_header(n)) is not None}
         if body and "Content-Type" not in headers:
             headers["Content-Type"] = falcon.MEDIA_JSON
-        await self.store.complete(
-            scope, key, Stored(print_, status, headers, body), self.clock.now_ms()
-        )
+        await self.store.complete(ticket, Response(status, headers, body), self.clock.now_ms())

@@ -12,7 +12,7 @@ from . import _native
 from .auth import Authenticator
 from .clock import Clock
 from .config import Settings
-from .idempotency import DatabaseStore, RedisStore, Store
+from .idempotency import Store
 from .invalidation import Invalidator
 from .local_files import ensure_secret_key, shared_memory_path
 from .plans import Plans, load_plans
@@ -63,13 +63,11 @@ class Runtime:
         cache = _native.KeyCache(settings.secret_key, settings.key_cache_size)
         local = LocalLimiter(shared, clock)
         ttl_ms = settings.idempotency_ttl_seconds * 1000
-        idempotency: Store = DatabaseStore(db, ttl_ms)
+        # Idempotency records live in the database in every mode (never only in Redis).
+        idempotency = Store(db, ttl_ms, settings.secret_key)
         limiter: Limiter = local
         if redis is not None:
             limiter = RedisLimiter(redis, settings.redis_prefix, local, clock)
-            idempotency = RedisStore(
-                redis, settings.redis_prefix, ttl_ms, DatabaseStore(db, ttl_ms)
-            )
         return cls(
             settings=settings,
             db=db,

@@ -8,6 +8,8 @@ one transaction together.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +17,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .base import Executor, IntegrityError, Params, Row
+from .base import DatabaseUnavailable, Executor, IntegrityError, Params, Row
 
 T = TypeVar("T")
+log = logging.getLogger("core_api.storage")
 
 
 class SQLiteDatabase:
@@ -25,6 +28,7 @@ class SQLiteDatabase:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(path)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._lock = asyncio.Lock()
         self._conn = self._thread.submit(self._connect, path).result()
@@ -45,6 +49,11 @@ class SQLiteDatabase:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            # Another process held the write lock past busy_timeout: "not now" (503), not a bug.
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise DatabaseUnavailable(f"SQLite: {exc}") from exc
+            raise
 
     def _fetch_one(self, sql: str, params: Params) -> Row | None:
         row = self._conn.execute(sql, tuple(params)).fetchone()
@@ -97,6 +106,21 @@ class SQLiteDatabase:
         async with self._lock:
             await self._run(self._conn.close)
         self._thread.shutdown(wait=True)
+
+
+def _owner_only(path: Path) -> None:
+    """The file holds key hashes and every tenant's data: 0600, like ``secret_key``.
+    SQLite gives the -wal and -shm files it creates the database file's mode; files left
+    by an older version are tightened too."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            log.warning("cannot make %s readable by its owner only", file)
 
 
 class _SQLiteTransaction:
