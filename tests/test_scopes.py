@@ -83,3 +83,19 @@ def test_grants(granted: list[str], required: str, allowed: bool) -> None:
 )
 def test_covers(granted: list[str], requested: str, covered: bool) -> None:
     assert scopes.covers(scopes.normalised_set(granted), requested) is covered
+
+
+@pytest.mark.parametrize(
+    ("granted", "requested", "covered"),
+    [
+        (["*"], ["*"], True),
+        (["*:write"], ["api-keys:write", "posts:write"], True),
+        (["api-keys:write"], ["*:write"], False),
+        (["api-keys:write"], ["api-keys:write", "posts:read"], False),
+        (["posts:*"], ["posts:read", "posts:delete"], True),
+        (["write"], ["api-keys:write"], True),
+        (["api-keys:*"], [], True),
+    ],
+)
+def test_covers_all(granted: list[str], requested: list[str], covered: bool) -> None:
+    assert scopes.covers_all(scopes.normalised_set(granted), requested) is covered

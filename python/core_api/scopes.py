@@ -8,6 +8,7 @@ when a key is loaded, so the per-request check is a few set look-ups.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 ACTIONS = ("read", "write", "delete")
 _SCOPE = re.compile(
@@ -46,6 +47,12 @@ def covers(granted: frozenset[str], requested: str) -> bool:
         elif not grants(granted, f"{resource}:{act}"):
             return False
     return True
+
+
+def covers_all(granted: frozenset[str], requested: Iterable[str]) -> bool:
+    """Does ``granted`` hold every permission of every scope in ``requested``? The test for
+    anything that hands out or takes away a credential (create, rotate, revoke)."""
+    return all(covers(granted, scope) for scope in requested)
 
 
 def normalised_set(scopes: list[str]) -> frozenset[str]:

@@ -6,6 +6,7 @@ import falcon
 import falcon.asgi
 
 from ..config import Settings
+from ..services.api_keys import grantable_tier
 from ..services.workspaces import SLUG, WorkspaceService, present
 from ..storage.repos.workspaces import LIST_SPEC
 from ..validation import Fields, read_json
@@ -41,8 +42,10 @@ class WorkspaceCollection:
             )
         body.done()
         assert name is not None
-        ceiling = (await context_workspace(req, self.workspaces))["tier"]
-        row = await self.workspaces.create(principal_of(req).user_id, ceiling, name, slug, tier)
+        principal = principal_of(req)
+        acting = await context_workspace(req, self.workspaces)
+        ceiling = grantable_tier(self.workspaces.plans, principal, acting["tier"])
+        row = await self.workspaces.create(principal.user_id, ceiling, name, slug, tier)
         item = present(row, settings=False)
         del item["updated_at"]
         resp.status = falcon.HTTP_201
@@ -69,9 +72,8 @@ class WorkspaceItem:
         body.done()
         principal = principal_of(req)
         home = await self.workspaces.get(principal.user_id, principal.workspace_id)
-        row = await self.workspaces.update(
-            principal.user_id, id, home["tier"], name, tier, settings
-        )
+        ceiling = grantable_tier(self.workspaces.plans, principal, home["tier"])
+        row = await self.workspaces.update(principal.user_id, id, ceiling, name, tier, settings)
         resp.media = {"message": "Workspace updated successfully.", "data": present(row)}
 
     async def on_delete(

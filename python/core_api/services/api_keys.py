@@ -24,6 +24,15 @@ MANAGER_ROLES = frozenset({"owner", "admin"})
 MAX_GRACE_HOURS = 24 * 30
 
 
+def grantable_tier(plans: Plans, principal: Principal, workspace_tier: str) -> str:
+    """The highest tier a key may give anything it creates in a workspace (a key, a
+    workspace's tier): its own tier, and never above the workspace's. A key cannot hand out
+    a rate limit it does not hold itself."""
+    if workspace_tier not in plans.tiers or plans.exceeds(workspace_tier, principal.tier):
+        return principal.tier
+    return workspace_tier
+
+
 def present(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -71,7 +80,7 @@ class ApiKeyService:
                 "scopes", f"A key cannot grant scopes broader than its own: {', '.join(broader)}."
             )
 
-    def validate_tier(self, tier: str | None, workspace_tier: str) -> None:
+    def validate_tier(self, tier: str | None, workspace_tier: str, ceiling: str) -> None:
         if tier is None:
             return
         if tier not in self.plans.tiers:
@@ -80,10 +89,14 @@ class ApiKeyService:
                 "rate_limit_tier",
                 f"The selected rate_limit_tier is invalid. Valid tiers: {options}.",
             )
-        if self.plans.exceeds(tier, workspace_tier):
+        if self.plans.exceeds(tier, ceiling):
+            limit = (
+                f"the workspace tier ({workspace_tier})"
+                if ceiling == workspace_tier
+                else f"the tier of the key making the request ({ceiling})"
+            )
             raise ValidationFailed.field(
-                "rate_limit_tier",
-                f"The rate_limit_tier may not exceed the workspace tier ({workspace_tier}).",
+                "rate_limit_tier", f"The rate_limit_tier may not exceed {limit}."
             )
 
     async def create(
@@ -127,7 +140,11 @@ class ApiKeyService:
     ) -> tuple[Row, str]:
         key_scopes = DEFAULT_SCOPES if key_scopes is None else key_scopes
         self.validate_scopes(key_scopes, principal)
-        self.validate_tier(tier, workspace["tier"])
+        ceiling = grantable_tier(self.plans, principal, workspace["tier"])
+        self.validate_tier(tier, workspace["tier"], ceiling)
+        if tier is None and ceiling != workspace["tier"]:
+            # "Inherit the workspace tier" would be more than the caller holds: pin it.
+            tier = ceiling
         if expires_at is not None and expires_at <= self.clock.now_ms():
             raise ValidationFailed.field(
                 "expires_at", "The expires_at must be a date in the future."
@@ -152,18 +169,47 @@ class ApiKeyService:
     async def list_page(self, workspace_id: int, query: ListQuery) -> tuple[list[Row], int]:
         return await repo.list_in_workspace(self.db, workspace_id, query, self.clock.now_ms())
 
-    def _check_manage(self, principal: Principal, workspace: Row, row: Row) -> None:
+    def _effective_tier(self, row: Row) -> str:
+        tier = row["rate_limit_tier"] or row["workspace_tier"]
+        return str(tier) if tier in self.plans.tiers else self.plans.default_tier  # as auth
+
+    def _check_may_rotate(self, principal: Principal, row: Row) -> None:
+        """The successor has the target's scopes, tier and user, and its secret goes to the
+        caller: so only the caller itself, or a key of the same user that it covers."""
+        if int(row["id"]) == principal.key_id:
+            return
+        if int(row["user_id"]) != principal.user_id:
+            raise AccessDenied(
+                message="Insufficient permissions. A key can only rotate keys of its own "
+                "user; a workspace owner or admin may revoke other users' keys"
+            )
+        if not scopes.covers_all(
+            principal.scopes, orjson.loads(row["scopes"])
+        ) or self.plans.exceeds(self._effective_tier(row), principal.tier):
+            raise AccessDenied(
+                message="Insufficient permissions. A key can only rotate itself or a key "
+                "whose scopes and rate_limit_tier it holds itself"
+            )
+
+    def _check_may_revoke(self, principal: Principal, workspace: Row, row: Row) -> None:
+        if int(row["id"]) == principal.key_id:
+            return
         if int(row["user_id"]) != principal.user_id and workspace["role"] not in MANAGER_ROLES:
             raise AccessDenied(
                 message="Insufficient permissions. Only the key's owner or a workspace "
-                "owner or admin may change it"
+                "owner or admin may revoke it"
+            )
+        if not scopes.covers_all(principal.scopes, orjson.loads(row["scopes"])):
+            raise AccessDenied(
+                message="Insufficient permissions. A key can only revoke itself or a key "
+                "whose scopes it holds itself"
             )
 
     async def rotate(
         self, principal: Principal, workspace: Row, key_id: int, grace_hours: int
     ) -> tuple[Row, str, int]:
         old = await self.get(int(workspace["id"]), key_id)
-        self._check_manage(principal, workspace, old)
+        self._check_may_rotate(principal, old)
         now = self.clock.now_ms()
         if old["rotated_to_id"] is not None:
             raise ValidationFailed.field("id", "This key has already been rotated.")
@@ -190,7 +236,7 @@ class ApiKeyService:
 
     async def revoke(self, principal: Principal, workspace: Row, key_id: int) -> None:
         row = await self.get(int(workspace["id"]), key_id)
-        self._check_manage(principal, workspace, row)
+        self._check_may_revoke(principal, workspace, row)
         async with self.db.transaction() as tx:
             await repo.revoke(tx, key_id, self.clock.now_ms())
         await self.invalidator.changed()
