@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import unicodedata
 from typing import Any
 
@@ -85,10 +86,10 @@ class WorkspaceService:
         self.check_tier(tier, ceiling_tier)
         now = self.clock.now_ms()
         settings = orjson.dumps(DEFAULT_SETTINGS).decode()
-        for _ in range(5):
+        for attempt in range(5):
             try:
                 async with self.db.transaction() as tx:
-                    chosen = await self._claim_slug(tx, slug, name)
+                    chosen = await self._claim_slug(tx, slug, name, attempt)
                     row = await repo.create(
                         tx,
                         name=name,
@@ -106,17 +107,22 @@ class WorkspaceService:
                     raise ValidationFailed.field(
                         "slug", "The slug has already been taken."
                     ) from None
-                # Lost a race for an auto-generated slug: pick again.
+                # Lost a race for an auto-generated slug: the transaction rolled back;
+                # pick again in a fresh one.
         raise ValidationFailed.field(
             "slug", "Could not allocate a unique slug; please provide one."
         )
 
-    async def _claim_slug(self, tx: Executor, slug: str | None, name: str) -> str:
+    async def _claim_slug(self, tx: Executor, slug: str | None, name: str, attempt: int) -> str:
         if slug is not None:
             if await repo.slug_exists(tx, slug):
                 raise ValidationFailed.field("slug", "The slug has already been taken.")
             return slug
         base = slugify(name)
+        if attempt:
+            # Everyone who lost the race would pick the same next number and collide again
+            # (PostgreSQL does not serialise these transactions): a random suffix cannot.
+            return f"{base}-{secrets.token_hex(4)}"
         taken = await repo.slugs_like(tx, base)
         if base not in taken:
             return base
@@ -133,7 +139,9 @@ class WorkspaceService:
             )
         if self.plans.exceeds(tier, ceiling_tier):
             raise ValidationFailed.field(
-                "tier", f"The tier may not exceed your workspace's tier ({ceiling_tier})."
+                "tier",
+                f"The tier may not exceed {ceiling_tier}, the lower of your key's tier "
+                "and its workspace's.",
             )
 
     async def update(
