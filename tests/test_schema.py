@@ -38,6 +38,7 @@ EXPECTED_TABLES = {
     "workspace_members",
     "api_keys",
     "idempotency_records",
+    "instance",
 }
 
 # ---------------------------------------------------------------------------------------
@@ -396,6 +397,8 @@ async def test_schema_has_the_constraints_the_repositories_rely_on(fresh_url: st
 
     assert schema["idempotency_records"]["primary_key"] == ("api_key_id", "idempotency_key")
     assert schema["idempotency_records"]["columns"]["body"]["type"] == "bytes"
+
+    assert schema["instance"]["primary_key"] == ("id",)
 
     sm = schema["schema_migrations"]
     assert sm["primary_key"] == ("version",)

@@ -1,16 +1,20 @@
 """Files a node keeps on its own disk, created by the CLI and the runtime (never by reading
-the configuration): the embedded secret key and the private shared-memory directory."""
+the configuration): the embedded secret key and the shared-memory file's path."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
+from typing import NoReturn, cast
 
+from . import _native
 from .config import PREFIX, ConfigError, Settings, secret_key_file
+
+_INSTANCE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def ensure_secret_key(settings: Settings) -> Settings:
@@ -35,15 +39,18 @@ def ensure_secret_key(settings: Settings) -> Settings:
     return dataclasses.replace(settings, secret_key=key_file.read_text().strip().encode())
 
 
-def shared_memory_path(settings: Settings) -> str:
-    """All workers serving one database on one host share one shared-memory file.
+def shared_memory_path(settings: Settings, instance_id: str) -> str:
+    """``CORE_API_SHM_PATH``, or a file named after the database's own id: every worker
+    serving one database on one host shares it, however the URL spells the database;
+    two databases never do, and a recreated database (a new id) starts clean.
 
     It lives in a directory only this user can enter, so another local user cannot
     pre-create or read it (the rate-limit state and invalidation counter are ours alone).
     """
     if settings.shm_path:
         return settings.shm_path
-    digest = hashlib.sha256(settings.database_url.encode()).hexdigest()[:16]
+    if not _INSTANCE_ID.fullmatch(instance_id):
+        raise ValueError(f"unexpected database instance id {instance_id!r}")
     shm = Path("/dev/shm")  # noqa: S108 - a private 0700 directory is made inside
     root = shm if shm.is_dir() else Path(tempfile.gettempdir())
     private = root / f"core-api-{os.getuid()}"
@@ -53,4 +60,15 @@ def shared_memory_path(settings: Settings) -> str:
         raise ConfigError(
             f"{PREFIX}SHM_PATH: {private} is not a private directory of this user; set the variable"
         )
-    return str(private / f"core-api-{digest}")
+    return str(private / f"core-api-{instance_id}")
+
+
+class _NotOpened:
+    """Stands in for the shared state until the runtime has read the database's identity."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RuntimeError("the shared state opens in Runtime.start()")
+
+
+def not_opened_yet() -> _native.SharedState:
+    return cast(_native.SharedState, _NotOpened())

@@ -14,13 +14,14 @@ from .clock import Clock
 from .config import Settings
 from .idempotency import Store
 from .invalidation import Invalidator
-from .local_files import ensure_secret_key, shared_memory_path
+from .local_files import ensure_secret_key, not_opened_yet, shared_memory_path
 from .plans import Plans, load_plans
 from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .services.api_keys import ApiKeyService
 from .services.workspaces import WorkspaceService
-from .storage import Database, create_database
+from .storage import Database, DatabaseUnavailable, create_database
 from .storage.migrate import migrate
+from .storage.repos import instance
 
 log = logging.getLogger("core_api.runtime")
 LAST_USED_FLUSH_SECONDS = 5.0
@@ -37,6 +38,7 @@ class Runtime:
     invalidator: Invalidator
     auth: Authenticator
     limiter: Limiter
+    local_limiter: LocalLimiter
     idempotency: Store
     workspaces: WorkspaceService
     keys: ApiKeyService
@@ -46,12 +48,13 @@ class Runtime:
     def build(
         cls, settings: Settings, *, clock: Clock | None = None, db: Database | None = None
     ) -> Runtime:
-        """Everything, without I/O: the database pool opens in :meth:`start`."""
+        """Everything but the database pool and the shared state, which open in :meth:`start`
+        (the secret key file of an embedded node is made on its first build)."""
         clock = clock or Clock()
         settings = ensure_secret_key(settings)
         plans = load_plans(settings.plans_file)
         db = db or create_database(settings.database_url, settings.pg_pool_size)
-        shared = _native.SharedState(shared_memory_path(settings))
+        shared = not_opened_yet()  # opened by start(), once the database identity is read
         redis = None
         if settings.redis_url:
             import redis.asyncio as aioredis
@@ -78,6 +81,7 @@ class Runtime:
             invalidator=invalidator,
             auth=Authenticator(db, shared, cache, plans, clock),
             limiter=limiter,
+            local_limiter=local,
             idempotency=idempotency,
             workspaces=WorkspaceService(db, plans, clock, invalidator),
             keys=ApiKeyService(db, plans, clock, settings.secret_key, invalidator),
@@ -87,6 +91,17 @@ class Runtime:
         await self.db.open()
         if run_migrations:
             await migrate(self.db)
+        await self._open_shared_state()
+
+    async def _open_shared_state(self) -> None:
+        """Named after the database's own id, so that every URL spelling one database shares
+        it; then handed to the parts built around it."""
+        instance_id = "" if self.settings.shm_path else await instance.get_id(self.db)
+        if instance_id is None:
+            raise DatabaseUnavailable("the database has no schema yet; run `core-api migrate`")
+        self.shared = _native.SharedState(shared_memory_path(self.settings, instance_id))
+        for user in (self.invalidator, self.auth, self.local_limiter):
+            user.shared = self.shared
 
     @classmethod
     async def open(
