@@ -25,8 +25,8 @@ from . import common, locust_run, peak
 
 PARTS = ("micro", "peak", "locust")
 MICRO = Path(__file__).resolve().parent / "micro" / "bench_native.py"
-MICRO_MIN_SPEEDUP = {"rate_check": 10.0}  # issue 3: the limiter check >= 10x pure Python
-MICRO_DEFAULT_MIN = 3.0  # brief: each Rust hot path >= 3x the obvious Python
+MICRO_MIN_SPEEDUP = {"rate_check": 10.0}  # budget: the limiter check >= 10x pure Python
+MICRO_DEFAULT_MIN = 3.0  # budget: each Rust hot path >= 3x the obvious Python
 
 
 def run_micro(quick: bool, stamp: str) -> dict[str, Any]:

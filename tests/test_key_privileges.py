@@ -1,5 +1,5 @@
 """No key obtains, through any endpoint, a permission it does not hold itself: rotation,
-revocation, key creation and workspace tiers (issue 6, finding 1). Both backends."""
+revocation, key creation and workspace tiers. Both backends."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Pure-Python reference implementations of the `core_api._native` hot paths.
 
 These are the "obvious" Python versions the Rust extension is measured against
-(brief: each Rust hot path must be at least 3x faster). Same semantics as the
+(budget: each Rust hot path must be at least 3x faster). Same semantics as the
 Rust code; not used by the service.
 """
 
