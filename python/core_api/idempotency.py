@@ -19,6 +19,7 @@ opens it.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -44,7 +45,7 @@ _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 IN_FLIGHT_LOCK_MS = 60_000  # a claim whose process died is taken over after this
 REPLAYED_HEADERS = ("Content-Type", "Location")
 RETRY_AFTER_SECONDS = 2
-_LABEL = b"idempotency-v1\0"
+_LABEL = b"idempotency-v1"
 _NONCE_BYTES = 12
 
 
@@ -60,7 +61,7 @@ class Unavailable(ApiError):
     message = "Idempotency records cannot be reached; the request was not run. Retry shortly."
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(retry_after=RETRY_AFTER_SECONDS)
         self.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
 
 
@@ -98,16 +99,27 @@ class Ticket:
         return f"{self.scope}:{self.key}:{status}".encode()
 
 
-def _mac(key: bytes, *parts: bytes) -> bytes:
-    return hmac.digest(key, b"\0".join(parts), "sha256")
+def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
+    # Keyed BLAKE2b is a MAC and PRF of its own, and about twice as fast here as HMAC.
+    digest = hashlib.blake2b(key=key, digest_size=32, person=label)
+    for part in parts:
+        digest.update(part)
+        digest.update(b"\0")
+    return digest.digest()
+
+
+def root_key(secret_key: bytes) -> bytes:
+    """The idempotency root key: HMAC-SHA256(server secret, label), computed once."""
+    return hmac.digest(secret_key, _LABEL, "sha256")
 
 
 def ticket_for(
-    secret_key: bytes, token: str, scope: int, key: str, req: falcon.asgi.Request, body: bytes
+    root: bytes, token: str, scope: int, key: str, req: falcon.asgi.Request, body: bytes
 ) -> Ticket:
-    """Everything is keyed by HMAC(server secret, caller's API key): a database or backup
-    dump alone reveals neither the Idempotency-Key, the request nor the response."""
-    caller = hmac.digest(secret_key, _LABEL + token.encode(), "sha256")
+    """Everything is keyed by a MAC of the caller's own API key under the server secret:
+    a database or backup dump alone reveals neither the Idempotency-Key, the request nor
+    the response, and another caller cannot open them either."""
+    caller = _mac(root, b"caller", token.encode())
     workspace = req.get_header("X-Workspace-ID")
     request = _mac(
         caller,
@@ -130,7 +142,7 @@ class Store:
     """Idempotency records in the database (``idempotency_records``)."""
 
     def __init__(self, db: Database, ttl_ms: int, secret_key: bytes) -> None:
-        self.db, self.ttl_ms, self.secret_key = db, ttl_ms, secret_key
+        self.db, self.ttl_ms, self.root = db, ttl_ms, root_key(secret_key)
 
     async def claim(self, ticket: Ticket, now: int) -> Response | None:
         """None when this request now holds the key; else the stored response to replay."""
@@ -212,9 +224,7 @@ class IdempotencyGuard:
             )
         body = await read_raw(req, self.max_body_bytes)
         token = bearer_token(req.get_header("Authorization")) or ""  # authenticated already
-        ticket = ticket_for(
-            self.store.secret_key, token, req.context.principal.key_id, key, req, body
-        )
+        ticket = ticket_for(self.store.root, token, req.context.principal.key_id, key, req, body)
         try:
             replay = await self.store.claim(ticket, self.clock.now_ms())
         except ApiError:
