@@ -43,10 +43,11 @@ test-python: install
 bench: install ## Run the benchmark suite (peak throughput, locust mixes, micro-benchmarks)
 	$(BIN)/python -m benchmarks.run
 
-lint: install ## ruff, mypy, cargo clippy and fmt
+lint: install ## ruff, mypy, stubtest (the Rust extension vs its .pyi), cargo clippy and fmt
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest core_api._native
 	cargo clippy --quiet --all-targets -- -D warnings
 	cargo fmt --check
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use siphasher::sip::SipHasher13;
 
+use crate::error::{NativeError, Result};
 use crate::shm::{SharedRegion, Slot};
 
 /// Number of slots probed for one key.
@@ -54,33 +55,23 @@ pub struct Decision {
     pub reset_after_s: f64,
 }
 
-/// Invalid rate-limit parameters (the message names the argument).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidParam(pub &'static str);
-
-impl std::fmt::Display for InvalidParam {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for InvalidParam {}
-
-fn validate(capacity: f64, refill_per_sec: f64) -> Result<(), InvalidParam> {
+fn validate(capacity: f64, refill_per_sec: f64) -> Result<()> {
     if !(capacity.is_finite() && capacity > 0.0) {
-        return Err(InvalidParam("capacity must be a finite number > 0"));
+        return Err(NativeError::invalid("capacity must be a finite number > 0"));
     }
     if !(refill_per_sec.is_finite() && refill_per_sec > 0.0) {
-        return Err(InvalidParam("refill_per_sec must be a finite number > 0"));
+        return Err(NativeError::invalid(
+            "refill_per_sec must be a finite number > 0",
+        ));
     }
     Ok(())
 }
 
-fn validate_cost(cost: f64) -> Result<(), InvalidParam> {
+fn validate_cost(cost: f64) -> Result<()> {
     if cost.is_finite() && cost >= 0.0 {
         Ok(())
     } else {
-        Err(InvalidParam("cost must be a finite number >= 0"))
+        Err(NativeError::invalid("cost must be a finite number >= 0"))
     }
 }
 
@@ -94,7 +85,7 @@ pub struct Rate {
 
 impl Rate {
     /// Both must be finite and > 0.
-    pub fn new(capacity: f64, refill_per_sec: f64) -> Result<Self, InvalidParam> {
+    pub fn new(capacity: f64, refill_per_sec: f64) -> Result<Self> {
         validate(capacity, refill_per_sec)?;
         Ok(Self {
             capacity,
@@ -392,19 +383,13 @@ impl<'a> Buckets<'a> {
         refill_per_sec: f64,
         cost: f64,
         now_ns: u64,
-    ) -> Result<Decision, InvalidParam> {
+    ) -> Result<Decision> {
         let rate = Rate::new(capacity, refill_per_sec)?;
         self.take(bucket_key, &rate, cost, now_ns)
     }
 
     /// [`Buckets::check`] with pre-validated parameters.
-    pub fn take(
-        &self,
-        bucket_key: &[u8],
-        rate: &Rate,
-        cost: f64,
-        now_ns: u64,
-    ) -> Result<Decision, InvalidParam> {
+    pub fn take(&self, bucket_key: &[u8], rate: &Rate, cost: f64, now_ns: u64) -> Result<Decision> {
         validate_cost(cost)?;
         let Rate {
             capacity,
@@ -444,7 +429,7 @@ impl<'a> Buckets<'a> {
         capacity: f64,
         refill_per_sec: f64,
         now_ns: u64,
-    ) -> Result<f64, InvalidParam> {
+    ) -> Result<f64> {
         validate(capacity, refill_per_sec)?;
         let h = bucket_hash(bucket_key);
         Ok(match self.locate(h) {
@@ -459,14 +444,9 @@ impl<'a> Buckets<'a> {
     /// global view). Clamped to +-capacity of the bucket's last check; a
     /// bucket never checked takes the value as is, and the next check clamps
     /// it to its capacity. Negative values are a debt that delays refill.
-    pub fn set_tokens(
-        &self,
-        bucket_key: &[u8],
-        tokens: f64,
-        now_ns: u64,
-    ) -> Result<(), InvalidParam> {
+    pub fn set_tokens(&self, bucket_key: &[u8], tokens: f64, now_ns: u64) -> Result<()> {
         if !tokens.is_finite() {
-            return Err(InvalidParam("tokens must be a finite number"));
+            return Err(NativeError::invalid("tokens must be a finite number"));
         }
         let h = bucket_hash(bucket_key);
         let (slot, _guard) = self.locate_or_insert(h, now_ns);
@@ -635,7 +615,7 @@ mod tests {
         assert!(Rate::new(0.0, 1.0).is_err());
         assert!(Rate::new(1.0, f64::NAN).is_err());
         assert_eq!(
-            a.take(b"k", &rate, -1.0, S).unwrap_err().0,
+            a.take(b"k", &rate, -1.0, S).unwrap_err().to_string(),
             "cost must be a finite number >= 0"
         );
     }

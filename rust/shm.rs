@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::MmapMut;
 
+use crate::error::{NativeError, Result};
+
 /// File magic.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"COREAPI\x01");
 /// Bumped whenever the layout below changes.
@@ -95,6 +97,18 @@ fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
     opts.open(path)
 }
 
+/// `requested` as a slot count: between 1 and [`MAX_SLOTS`].
+pub fn slot_count(requested: i64) -> Result<u32> {
+    u32::try_from(requested)
+        .ok()
+        .filter(|n| (1..=MAX_SLOTS).contains(n))
+        .ok_or_else(|| {
+            NativeError::invalid(format!(
+                "rate_slots must be between 1 and {MAX_SLOTS}, got {requested}"
+            ))
+        })
+}
+
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
@@ -104,14 +118,9 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 impl SharedRegion {
     /// Opens the region at `path`, creating (or replacing an incompatible)
     /// file with `rate_slots` slots. Parent directories are created.
-    pub fn open_or_create(path: impl AsRef<Path>, rate_slots: u32) -> io::Result<Self> {
+    pub fn open_or_create(path: impl AsRef<Path>, rate_slots: u32) -> Result<Self> {
         let path = path.as_ref();
-        if rate_slots == 0 || rate_slots > MAX_SLOTS {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("rate_slots must be between 1 and {MAX_SLOTS}, got {rate_slots}"),
-            ));
-        }
+        let rate_slots = slot_count(rate_slots.into())?;
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)?;
@@ -136,7 +145,7 @@ impl SharedRegion {
         // Closing the file releases the flock as well; unlock explicitly
         // for clarity and ignore errors (the fd is closed right after).
         let _ = lock_file.unlock();
-        result
+        Ok(result?)
     }
 
     /// `Ok(None)` when the file is missing or incompatible.
@@ -333,8 +342,15 @@ pub(crate) mod tests {
     fn invalid_slot_count() {
         let d = TempDir::new("shm-invalid");
         let e = SharedRegion::open_or_create(d.file("x"), 0).err().unwrap();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(matches!(e, NativeError::InvalidArgument(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("rate_slots must be between 1 and {MAX_SLOTS}, got 0")
+        );
         assert!(SharedRegion::open_or_create(d.file("x"), MAX_SLOTS + 1).is_err());
+        assert!(slot_count(-1).is_err());
+        assert_eq!(slot_count(i64::from(MAX_SLOTS)).unwrap(), MAX_SLOTS);
+        assert!(!d.file("x").exists(), "nothing created for a bad count");
     }
 
     #[test]

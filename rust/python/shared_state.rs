@@ -1,0 +1,91 @@
+//! Host-wide shared memory: the invalidation generation and the rate-limit
+//! buckets (bindings of `crate::shm` and `crate::ratelimit`).
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+
+use super::non_negative;
+use crate::error::NativeError;
+use crate::ratelimit::Rate;
+use crate::shm::{self, SharedRegion};
+
+/// Validated token-bucket parameters (a tier), for `SharedState.rate_take`.
+#[pyclass(frozen, module = "core_api._native")]
+struct RateTier {
+    rate: Rate,
+}
+
+#[pymethods]
+impl RateTier {
+    #[new]
+    fn new(capacity: f64, refill_per_sec: f64) -> Result<Self, NativeError> {
+        Ok(Self {
+            rate: Rate::new(capacity, refill_per_sec)?,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "RateTier(capacity={:?}, refill_per_sec={:?})",
+            self.rate.capacity(),
+            self.rate.refill_per_sec()
+        )
+    }
+}
+
+/// Host-wide shared memory: invalidation generation + rate-limit buckets.
+#[pyclass(frozen, module = "core_api._native")]
+struct SharedState {
+    region: SharedRegion,
+}
+
+#[pymethods]
+impl SharedState {
+    #[new]
+    #[pyo3(signature = (path, rate_slots = 65536))]
+    fn new(path: PathBuf, rate_slots: i64) -> Result<Self, NativeError> {
+        Ok(Self {
+            region: SharedRegion::open_or_create(path, shm::slot_count(rate_slots)?)?,
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        self.region.generation()
+    }
+
+    fn bump_generation(&self) -> u64 {
+        self.region.bump_generation()
+    }
+
+    /// Take `cost` tokens from the bucket of `bucket_key` if available.
+    ///
+    /// Returns (allowed, remaining whole tokens, retry_after_s, reset_after_s).
+    #[pyo3(signature = (bucket_key, tier, now_ns, cost = 1.0, /))]
+    fn rate_take(
+        &self,
+        bucket_key: &[u8],
+        tier: &Bound<'_, RateTier>,
+        now_ns: i64,
+        cost: f64,
+    ) -> Result<(bool, u64, f64, f64), NativeError> {
+        let now = non_negative("now_ns", now_ns)?;
+        let d = self
+            .region
+            .buckets()
+            .take(bucket_key, &tier.get().rate, cost, now)?;
+        // `remaining` is finite, >= 0 and <= capacity: the cast floors it.
+        Ok((
+            d.allowed,
+            d.remaining as u64,
+            d.retry_after_s,
+            d.reset_after_s,
+        ))
+    }
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<RateTier>()?;
+    m.add_class::<SharedState>()?;
+    Ok(())
+}
