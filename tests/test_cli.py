@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,3 +189,52 @@ def test_postgresql_database_that_does_not_exist_is_a_clean_error(tmp_path: Path
     assert proc.stderr.strip().startswith("core-api: cannot connect to PostgreSQL:")
     assert "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_serve_passes_the_connection_limits_to_granian() -> None:
+    from core_api.cli import FD_RESERVE, granian_argv
+    from core_api.config import Settings
+
+    s = Settings.from_env(
+        env={
+            "CORE_API_BACKLOG": "8192",
+            "CORE_API_HEADER_READ_TIMEOUT": "7",
+            "CORE_API_KEEP_ALIVE": "no",
+            "CORE_API_HTTP1_BUFFER_SIZE": "16384",
+        }
+    )
+    argv = granian_argv(s, 20_000, uvloop=True)
+    flags = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
+    assert argv[:2] == ["-m", "granian"] and argv[-1] == "core_api.asgi:app"
+    assert flags["--backlog"] == "8192"
+    assert flags["--http"] == "1"
+    assert flags["--http1-header-read-timeout"] == "7000"  # milliseconds
+    assert flags["--http1-buffer-size"] == "16384"
+    assert "--no-http1-keep-alive" in argv
+    # Backpressure defaults to what the descriptors allow, and never exceeds it.
+    assert flags["--backpressure"] == str(20_000 - FD_RESERVE - s.pg_pool_size)
+    small = Settings.from_env(env={"CORE_API_BACKPRESSURE": "300"})
+    argv = granian_argv(small, 20_000, uvloop=False)
+    assert argv[argv.index("--backpressure") + 1] == "300"
+    big = Settings.from_env(env={"CORE_API_BACKPRESSURE": "50000"})
+    argv = granian_argv(big, 1024, uvloop=False)
+    assert argv[argv.index("--backpressure") + 1] == str(1024 - FD_RESERVE - 10)
+
+
+def test_serve_raises_the_open_file_limit_to_the_hard_limit() -> None:
+    code = (
+        "import resource; from core_api.cli import raise_nofile_limit; "
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+        "print(soft, raise_nofile_limit(), hard)"
+    )
+
+    def lower() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, check=True
+    )
+    before, after, hard = (int(x) for x in done.stdout.split())
+    assert before == 256
+    assert after == hard

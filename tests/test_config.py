@@ -40,6 +40,23 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.log_level == "INFO"
     assert s.trusted_proxies == ()
     assert s.max_body_bytes == 1_048_576
+    assert (s.backlog, s.backpressure, s.keep_alive) == (4096, 0, True)
+    assert (s.header_read_timeout, s.body_read_timeout, s.http1_buffer_size) == (10, 30, 65_536)
+
+
+def test_connection_limits_are_read() -> None:
+    s = Settings.from_env(
+        env={
+            "CORE_API_BACKLOG": "8192",
+            "CORE_API_BACKPRESSURE": "5000",
+            "CORE_API_HEADER_READ_TIMEOUT": "5",
+            "CORE_API_BODY_READ_TIMEOUT": "2",
+            "CORE_API_KEEP_ALIVE": "off",
+            "CORE_API_HTTP1_BUFFER_SIZE": "16384",
+        }
+    )
+    assert (s.backlog, s.backpressure, s.header_read_timeout) == (8192, 5000, 5)
+    assert (s.body_read_timeout, s.keep_alive, s.http1_buffer_size) == (2, False, 16384)
 
 
 def test_reading_the_config_creates_no_file(tmp_path: Path) -> None:
@@ -143,6 +160,13 @@ INVALID = [
     ("PUBLIC_URL", "api.example.com"),
     ("PUBLIC_URL", "ftp://api.example.com"),
     ("PUBLIC_URL", "https://api.example.com/?x=1"),
+    ("BACKLOG", "64"),
+    ("BACKPRESSURE", "-1"),
+    ("HEADER_READ_TIMEOUT", "0"),
+    ("HEADER_READ_TIMEOUT", "61"),  # Granian's maximum is 60 s
+    ("BODY_READ_TIMEOUT", "0"),
+    ("KEEP_ALIVE", "sometimes"),
+    ("HTTP1_BUFFER_SIZE", "4096"),  # below Granian's minimum of 8 KiB
 ]
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import sys
 from typing import Any
 
@@ -131,8 +132,40 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
                 f"http://{settings.host}:{settings.port}/api/v1/workspaces/{first['workspace']['id']}\n",
                 flush=True,
             )
-    granian = [
-        sys.executable,
+    nofile = raise_nofile_limit()
+    argv = granian_argv(settings, nofile, uvloop=_has_uvloop())
+    log.info("serving with %s", " ".join(argv[argv.index("--backlog") : -1]))
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *argv])  # noqa: S606 - fixed argv, no shell
+
+
+# Descriptors kept free in each worker beyond its connections: the database pool, Redis,
+# the shared-memory file, logs, imports.
+FD_RESERVE = 256
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft open-file limit to the hard one (Granian and its workers inherit it):
+    every held connection is a descriptor. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def backpressure(settings: Settings, nofile: int) -> int:
+    """Connections per worker. Granian holds one slot per open connection, idle or
+    half-sent ones included, so a small value lets one client lock everyone out; the real
+    bound is the descriptors a worker has. An explicit value is capped by them too, so
+    that the database and Redis never fail to open a socket."""
+    available = max(1, nofile - FD_RESERVE - settings.pg_pool_size)
+    return min(settings.backpressure or available, available)
+
+
+def granian_argv(settings: Settings, nofile: int, *, uvloop: bool) -> list[str]:
+    """``python -m granian ...`` for these settings; the limits are chosen in config.py."""
+    return [
         "-m",
         "granian",
         "--interface",
@@ -144,14 +177,25 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         "--workers",
         str(settings.workers),
         "--loop",
-        "uvloop" if _has_uvloop() else "asyncio",
+        "uvloop" if uvloop else "asyncio",
         "--no-ws",
+        # HTTP/1.1 only: the header read timeout below is an HTTP/1 limit; cleartext HTTP/2
+        # (prior knowledge) is not needed behind a proxy and is left out of reach.
+        "--http",
+        "1",
+        "--backlog",
+        str(settings.backlog),
+        "--backpressure",
+        str(backpressure(settings, nofile)),
+        "--http1-header-read-timeout",
+        str(settings.header_read_timeout * 1000),
+        "--http1-keep-alive" if settings.keep_alive else "--no-http1-keep-alive",
+        "--http1-buffer-size",
+        str(settings.http1_buffer_size),
         "--log-level",
         settings.log_level.lower(),
         "core_api.asgi:app",
     ]
-    sys.stdout.flush()
-    os.execv(sys.executable, granian)  # noqa: S606 - fixed argv, no shell
 
 
 def _has_uvloop() -> bool:

@@ -183,6 +183,16 @@ class Settings:
     log_level: str = _var("INFO", _Reader.choice, options=("DEBUG", "INFO", "WARNING", "ERROR"))
     embedded_worker: bool = _var(True, _Reader.boolean)
     idempotency_ttl_seconds: int = _var(86_400, _Reader.integer, low=60)
+    # Connection limits of `core-api serve` (Granian), see docs/operations.md. Granian holds
+    # one backpressure slot per open connection, idle ones included: 0 sizes it per worker
+    # to the open-file limit minus a reserve. The header read timeout (seconds) is also
+    # the keep-alive idle timeout; the body read timeout (seconds) bounds a whole body.
+    backlog: int = _var(4096, _Reader.integer, low=128, high=65_535)
+    backpressure: int = _var(0, _Reader.integer, low=0, high=1_000_000)
+    header_read_timeout: int = _var(10, _Reader.integer, low=1, high=60)
+    body_read_timeout: int = _var(30, _Reader.integer, low=1, high=3600)
+    keep_alive: bool = _var(True, _Reader.boolean)
+    http1_buffer_size: int = _var(65_536, _Reader.integer, low=8192, high=16_777_216)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

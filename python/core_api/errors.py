@@ -69,6 +69,18 @@ class RateLimited(ApiError):
     code = "rate_limit_exceeded"
 
 
+class RequestTimeout(ApiError):
+    """The request body did not arrive in time; the connection is closed after the answer."""
+
+    status = 408
+    code = "request_timeout"
+    message = "The request body was not received in time."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers["Connection"] = "close"
+
+
 class ServerError(ApiError):
     status = 500
     code = "server_error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import falcon
@@ -9,7 +10,7 @@ import falcon.asgi
 import orjson
 
 from .clock import parse_iso
-from .errors import ApiError, ValidationFailed
+from .errors import ApiError, RequestTimeout, ValidationFailed
 
 _MISSING = object()
 
@@ -26,15 +27,25 @@ class UnsupportedMediaType(ApiError):
     message = "The request body must be application/json."
 
 
-async def read_raw(req: falcon.asgi.Request, max_bytes: int) -> bytes:
+# Seconds for a whole body; the served process sets it from Settings.body_read_timeout.
+BODY_READ_TIMEOUT: float = 30.0
+
+
+async def read_raw(req: falcon.asgi.Request, max_bytes: int, timeout: float | None = None) -> bytes:
     """The raw body, read once per request (idempotency fingerprints it before the
-    responder parses it). Never buffers more than ``max_bytes``."""
+    responder parses it). Never buffers more than ``max_bytes``, never waits longer than
+    ``timeout`` (default ``BODY_READ_TIMEOUT``) in all: Granian has no body timeout, and a
+    client that declares a length and stops sending would hold its request for ever."""
     cached: bytes | None = req.context.get("raw_body")
     if cached is not None:
         return cached
     if req.content_length is not None and req.content_length > max_bytes:
         raise PayloadTooLarge()
-    raw: bytes = await req.bounded_stream.read(max_bytes + 1)
+    try:
+        async with asyncio.timeout(timeout or BODY_READ_TIMEOUT):
+            raw: bytes = await req.bounded_stream.read(max_bytes + 1)
+    except TimeoutError:
+        raise RequestTimeout() from None
     if len(raw) > max_bytes:
         raise PayloadTooLarge()
     req.context.raw_body = raw
