@@ -64,13 +64,12 @@ def answered(sockets: list[socket.socket], wait: float) -> dict[socket.socket, b
     found: dict[socket.socket, bytes] = {}
     with selectors.DefaultSelector() as selector:
         for sock in sockets:
-            selector.register(sock, selectors.EVENT_READ)
+            selector.register(sock, selectors.EVENT_READ, sock)
         deadline = time.monotonic() + wait
         while len(found) < len(sockets):
             ready = selector.select(max(0.0, deadline - time.monotonic()))
             for key, _ in ready:
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
+                sock = key.data
                 with contextlib.suppress(OSError):
                     found[sock] = sock.recv(64)
                 found.setdefault(sock, b"")
