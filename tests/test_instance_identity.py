@@ -90,19 +90,19 @@ async def test_two_urls_spelling_one_sqlite_file_share_one_budget(
     absolute = default_settings(f"sqlite:///{tmp_path}/data/one.db", tmp_path, plans_file)
     assert absolute.database_url.startswith("sqlite:////")
     async with serving(relative, clock) as (rt_a, api_a):
-        shm_files.append(str(rt_a.shared.path))
+        shm_files.append(rt_a.shm_path)
         made = await free_key(rt_a, clock)
         path = f"/api/v1/workspaces/{made['workspace']['id']}"
         key = made["api_key"]["key"]
         async with serving(absolute, clock, key) as (rt_b, api_b):
-            assert rt_b.shared.path == rt_a.shared.path
+            assert rt_b.shm_path == rt_a.shm_path
             for _ in range(BUDGET - 1):
                 assert (await api_a.get(path, key=key)).status == 200
             assert (await api_b.get(path)).status == 200  # the last token, spent via B
             assert (await api_a.get(path, key=key)).status == 429
             assert (await api_b.get(path)).status == 429
     instance_id = sqlite_instance_id(relative.database_url)
-    assert str(rt_a.shared.path) == default_shm_of(instance_id)
+    assert rt_a.shm_path == default_shm_of(instance_id)
 
 
 async def test_a_recreated_database_starts_with_full_buckets(
@@ -110,20 +110,20 @@ async def test_a_recreated_database_starts_with_full_buckets(
 ) -> None:
     settings = default_settings(f"sqlite:///{tmp_path}/db/core.db", tmp_path, plans_file)
     async with serving(settings, clock) as (first_rt, api):
-        shm_files.append(str(first_rt.shared.path))
+        shm_files.append(first_rt.shm_path)
         made = await free_key(first_rt, clock)
         path = f"/api/v1/workspaces/{made['workspace']['id']}"
         statuses = [(await api.get(path, key=made["api_key"]["key"])).status for _ in range(4)]
         assert statuses == [200] * BUDGET + [429]
     remove_sqlite(settings.database_url)
     async with serving(settings, clock) as (second_rt, api):
-        shm_files.append(str(second_rt.shared.path))
+        shm_files.append(second_rt.shm_path)
         again = await free_key(second_rt, clock)
         assert again["api_key"]["id"] == made["api_key"]["id"]  # the same bucket id as before
         result = await api.get(path, key=again["api_key"]["key"])
         assert result.status == 200
         assert result.header("X-RateLimit-Remaining") == str(BUDGET - 1)
-        assert second_rt.shared.path != first_rt.shared.path
+        assert second_rt.shm_path != first_rt.shm_path
 
 
 async def test_postgres_databases_never_share_and_one_database_shares_across_spellings(
@@ -138,9 +138,9 @@ async def test_postgres_databases_never_share_and_one_database_shares_across_spe
             assert other != url
             spelled, _ = await open_app(default_settings(other, tmp_path, plans_file), clock)
             try:
-                paths.append(str(runtime.shared.path))
+                paths.append(runtime.shm_path)
                 shm_files.append(paths[-1])
-                assert spelled.shared.path == runtime.shared.path
+                assert spelled.shm_path == runtime.shm_path
             finally:
                 await spelled.close()
                 await runtime.close()
@@ -179,7 +179,8 @@ async def test_an_explicit_shm_path_wins(
     explicit = tmp_path / "mine" / "state"
     settings = default_settings(f"sqlite:///{tmp_path}/x.db", tmp_path, plans_file)
     async with serving(replace(settings, shm_path=str(explicit)), clock) as (runtime, _):
-        assert runtime.shared.path == explicit
+        assert runtime.shm_path == str(explicit)
+        assert explicit.is_file()
 
 
 # --- two real servers, default configuration, two working directories --------------------

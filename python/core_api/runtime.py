@@ -43,6 +43,7 @@ class Runtime:
     workspaces: WorkspaceService
     keys: ApiKeyService
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    shm_path: str = ""  # the shared state's file, known once start() has opened it
 
     @classmethod
     def build(
@@ -99,7 +100,8 @@ class Runtime:
         instance_id = "" if self.settings.shm_path else await instance.get_id(self.db)
         if instance_id is None:
             raise DatabaseUnavailable("the database has no schema yet; run `core-api migrate`")
-        self.shared = _native.SharedState(shared_memory_path(self.settings, instance_id))
+        self.shm_path = shared_memory_path(self.settings, instance_id)
+        self.shared = _native.SharedState(self.shm_path)
         for user in (self.invalidator, self.auth, self.local_limiter):
             user.shared = self.shared
 
