@@ -44,7 +44,7 @@ HEADER = "Idempotency-Key"
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 IN_FLIGHT_LOCK_MS = 60_000  # a claim whose process died is taken over after this
 REPLAYED_HEADERS = ("Content-Type", "Location")
-RETRY_AFTER_SECONDS = 2
+RETRY_AFTER_SECONDS = 5  # the same wait as for any other database outage
 _LABEL = b"idempotency-v1"
 _NONCE_BYTES = 12
 
