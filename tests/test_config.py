@@ -59,6 +59,19 @@ def test_connection_limits_are_read() -> None:
     assert (s.body_read_timeout, s.keep_alive, s.http1_buffer_size) == (2, False, 16384)
 
 
+def test_postgresql_timeouts_are_read_with_fail_fast_defaults() -> None:
+    s = Settings.from_env(env={})
+    assert (s.pg_connect_timeout, s.pg_statement_timeout, s.pg_pool_timeout) == (3, 5, 5)
+    s = Settings.from_env(
+        env={
+            "CORE_API_PG_CONNECT_TIMEOUT": "10",
+            "CORE_API_PG_STATEMENT_TIMEOUT": "0",
+            "CORE_API_PG_POOL_TIMEOUT": "2",
+        }
+    )
+    assert (s.pg_connect_timeout, s.pg_statement_timeout, s.pg_pool_timeout) == (10, 0, 2)
+
+
 def test_reading_the_config_creates_no_file(tmp_path: Path) -> None:
     s = Settings.from_env(env={})
     assert s.secret_key == b""  # none yet: the CLI or the runtime creates it on first start
@@ -167,6 +180,10 @@ INVALID = [
     ("BODY_READ_TIMEOUT", "0"),
     ("KEEP_ALIVE", "sometimes"),
     ("HTTP1_BUFFER_SIZE", "4096"),  # below Granian's minimum of 8 KiB
+    ("PG_CONNECT_TIMEOUT", "1"),  # libpq's minimum is 2 s
+    ("PG_CONNECT_TIMEOUT", "1.5"),
+    ("PG_STATEMENT_TIMEOUT", "-1"),
+    ("PG_POOL_TIMEOUT", "0"),
 ]
 
 

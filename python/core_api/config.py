@@ -180,6 +180,12 @@ class Settings:
     mcp_config: str | None = _var(None, _Reader.path)
     plans_file: str | None = _var(None, _Reader.path)
     pg_pool_size: int = _var(10, _Reader.integer, low=1, high=1000)
+    # Seconds. Fail fast when PostgreSQL is unreachable or stuck (503, never a long hang):
+    # connecting (libpq's minimum is 2), one statement (0 = no limit), waiting for a free
+    # pooled connection when all pg_pool_size are busy.
+    pg_connect_timeout: int = _var(3, _Reader.integer, low=2, high=600)
+    pg_statement_timeout: int = _var(5, _Reader.integer, low=0, high=86_400)
+    pg_pool_timeout: int = _var(5, _Reader.integer, low=1, high=600)
     log_level: str = _var("INFO", _Reader.choice, options=("DEBUG", "INFO", "WARNING", "ERROR"))
     embedded_worker: bool = _var(True, _Reader.boolean)
     idempotency_ttl_seconds: int = _var(86_400, _Reader.integer, low=60)

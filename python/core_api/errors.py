@@ -9,6 +9,7 @@ import falcon
 import falcon.asgi
 
 from .request_ids import request_id
+from .storage.base import DatabaseUnavailable
 
 log = logging.getLogger("core_api.errors")
 
@@ -87,6 +88,22 @@ class ServerError(ApiError):
     message = "An unexpected error occurred."
 
 
+class ServiceUnavailable(ApiError):
+    """A store the request needs (the database) cannot be reached; nothing was committed."""
+
+    status = 503
+    code = "service_unavailable"
+    retry_after = 5  # seconds; a restarting PostgreSQL is usually back within this
+
+    def __init__(self, retry_after: int | None = None) -> None:
+        wait = retry_after or self.retry_after
+        super().__init__(
+            f"The service is temporarily unavailable. Please retry after {wait} seconds.",
+            retry_after=wait,
+        )
+        self.headers["Retry-After"] = str(wait)
+
+
 # Falcon's own errors (routing, media, body size) mapped onto the documented shapes.
 _HTTP_CODES = {
     400: ("bad_request", "The request could not be processed."),
@@ -111,7 +128,19 @@ async def handle_api_error(
 ) -> None:
     for name, value in ex.headers.items():
         resp.set_header(name, value)
-    _write(req, resp, ex.status, ex.body())
+    body = ex.body()
+    if ex.status >= 500:
+        body["request_id"] = request_id(req)
+    _write(req, resp, ex.status, body)
+
+
+async def handle_unavailable(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: DatabaseUnavailable, params: Any
+) -> None:
+    # One line, no traceback: an outage would otherwise flood the log with identical stacks.
+    rid = request_id(req)
+    log.warning("storage unavailable request_id=%s %s %s: %s", rid, req.method, req.path, ex)
+    await handle_api_error(req, resp, ServiceUnavailable(), params)
 
 
 async def handle_http_error(
@@ -142,3 +171,4 @@ def install(app: falcon.asgi.App[Any, Any]) -> None:
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(ApiError, handle_api_error)
+    app.add_error_handler(DatabaseUnavailable, handle_unavailable)

@@ -19,7 +19,7 @@ from .plans import Plans, load_plans
 from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .services.api_keys import ApiKeyService
 from .services.workspaces import WorkspaceService
-from .storage import Database, DatabaseUnavailable, create_database
+from .storage import Database, DatabaseUnavailable, Timeouts, create_database
 from .storage.migrate import migrate
 from .storage.repos import instance
 
@@ -54,7 +54,10 @@ class Runtime:
         clock = clock or Clock()
         settings = ensure_secret_key(settings)
         plans = load_plans(settings.plans_file)
-        db = db or create_database(settings.database_url, settings.pg_pool_size)
+        timeouts = Timeouts(
+            settings.pg_connect_timeout, settings.pg_statement_timeout, settings.pg_pool_timeout
+        )
+        db = db or create_database(settings.database_url, settings.pg_pool_size, timeouts)
         shared = not_opened_yet()  # opened by start(), once the database identity is read
         redis = None
         if settings.redis_url:

@@ -1,4 +1,9 @@
-"""/health: liveness and storage reachability, unauthenticated, for load balancers."""
+"""/health: liveness and storage reachability, unauthenticated, for load balancers.
+
+200 ``{"status": "ok"}`` when the database answers; when it cannot be reached the query
+raises :class:`~core_api.storage.DatabaseUnavailable` and the error handler answers 503
+``service_unavailable`` with Retry-After, within the connect timeout.
+"""
 
 from __future__ import annotations
 

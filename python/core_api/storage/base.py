@@ -37,7 +37,9 @@ class IntegrityError(Exception):
 
 
 class DatabaseUnavailable(Exception):
-    """The database cannot be reached at start-up; the message says why, in one line."""
+    """The database cannot serve the request now: unreachable, connection lost, shutting
+    down, or over its timeouts. At start-up the CLI prints the message (one line, saying
+    why); during a request the API answers 503 ``service_unavailable`` with Retry-After."""
 
 
 async def fetch_value(db: Executor, sql: str, params: Params = ()) -> Any:
