@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 class Clock:
@@ -45,12 +45,29 @@ def iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Every stored or compared date lies in this range (after conversion to UTC), so that
+# it always formats back (``iso``) and fits a 64-bit column on every backend.
+MIN_MS = 0  # 1970-01-01T00:00:00Z
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+DATE_RANGE = "between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+_MAX_ISO_LENGTH = 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def parse_iso(text: str) -> int:
     """ISO 8601 date or date-time to epoch milliseconds; naive values are UTC.
 
-    Raises ValueError for anything else.
+    Raises ValueError for anything else: non-ASCII text (``fromisoformat`` accepts
+    Unicode digits), or an instant outside :data:`DATE_RANGE` once converted to UTC
+    (``9999-12-31T23:59:59-23:59`` is in year 10000).
     """
+    if not text.isascii() or len(text) > _MAX_ISO_LENGTH:
+        raise ValueError("not an ASCII ISO 8601 date")
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    ms = (value - _EPOCH) // _ONE_MS  # exact: float seconds round up at the range's end
+    if not MIN_MS <= ms <= MAX_MS:
+        raise ValueError(f"the date must be {DATE_RANGE}")
+    return ms

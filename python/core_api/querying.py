@@ -3,6 +3,8 @@
 ``page``/``per_page``, ``status``, ``created_after|before``, ``updated_after|before``,
 ``search``, ``sort``, ``fields`` and ``include`` are parsed against a per-resource
 :class:`ListSpec`; anything unknown or malformed is one 422 naming every bad parameter.
+Every value is bounded before it reaches SQL: integers in range, ASCII digits only, no NUL
+characters, a capped length and a capped number of comma-separated terms.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from .clock import parse_iso
+from .clock import DATE_RANGE, parse_iso
 from .errors import ValidationFailed
 
 MAX_PER_PAGE = 100
 DEFAULT_PER_PAGE = 25
+MAX_PAGE = 1_000_000  # keeps OFFSET far inside 64 bits on every backend
+MAX_TERMS = 20  # sort, fields, include: comma-separated terms per parameter
+MAX_SEARCH_LENGTH = 255
+MAX_PARAM_LENGTH = 1024
 _DATE_FILTERS = {
     "created_after": ("created_at", ">"),
     "created_before": ("created_at", "<"),
@@ -99,24 +105,36 @@ def parse_list_query(params: dict[str, Any], spec: ListSpec) -> ListQuery:
             errors.setdefault(name, []).append(f"The {name} parameter is not supported here.")
         elif not isinstance(value, str):
             errors.setdefault(name, []).append(f"The {name} parameter may be given only once.")
+        elif "\x00" in value:
+            errors.setdefault(name, []).append(f"The {name} may not contain NUL characters.")
+        elif len(value) > MAX_PARAM_LENGTH:
+            errors.setdefault(name, []).append(
+                f"The {name} may not be longer than {MAX_PARAM_LENGTH} characters."
+            )
     if errors:
         raise ValidationFailed(errors)
 
-    query.page = _integer(params, "page", 1, 1, None, errors)
+    query.page = _integer(params, "page", 1, 1, MAX_PAGE, errors)
     query.per_page = _integer(params, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE, errors)
     for name, (column, op) in _DATE_FILTERS.items():
         if name in params:
             try:
                 query.date_filters.append((column, op, parse_iso(params[name])))
             except ValueError:
-                errors.setdefault(name, []).append(f"The {name} must be an ISO 8601 date.")
+                errors.setdefault(name, []).append(
+                    f"The {name} must be an ISO 8601 date or date-time {DATE_RANGE}."
+                )
     if "status" in params:
         if params["status"] not in spec.statuses:
             options = ", ".join(sorted(spec.statuses))
             errors.setdefault("status", []).append(f"The status must be one of: {options}.")
         query.status = params["status"]
     if "search" in params:
-        query.search = params["search"][:255] or None
+        if len(params["search"]) > MAX_SEARCH_LENGTH:
+            errors.setdefault("search", []).append(
+                f"The search may not be longer than {MAX_SEARCH_LENGTH} characters."
+            )
+        query.search = params["search"] or None
     query.sort = _sort(params.get("sort", spec.default_sort), spec, errors)
     query.fields = _listing(params, "fields", spec.fields, errors) if "fields" in params else None
     query.includes = (
@@ -127,27 +145,46 @@ def parse_list_query(params: dict[str, Any], spec: ListSpec) -> ListQuery:
     return query
 
 
+def ascii_integer(raw: str, low: int, high: int) -> int | None:
+    """``raw`` as an integer in ``low..high``, or None. Only ASCII digits (``str.isdigit``
+    accepts ``²``, ``int()`` accepts Arabic-Indic digits); length is checked before ``int()``."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) + 2:
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
+
+
 def _integer(
     params: dict[str, Any],
     name: str,
     default: int,
     low: int,
-    high: int | None,
+    high: int,
     errors: dict[str, list[str]],
 ) -> int:
     raw = params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        errors.setdefault(name, []).append(f"The {name} must be an integer {bound}.")
+    value = ascii_integer(raw, low, high)
+    if value is None:
+        errors.setdefault(name, []).append(
+            f"The {name} must be an integer between {low} and {high}."
+        )
         return default
-    return int(raw)
+    return value
+
+
+def _terms(raw: str, name: str, errors: dict[str, list[str]]) -> list[str]:
+    terms = raw.split(",")
+    if len(terms) > MAX_TERMS:
+        errors.setdefault(name, []).append(f"The {name} may not have more than {MAX_TERMS} terms.")
+        return []
+    return terms
 
 
 def _sort(raw: str, spec: ListSpec, errors: dict[str, list[str]]) -> list[tuple[str, bool]]:
     terms = []
-    for term in raw.split(","):
+    for term in _terms(raw, "sort", errors):
         name = term.strip().removeprefix("-")
         if name not in spec.sortable:
             options = ", ".join(sorted(spec.sortable))
@@ -162,7 +199,10 @@ def _sort(raw: str, spec: ListSpec, errors: dict[str, list[str]]) -> list[tuple[
 def _listing(
     params: dict[str, Any], name: str, allowed: frozenset[str], errors: dict[str, list[str]]
 ) -> list[str]:
-    values = [v.strip() for v in params[name].split(",") if v.strip()]
+    terms = _terms(params[name], name, errors)
+    if not terms:
+        return []
+    values = [v.strip() for v in terms if v.strip()]
     unknown = [v for v in values if v not in allowed]
     if unknown or not values:
         options = ", ".join(sorted(allowed)) or "none"

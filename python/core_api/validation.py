@@ -1,4 +1,9 @@
-"""Request bodies: bounded reads, strict JSON, typed fields, one 422 listing every problem."""
+"""Request bodies: bounded reads, strict JSON, typed fields, one 422 listing every problem.
+
+Every body is checked as a whole before any field is read: nesting depth, NUL characters
+(PostgreSQL text cannot hold them) and 64-bit integers. Whatever passes can be stored on
+both backends and encoded again on every later read (orjson refuses more than 254 levels).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,14 @@ import falcon
 import falcon.asgi
 import orjson
 
-from .clock import parse_iso
+from .clock import DATE_RANGE, parse_iso
 from .errors import ApiError, RequestTimeout, ValidationFailed
 
 _MISSING = object()
+MAX_BODY_DEPTH = 64  # arrays/objects, the body itself being level 1
+MAX_SETTINGS_DEPTH = 32  # a stored JSON object (workspace settings) is level 1
+MAX_SETTINGS_BYTES = 16_384
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class PayloadTooLarge(ApiError):
@@ -61,11 +70,65 @@ async def read_json(req: falcon.asgi.Request, max_bytes: int) -> Any:
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType()
     try:
-        return orjson.loads(raw)
+        media = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ValidationFailed.field(
             "body", "The request body must be a valid JSON document."
         ) from None
+    check_body(media)
+    return media
+
+
+def check_body(media: Any) -> None:
+    """One 422 naming each top-level field (or ``body``) that holds something no backend
+    can store or no response can encode."""
+    errors: dict[str, list[str]] = {}
+    if isinstance(media, dict):
+        for name, value in media.items():
+            problem = (
+                "may not contain NUL characters"
+                if "\x00" in name
+                else json_problem(value, MAX_BODY_DEPTH - 1)
+            )
+            if problem:
+                field = name if "\x00" not in name else "body"
+                errors.setdefault(field, []).append(f"The {field} {problem}.")
+    elif problem := json_problem(media, MAX_BODY_DEPTH):
+        errors["body"] = [f"The body {problem}."]
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def json_problem(value: Any, max_depth: int) -> str | None:
+    """What makes a parsed JSON value unstorable, or None: containers nested more than
+    ``max_depth`` levels (``value`` itself is level 1), a NUL character in a string or
+    key, an integer outside 64 bits. Iterative, so depth cannot exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return f"may not be nested more than {max_depth} levels deep"
+            if isinstance(item, dict):
+                if any("\x00" in key for key in item):
+                    return "may not contain NUL characters"
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "may not contain NUL characters"
+        elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
+            return "may not hold integers outside the 64-bit range"
+    return None
+
+
+def settings_problem(value: dict[str, Any]) -> str | None:
+    """Why a settings object may not be stored: too deep, or too large once encoded."""
+    problem = json_problem(value, MAX_SETTINGS_DEPTH)
+    if problem is None and len(orjson.dumps(value)) > MAX_SETTINGS_BYTES:
+        problem = f"may not be larger than {MAX_SETTINGS_BYTES} bytes"
+    return problem
 
 
 class Fields:
@@ -138,15 +201,16 @@ class Fields:
             self.fail(name, f"Each {name} item may not be greater than {max_length} characters.")
         return list(dict.fromkeys(value))
 
-    def mapping(self, name: str, *, max_bytes: int = 16_384) -> dict[str, Any] | None:
+    def settings(self, name: str) -> dict[str, Any] | None:
+        """A JSON object within the settings limits (depth and encoded size)."""
         value = self.media.get(name)
         if value is None:
             return None
         if not isinstance(value, dict):
             self.fail(name, f"The {name} must be an object.")
             return None
-        if len(orjson.dumps(value)) > max_bytes:
-            self.fail(name, f"The {name} may not be larger than {max_bytes} bytes.")
+        if problem := settings_problem(value):
+            self.fail(name, f"The {name} {problem}.")
         return value
 
     def timestamp(self, name: str) -> int | None:
@@ -159,7 +223,7 @@ class Fields:
         try:
             return parse_iso(value)
         except ValueError:
-            self.fail(name, f"The {name} must be a valid ISO 8601 date-time.")
+            self.fail(name, f"The {name} must be an ISO 8601 date-time {DATE_RANGE}.")
             return None
 
     def done(self) -> None:

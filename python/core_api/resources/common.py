@@ -9,9 +9,18 @@ import falcon.asgi
 
 from ..auth import Principal
 from ..errors import ValidationFailed
-from ..querying import ListQuery, ListSpec, envelope, parse_list_query, project
+from ..querying import (
+    ListQuery,
+    ListSpec,
+    ascii_integer,
+    envelope,
+    parse_list_query,
+    project,
+)
 from ..services.workspaces import WorkspaceService
 from ..storage import Row
+
+MAX_ID = 2**63 - 1  # ids are 64-bit on both backends
 
 
 def principal_of(req: falcon.asgi.Request) -> Principal:
@@ -50,11 +59,12 @@ async def context_workspace(req: falcon.asgi.Request, workspaces: WorkspaceServi
     principal = principal_of(req)
     header = req.get_header("X-Workspace-ID")
     if header is not None:
-        if not header.isdigit() or len(header) > 18:
+        workspace_id = ascii_integer(header, 0, MAX_ID)
+        if workspace_id is None:
             raise ValidationFailed.field(
                 "X-Workspace-ID", "The X-Workspace-ID header must be a workspace id."
             )
-        selected = await workspaces.find(principal.user_id, int(header))
+        selected = await workspaces.find(principal.user_id, workspace_id)
         if selected is not None:
             return selected
     return await workspaces.get(principal.user_id, principal.workspace_id)

@@ -68,7 +68,7 @@ class WorkspaceItem:
         )
         name = body.string("name", required=body.has("name"))
         tier = body.string("tier", max_length=64)
-        settings = body.mapping("settings")
+        settings = body.settings("settings")
         body.done()
         principal = principal_of(req)
         home = await self.workspaces.get(principal.user_id, principal.workspace_id)

@@ -17,6 +17,7 @@ from ..querying import ListQuery
 from ..storage import Database, Executor, IntegrityError, Row
 from ..storage.repos import users as users_repo
 from ..storage.repos import workspaces as repo
+from ..validation import settings_problem
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
@@ -167,9 +168,11 @@ class WorkspaceService:
             changes["tier"] = tier
         if settings is not None:
             merged = {**orjson.loads(current["settings"]), **settings}
-            changes["settings"] = orjson.dumps(
-                {k: v for k, v in merged.items() if v is not None}
-            ).decode()
+            merged = {k: v for k, v in merged.items() if v is not None}
+            # The limits hold for what is stored, not only for each PATCH's own part.
+            if problem := settings_problem(merged):
+                raise ValidationFailed.field("settings", f"The merged settings {problem}.")
+            changes["settings"] = orjson.dumps(merged).decode()
         if changes:
             async with self.db.transaction() as tx:
                 await repo.update(tx, workspace_id, changes, self.clock.now_ms())
