@@ -98,7 +98,7 @@ fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
 }
 
 /// `requested` as a slot count: between 1 and [`MAX_SLOTS`].
-pub fn slot_count(requested: i64) -> Result<u32> {
+pub fn checked_slots(requested: i64) -> Result<u32> {
     u32::try_from(requested)
         .ok()
         .filter(|n| (1..=MAX_SLOTS).contains(n))
@@ -120,7 +120,7 @@ impl SharedRegion {
     /// file with `rate_slots` slots. Parent directories are created.
     pub fn open_or_create(path: impl AsRef<Path>, rate_slots: u32) -> Result<Self> {
         let path = path.as_ref();
-        let rate_slots = slot_count(rate_slots.into())?;
+        let rate_slots = checked_slots(rate_slots.into())?;
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)?;
@@ -348,8 +348,8 @@ pub(crate) mod tests {
             format!("rate_slots must be between 1 and {MAX_SLOTS}, got 0")
         );
         assert!(SharedRegion::open_or_create(d.file("x"), MAX_SLOTS + 1).is_err());
-        assert!(slot_count(-1).is_err());
-        assert_eq!(slot_count(i64::from(MAX_SLOTS)).unwrap(), MAX_SLOTS);
+        assert!(checked_slots(-1).is_err());
+        assert_eq!(checked_slots(i64::from(MAX_SLOTS)).unwrap(), MAX_SLOTS);
         assert!(!d.file("x").exists(), "nothing created for a bad count");
     }
 

@@ -46,7 +46,7 @@ impl SharedState {
     #[pyo3(signature = (path, rate_slots = 65536))]
     fn new(path: PathBuf, rate_slots: i64) -> Result<Self, NativeError> {
         Ok(Self {
-            region: SharedRegion::open_or_create(path, shm::slot_count(rate_slots)?)?,
+            region: SharedRegion::open_or_create(path, shm::checked_slots(rate_slots)?)?,
         })
     }
 
