@@ -134,8 +134,9 @@ def proxy() -> Iterator[CuttableProxy]:
     server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def outage_db() -> Iterator[str]:
+    """One database for this module's tests; each writes rows with names of its own."""
     with fresh_database("outage") as url:
         yield url
 
@@ -168,7 +169,7 @@ def assert_unavailable(result: Result) -> None:
 
 @contextlib.asynccontextmanager
 async def app_through(
-    proxy: CuttableProxy, database_url: str, tmp_path: Path
+    proxy: CuttableProxy, database_url: str, tmp_path: Path, tenant: str
 ) -> AsyncIterator[tuple[Runtime, Api, str]]:
     settings = make_settings(
         proxy.url(database_url), tmp_path, pg_connect_timeout=2, pg_pool_timeout=2
@@ -181,7 +182,7 @@ async def app_through(
             runtime.keys,
             runtime.plans,
             clock,
-            name="Acme",
+            name=tenant,
             tier="enterprise",
             email=None,
         )
@@ -194,7 +195,7 @@ async def app_through(
 async def test_outage_is_a_fast_documented_503_and_the_first_request_after_it_succeeds(
     proxy: CuttableProxy, outage_db: str, tmp_path: Path
 ) -> None:
-    async with app_through(proxy, outage_db, tmp_path) as (_, api, _key):
+    async with app_through(proxy, outage_db, tmp_path, "Outage") as (_, api, _key):
         # A second key, never used yet: during the outage its lookup misses the key cache.
         made = await api.post("/api/v1/api-keys", json={"name": "fresh", "scopes": ["*"]})
         assert made.status == 201, made.json
@@ -229,7 +230,7 @@ async def test_restart_between_requests_costs_no_failed_request(
     proxy: CuttableProxy, outage_db: str, tmp_path: Path
 ) -> None:
     """The finding: after a restart the first /health calls failed on dead pooled connections."""
-    async with app_through(proxy, outage_db, tmp_path) as (_, api, _key):
+    async with app_through(proxy, outage_db, tmp_path, "Restart") as (_, api, _key):
         warm = await asyncio.gather(*[api.get(WORKSPACES) for _ in range(8)])
         assert {r.status for r in warm} == {200}
         proxy.cut()
