@@ -19,11 +19,11 @@ import falcon.testing
 import psycopg
 import pytest
 
+from core_api.api_keys.service import bootstrap
 from core_api.app import create_app
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.runtime import Runtime
-from core_api.services.api_keys import bootstrap
 
 ADMIN_URL = os.environ.get("CORE_API_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CORE_API_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -209,7 +209,7 @@ async def open_app(settings: Settings, clock: ManualClock) -> tuple[Runtime, Any
 @pytest.fixture
 def launcher(tmp_path: Path) -> Iterator[Any]:
     """Starts `core-api serve` processes for one test; all stopped afterwards."""
-    from e2e_support import Launcher
+    from support import Launcher
 
     launch = Launcher(tmp_path)
     try:
@@ -229,3 +229,15 @@ async def serving(
             yield runtime, Api(conductor, key)
     finally:
         await runtime.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs a server, so `pytest -m "not postgres"` runs without PostgreSQL:
+    every case parametrised onto PostgreSQL or Redis, and every test using ``pg_url``."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        fixtures = getattr(item, "fixturenames", ())
+        if "postgresql" in params.values() or "pg_url" in fixtures:
+            item.add_marker(pytest.mark.postgres)
+        if "redis" in params.values() or "redis_prefix" in fixtures:
+            item.add_marker(pytest.mark.redis)

@@ -11,15 +11,15 @@ import falcon.media
 import orjson
 
 from . import errors
+from .api_keys.resources import ApiKeyCollection, ApiKeyItem, ApiKeyRotation
 from .config import Settings
-from .idempotency import IdempotencyGuard
-from .middleware import GatewayMiddleware
-from .resources.api_keys import ApiKeyCollection, ApiKeyItem, ApiKeyRotation
-from .resources.health import Health
-from .resources.pixel import PixelConfig
-from .resources.workspaces import WorkspaceCollection, WorkspaceItem
+from .gateway.idempotency import IdempotencyGuard
+from .gateway.middleware import GatewayMiddleware
+from .health.resources import Health
+from .pixel.resources import PixelConfig
 from .runtime import Runtime
 from .worker import run_jobs
+from .workspaces.resources import WorkspaceCollection, WorkspaceItem
 
 ID = "{id:int(min=1, max=9223372036854775807)}"
 
@@ -50,7 +50,7 @@ def create_app(
 ) -> falcon.asgi.App[Any, Any]:
     """Build the app around a :class:`Runtime`: an opened one (tests, embedding), or one
     the app opens and closes itself on the ASGI lifespan (``manage_lifespan=True``)."""
-    idempotency = IdempotencyGuard(runtime.idempotency, runtime.clock, settings.max_body_bytes)
+    idempotency = IdempotencyGuard(runtime.idempotency, runtime.clock, settings)
     middleware: list[Any] = [
         GatewayMiddleware(
             settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces, idempotency

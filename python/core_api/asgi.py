@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 
-from . import validation
 from .app import create_app
 from .config import Settings
 from .runtime import Runtime
+from .web import bodies as validation
 
 settings = Settings.from_env()
 logging.basicConfig(
     level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
 )
-validation.BODY_READ_TIMEOUT = settings.body_read_timeout  # a limit of the served process
 app = create_app(settings, Runtime.build(settings), manage_lifespan=True)

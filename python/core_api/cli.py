@@ -93,8 +93,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> None:
 async def bootstrap_json(
     settings: Settings, name: str, tier: str | None, email: str | None, only_if_empty: bool = False
 ) -> dict[str, Any] | None:
+    from .api_keys.service import bootstrap
     from .runtime import Runtime
-    from .services.api_keys import bootstrap
 
     runtime = await Runtime.open(settings, run_migrations=True)
     try:

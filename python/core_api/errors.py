@@ -8,7 +8,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from .request_ids import request_id
+from .gateway.request_ids import request_id
 from .storage.base import DatabaseUnavailable
 
 log = logging.getLogger("core_api.errors")

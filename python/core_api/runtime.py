@@ -9,19 +9,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
-from .auth import Authenticator
+from .api_keys.service import ApiKeyService
 from .clock import Clock
 from .config import Settings
-from .idempotency import Store
-from .invalidation import Invalidator
+from .gateway.auth import Authenticator
+from .gateway.idempotency import Store
+from .gateway.invalidation import Invalidator
+from .gateway.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .local_files import ensure_secret_key, not_opened_yet, shared_memory_path
 from .plans import Plans, load_plans
-from .ratelimit import Limiter, LocalLimiter, RedisLimiter
-from .services.api_keys import ApiKeyService
-from .services.workspaces import WorkspaceService
-from .storage import Database, DatabaseUnavailable, Timeouts, create_database
+from .storage import Database, DatabaseUnavailable, Timeouts, create_database, instance
 from .storage.migrate import migrate
-from .storage.repos import instance
+from .workspaces.service import WorkspaceService
 
 log = logging.getLogger("core_api.runtime")
 LAST_USED_FLUSH_SECONDS = 5.0

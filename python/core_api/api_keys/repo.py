@@ -1,0 +1,156 @@
+"""API keys. Only the HMAC of a key is stored; ``prefix`` is kept for display."""
+
+from __future__ import annotations
+
+from ..storage.base import Executor, Row
+from ..web.listing import ListQuery, ListSpec
+
+COLUMNS = (
+    "k.id, k.user_id, k.workspace_id, k.name, k.prefix, k.scopes, k.rate_limit_tier, "
+    "k.expires_at, k.last_used_at, k.grace_period_ends_at, k.rotated_to_id, k.rate_bucket_id, "
+    "k.created_at, "
+    "k.updated_at"
+)
+
+LIST_SPEC = ListSpec(
+    sortable={
+        "id": "id",
+        "name": "name",
+        "created_at": "created_at",
+        "updated_at": "updated_at",
+        "last_used_at": "last_used_at",
+        "expires_at": "expires_at",
+    },
+    default_sort="id",
+    fields=frozenset(
+        {
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "rate_limit_tier",
+            "last_used_at",
+            "expires_at",
+            "grace_period_ends_at",
+            "created_at",
+            "updated_at",
+        }
+    ),
+    includes=frozenset({"workspace", "user"}),
+    statuses=frozenset({"active", "expired", "rotating"}),
+    searchable=True,
+)
+
+
+async def insert(
+    db: Executor,
+    *,
+    user_id: int,
+    workspace_id: int,
+    name: str,
+    prefix: str,
+    key_hash: str,
+    scopes: str,
+    rate_limit_tier: str | None,
+    expires_at: int | None,
+    now: int,
+    rate_bucket_id: int | None = None,
+) -> int:
+    row = await db.fetch_one(
+        "INSERT INTO api_keys (user_id, workspace_id, name, prefix, key_hash, scopes, "
+        "rate_limit_tier, expires_at, created_at, updated_at, rate_bucket_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (
+            user_id,
+            workspace_id,
+            name,
+            prefix,
+            key_hash,
+            scopes,
+            rate_limit_tier,
+            expires_at,
+            now,
+            now,
+            rate_bucket_id,
+        ),
+    )
+    assert row is not None
+    return int(row["id"])
+
+
+async def get_live_by_hash(db: Executor, key_hash: str) -> Row | None:
+    """The key behind a hash, with its workspace's tier, unless revoked."""
+    return await db.fetch_one(
+        f"SELECT {COLUMNS}, k.key_hash, w.tier AS workspace_tier FROM api_keys k "  # noqa: S608
+        "JOIN workspaces w ON w.id = k.workspace_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+        (key_hash,),
+    )
+
+
+async def get(db: Executor, workspace_id: int, key_id: int) -> Row | None:
+    return await db.fetch_one(
+        f"SELECT {COLUMNS}, w.tier AS workspace_tier FROM api_keys k "  # noqa: S608
+        "JOIN workspaces w ON w.id = k.workspace_id "
+        "WHERE k.id = ? AND k.workspace_id = ? AND k.revoked_at IS NULL",
+        (key_id, workspace_id),
+    )
+
+
+async def list_in_workspace(
+    db: Executor, workspace_id: int, query: ListQuery, now: int
+) -> tuple[list[Row], int]:
+    conditions, params = query.where("k")
+    conditions[:0] = ["k.workspace_id = ?", "k.revoked_at IS NULL"]
+    params[:0] = [workspace_id]
+    if query.status == "active":
+        conditions.append(
+            "(k.expires_at IS NULL OR k.expires_at > ?) AND k.grace_period_ends_at IS NULL"
+        )
+        params.append(now)
+    elif query.status == "expired":
+        conditions.append("(k.expires_at <= ? OR k.grace_period_ends_at <= ?)")
+        params += [now, now]
+    elif query.status == "rotating":
+        conditions.append("k.grace_period_ends_at > ?")
+        params.append(now)
+    if query.search:
+        conditions.append("LOWER(k.name) LIKE ?")
+        params.append(query.search_pattern)
+    where = " AND ".join(f"({c})" for c in conditions)
+    base = f"FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id WHERE {where}"
+    total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)
+    rows = await db.fetch_all(
+        f"SELECT {COLUMNS}, w.tier AS workspace_tier {base} "
+        f"ORDER BY {query.order_by(LIST_SPEC, 'k')} LIMIT ? OFFSET ?",
+        [*params, query.per_page, query.offset],
+    )
+    return rows, int(total_row["n"]) if total_row else 0
+
+
+async def revoke(db: Executor, key_id: int, now: int) -> int:
+    return await db.execute(
+        "UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ? AND revoked_at IS NULL",
+        (now, now, key_id),
+    )
+
+
+async def mark_rotated(
+    db: Executor, key_id: int, successor_id: int, grace_ends: int, now: int
+) -> bool:
+    """False when the key was rotated or revoked meanwhile (the caller rolls back)."""
+    changed = await db.execute(
+        "UPDATE api_keys SET rotated_to_id = ?, grace_period_ends_at = ?, updated_at = ? "
+        "WHERE id = ? AND rotated_to_id IS NULL AND revoked_at IS NULL",
+        (successor_id, grace_ends, now, key_id),
+    )
+    return changed == 1
+
+
+async def record_last_used(db: Executor, uses: list[tuple[int, int]]) -> None:
+    """Batched ``last_used_at`` writes from the key cache (never one write per request)."""
+    for key_id, used_at in uses:
+        await db.execute(
+            "UPDATE api_keys SET last_used_at = ? WHERE id = ? "
+            "AND (last_used_at IS NULL OR last_used_at < ?)",
+            (used_at, key_id, used_at),
+        )

@@ -1,0 +1,321 @@
+"""API keys: create, list, get, rotate, revoke. The full key is returned only by create
+and rotate; only its HMAC is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .. import _native
+from ..clock import Clock, iso
+from ..errors import AccessDenied, NotFound, ValidationFailed
+from ..gateway import scopes
+from ..gateway.auth import Principal
+from ..gateway.invalidation import Invalidator
+from ..plans import Plans
+from ..storage import Database, Executor, Row
+from ..users import repo as users_repo
+from ..web.listing import ListQuery
+from ..workspaces import repo as workspaces_repo
+from . import repo
+
+DEFAULT_SCOPES = ["read", "write"]
+MANAGER_ROLES = frozenset({"owner", "admin"})
+MAX_GRACE_HOURS = 24 * 30
+
+
+def grantable_tier(plans: Plans, principal: Principal, workspace_tier: str) -> str:
+    """The highest tier a key may give anything it creates in a workspace (a key, a
+    workspace's tier): its own tier, and never above the workspace's. A key cannot hand out
+    a rate limit it does not hold itself."""
+    if workspace_tier not in plans.tiers or plans.exceeds(workspace_tier, principal.tier):
+        return principal.tier
+    return workspace_tier
+
+
+def present(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "prefix": row["prefix"],
+        "scopes": orjson.loads(row["scopes"]),
+        "rate_limit_tier": row["rate_limit_tier"] or row["workspace_tier"],
+        "last_used_at": iso(row["last_used_at"]),
+        "expires_at": iso(row["expires_at"]),
+        "grace_period_ends_at": iso(row["grace_period_ends_at"]),
+        "created_at": iso(row["created_at"]),
+    }
+
+
+def present_with_secret(row: Row, key: str, *fields: str) -> dict[str, Any]:
+    """The one-time view of a key (create, rotate): the full key beside chosen fields."""
+    item = present(row)
+    return {
+        "id": item["id"],
+        "name": item["name"],
+        "key": key,
+        "prefix": item["prefix"],
+        **{name: item[name] for name in fields},
+    }
+
+
+class ApiKeyService:
+    def __init__(
+        self, db: Database, plans: Plans, clock: Clock, pepper: bytes, invalidator: Invalidator
+    ) -> None:
+        self.db, self.plans, self.clock, self.pepper = db, plans, clock, pepper
+        self.invalidator = invalidator
+
+    def validate_scopes(self, requested: list[str], principal: Principal) -> None:
+        invalid = [s for s in requested if not scopes.is_valid(s)]
+        if invalid:
+            raise ValidationFailed.field(
+                "scopes",
+                f"Invalid scope(s): {', '.join(invalid)}. "
+                "Use resource:action with action read, write, delete or *.",
+            )
+        broader = [s for s in requested if not scopes.covers(principal.scopes, s)]
+        if broader:
+            raise ValidationFailed.field(
+                "scopes", f"A key cannot grant scopes broader than its own: {', '.join(broader)}."
+            )
+
+    def validate_tier(self, tier: str | None, workspace_tier: str, ceiling: str) -> None:
+        if tier is None:
+            return
+        if tier not in self.plans.tiers:
+            options = ", ".join(self.plans.names())
+            raise ValidationFailed.field(
+                "rate_limit_tier",
+                f"The selected rate_limit_tier is invalid. Valid tiers: {options}.",
+            )
+        if self.plans.exceeds(tier, ceiling):
+            limit = (
+                f"the workspace tier ({workspace_tier})"
+                if ceiling == workspace_tier
+                else f"the tier of the key making the request ({ceiling})"
+            )
+            raise ValidationFailed.field(
+                "rate_limit_tier", f"The rate_limit_tier may not exceed {limit}."
+            )
+
+    async def create(
+        self,
+        tx: Executor,
+        *,
+        user_id: int,
+        workspace_id: int,
+        name: str,
+        key_scopes: list[str],
+        tier: str | None,
+        expires_at: int | None,
+        rate_bucket_id: int | None = None,
+    ) -> tuple[Row, str]:
+        key = _native.generate_key()
+        key_id = await repo.insert(
+            tx,
+            user_id=user_id,
+            workspace_id=workspace_id,
+            name=name,
+            prefix=_native.key_prefix(key),
+            key_hash=_native.hash_key(self.pepper, key).hex(),
+            scopes=orjson.dumps(key_scopes).decode(),
+            rate_limit_tier=tier,
+            expires_at=expires_at,
+            now=self.clock.now_ms(),
+            rate_bucket_id=rate_bucket_id,
+        )
+        row = await repo.get(tx, workspace_id, key_id)
+        assert row is not None
+        return row, key
+
+    async def create_for(
+        self,
+        principal: Principal,
+        workspace: Row,
+        name: str,
+        key_scopes: list[str] | None,
+        tier: str | None,
+        expires_at: int | None,
+    ) -> tuple[Row, str]:
+        key_scopes = DEFAULT_SCOPES if key_scopes is None else key_scopes
+        self.validate_scopes(key_scopes, principal)
+        ceiling = grantable_tier(self.plans, principal, workspace["tier"])
+        self.validate_tier(tier, workspace["tier"], ceiling)
+        if tier is None and ceiling != workspace["tier"]:
+            # "Inherit the workspace tier" would be more than the caller holds: pin it.
+            tier = ceiling
+        if expires_at is not None and expires_at <= self.clock.now_ms():
+            raise ValidationFailed.field(
+                "expires_at", "The expires_at must be a date in the future."
+            )
+        async with self.db.transaction() as tx:
+            return await self.create(
+                tx,
+                user_id=principal.user_id,
+                workspace_id=int(workspace["id"]),
+                name=name,
+                key_scopes=key_scopes,
+                tier=tier,
+                expires_at=expires_at,
+            )
+
+    async def get(self, workspace_id: int, key_id: int) -> Row:
+        row = await repo.get(self.db, workspace_id, key_id)
+        if row is None:
+            raise NotFound()
+        return row
+
+    async def list_page(self, workspace_id: int, query: ListQuery) -> tuple[list[Row], int]:
+        return await repo.list_in_workspace(self.db, workspace_id, query, self.clock.now_ms())
+
+    def _effective_tier(self, row: Row) -> str:
+        tier = row["rate_limit_tier"] or row["workspace_tier"]
+        return str(tier) if tier in self.plans.tiers else self.plans.default_tier  # as auth
+
+    def _check_may_rotate(self, principal: Principal, row: Row) -> None:
+        """The successor has the target's scopes, tier and user, and its secret goes to the
+        caller: so only the caller itself, or a key of the same user that it covers."""
+        if int(row["id"]) == principal.key_id:
+            return
+        if int(row["user_id"]) != principal.user_id:
+            raise AccessDenied(
+                message="Insufficient permissions. A key can only rotate keys of its own "
+                "user; a workspace owner or admin may revoke other users' keys"
+            )
+        if not scopes.covers_all(
+            principal.scopes, orjson.loads(row["scopes"])
+        ) or self.plans.exceeds(self._effective_tier(row), principal.tier):
+            raise AccessDenied(
+                message="Insufficient permissions. A key can only rotate itself or a key "
+                "whose scopes and rate_limit_tier it holds itself"
+            )
+
+    def _check_may_revoke(self, principal: Principal, workspace: Row, row: Row) -> None:
+        if int(row["id"]) == principal.key_id:
+            return
+        if int(row["user_id"]) != principal.user_id and workspace["role"] not in MANAGER_ROLES:
+            raise AccessDenied(
+                message="Insufficient permissions. Only the key's owner or a workspace "
+                "owner or admin may revoke it"
+            )
+        if not scopes.covers_all(principal.scopes, orjson.loads(row["scopes"])):
+            raise AccessDenied(
+                message="Insufficient permissions. A key can only revoke itself or a key "
+                "whose scopes it holds itself"
+            )
+
+    async def rotate(
+        self, principal: Principal, workspace: Row, key_id: int, grace_hours: int
+    ) -> tuple[Row, str, int]:
+        old = await self.get(int(workspace["id"]), key_id)
+        self._check_may_rotate(principal, old)
+        now = self.clock.now_ms()
+        if old["rotated_to_id"] is not None:
+            raise ValidationFailed.field("id", "This key has already been rotated.")
+        if old["expires_at"] is not None and old["expires_at"] <= now:
+            raise ValidationFailed.field("id", "An expired key cannot be rotated.")
+        grace_ends = now + grace_hours * 3_600_000
+        async with self.db.transaction() as tx:
+            new, key = await self.create(
+                tx,
+                user_id=int(old["user_id"]),
+                workspace_id=int(old["workspace_id"]),
+                name=old["name"],
+                key_scopes=orjson.loads(old["scopes"]),
+                tier=old["rate_limit_tier"],
+                expires_at=old["expires_at"],
+                # One budget across a rotation chain: rotating never refills the bucket.
+                rate_bucket_id=int(old["rate_bucket_id"] or old["id"]),
+            )
+            if not await repo.mark_rotated(tx, key_id, int(new["id"]), grace_ends, now):
+                # A concurrent rotation or revocation won: the successor is rolled back.
+                raise ValidationFailed.field("id", "This key has already been rotated.")
+        await self.invalidator.changed()
+        return new, key, grace_ends
+
+    async def revoke(self, principal: Principal, workspace: Row, key_id: int) -> None:
+        row = await self.get(int(workspace["id"]), key_id)
+        self._check_may_revoke(principal, workspace, row)
+        async with self.db.transaction() as tx:
+            await repo.revoke(tx, key_id, self.clock.now_ms())
+        await self.invalidator.changed()
+
+    async def includes(
+        self, rows: list[Row], names: list[str], workspace: Row
+    ) -> dict[str, dict[int, Any]]:
+        loaded: dict[str, dict[int, Any]] = {}
+        if "workspace" in names:
+            summary = {
+                "id": workspace["id"],
+                "name": workspace["name"],
+                "slug": workspace["slug"],
+                "tier": workspace["tier"],
+            }
+            loaded["workspace"] = {int(r["id"]): summary for r in rows}
+        if "user" in names:
+            users = await users_repo.get_many(self.db, sorted({int(r["user_id"]) for r in rows}))
+            loaded["user"] = {
+                int(r["id"]): {"id": u["id"], "name": u["name"], "email": u["email"]}
+                for r in rows
+                if (u := users.get(int(r["user_id"]))) is not None
+            }
+        return loaded
+
+
+async def bootstrap(
+    db: Database,
+    service: ApiKeyService,
+    plans: Plans,
+    clock: Clock,
+    *,
+    name: str,
+    tier: str | None,
+    email: str | None,
+) -> dict[str, Any]:
+    """A user, a workspace they own and a ``*`` key: the first credentials of a deployment."""
+    from ..workspaces.service import DEFAULT_SETTINGS, slugify
+    from ..workspaces.service import present as present_workspace
+
+    tier = tier or plans.default_tier
+    if tier not in plans.tiers:
+        raise ValidationFailed.field(
+            "tier", f"Unknown tier {tier!r}; valid: {', '.join(plans.names())}"
+        )
+    now = clock.now_ms()
+    async with db.transaction() as tx:
+        user = await users_repo.create(tx, name, email, now)
+        base = slugify(name)
+        taken = await workspaces_repo.slugs_like(tx, base)
+        slug, n = base, 2
+        while slug in taken:
+            slug, n = f"{base}-{n}", n + 1
+        workspace = await workspaces_repo.create(
+            tx,
+            name=name,
+            slug=slug,
+            tier=tier,
+            settings=orjson.dumps(DEFAULT_SETTINGS).decode(),
+            owner_id=int(user["id"]),
+            now=now,
+        )
+        row, key = await service.create(
+            tx,
+            user_id=int(user["id"]),
+            workspace_id=int(workspace["id"]),
+            name=f"{name} bootstrap key",
+            key_scopes=["*"],
+            tier=None,
+            expires_at=None,
+        )
+    return {
+        "user": {
+            "id": user["id"],
+            "name": user["name"],
+            "email": user["email"],
+            "created_at": iso(user["created_at"]),
+        },
+        "workspace": present_workspace(workspace),
+        "api_key": {**present(row), "key": key},
+    }

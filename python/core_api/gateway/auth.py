@@ -1,0 +1,119 @@
+"""Authentication: bearer key -> :class:`Principal`, served from the Rust key cache.
+
+A cache miss costs one indexed query by key hash. Cross-process freshness comes from the
+shared-memory generation counter: every change that could make a cached entry stale
+(revoke, rotate, workspace tier or membership change) bumps it after commit, and every
+process compares it on each request (one atomic load) and drops its caches when it moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from .. import _native
+from ..api_keys import repo as keys_repo
+from ..clock import Clock
+from ..plans import Plans
+from ..storage import Database
+from . import scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: int
+    user_id: int
+    workspace_id: int
+    scopes: frozenset[str]
+    tier: str
+    expires_at: int | None
+    grace_ends_at: int | None
+    bucket: bytes
+
+    def usable_at(self, now_ms: int) -> bool:
+        if self.expires_at is not None and now_ms >= self.expires_at:
+            return False
+        return self.grace_ends_at is None or now_ms < self.grace_ends_at
+
+    def allows(self, required: str) -> bool:
+        return scopes.grants(self.scopes, required)
+
+
+class CacheMiss:
+    """The key is well formed but not in this process's cache (yet); carries its hash so
+    that :meth:`Authenticator.load` need not compute it again."""
+
+    __slots__ = ("key_hash",)
+
+    def __init__(self, key_hash: bytes) -> None:
+        self.key_hash = key_hash
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header or len(header) > 256:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class Authenticator:
+    def __init__(
+        self,
+        db: Database,
+        shared: _native.SharedState,
+        cache: _native.KeyCache,
+        plans: Plans,
+        clock: Clock,
+    ) -> None:
+        self.db, self.shared, self.cache, self.plans, self.clock = db, shared, cache, plans, clock
+
+    def cached(self, token: str, generation: int) -> Principal | CacheMiss | None:
+        """The answer from the key cache alone: a usable principal, None (refused), or
+        a :class:`CacheMiss` when only :meth:`load` can tell. Synchronous, so the
+        common request pays for no coroutine."""
+        now = self.clock.now_ms()
+        key_hash, principal = self.cache.lookup(token, generation, now)
+        if not key_hash:
+            return None
+        if principal is None:
+            return CacheMiss(key_hash)
+        assert isinstance(principal, Principal)
+        return principal if principal.usable_at(now) else None
+
+    async def load(self, miss: CacheMiss, generation: int) -> Principal | None:
+        """Resolve a cache miss with one indexed query; caches what it finds."""
+        principal = await self._load(miss.key_hash, generation)
+        if principal is None or not principal.usable_at(self.clock.now_ms()):
+            return None
+        return principal
+
+    async def _load(self, key_hash: bytes, generation: int) -> Principal | None:
+        row = await keys_repo.get_live_by_hash(self.db, key_hash.hex())
+        if row is None or not _native.constant_time_eq(bytes.fromhex(row["key_hash"]), key_hash):
+            return None
+        tier = row["rate_limit_tier"] or row["workspace_tier"]
+        if tier not in self.plans.tiers:
+            tier = self.plans.default_tier
+        principal = Principal(
+            key_id=int(row["id"]),
+            user_id=int(row["user_id"]),
+            workspace_id=int(row["workspace_id"]),
+            scopes=scopes.normalised_set(orjson.loads(row["scopes"])),
+            tier=tier,
+            expires_at=row["expires_at"],
+            grace_ends_at=row["grace_period_ends_at"],
+            bucket=b"key:%d" % int(row["rate_bucket_id"] or row["id"]),
+        )
+        # Only cache what was read under the current generation: a change that committed
+        # and bumped while we were reading must not be papered over by a stale insert.
+        if self.shared.generation() == generation:
+            self.cache.insert(key_hash, principal.key_id, principal, generation)
+        return principal
+
+    async def flush_last_used(self) -> int:
+        uses = self.cache.drain_last_used()
+        if uses:
+            async with self.db.transaction() as tx:
+                await keys_repo.record_last_used(tx, uses)
+        return len(uses)

@@ -1,1 +1,0 @@
-"""HTTP resources: parse, call a service, set media. Errors are raised, never caught."""

@@ -1,1 +1,0 @@
-"""Business logic: what responders call. No HTTP here, no SQL either (that is storage's)."""

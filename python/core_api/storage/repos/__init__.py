@@ -1,1 +1,0 @@
-"""One module per resource; each owns its SQL (bound parameters only)."""

@@ -1,0 +1,63 @@
+"""Helpers shared by responders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import falcon.asgi
+
+from ..errors import ValidationFailed
+from ..gateway.auth import Principal
+from ..storage import Row
+from ..workspaces.service import WorkspaceService
+from .listing import ListQuery, ListSpec, ascii_integer, envelope, parse_list_query, project
+
+MAX_ID = 2**63 - 1  # ids are 64-bit on both backends
+
+
+def principal_of(req: falcon.asgi.Request) -> Principal:
+    principal: Principal = req.context.principal
+    return principal
+
+
+def list_query(req: falcon.asgi.Request, spec: ListSpec) -> ListQuery:
+    return parse_list_query(dict(req.params), spec)
+
+
+def list_body(
+    req: falcon.asgi.Request,
+    rows: list[Row],
+    total: int,
+    query: ListQuery,
+    present: Callable[[Row], dict[str, Any]],
+    included: dict[str, dict[int, Any]],
+    public_url: str | None,
+) -> dict[str, Any]:
+    data = []
+    for row in rows:
+        item = project(present(row), query.fields)
+        for name, by_id in included.items():
+            item[name] = by_id.get(int(row["id"]))
+        data.append(item)
+    params = {k: v for k, v in req.params.items() if k != "page"}
+    # Behind a proxy the request's own scheme and host may not be what clients use.
+    base = (public_url or req.prefix) + req.path
+    return envelope(data, total, query, base, params)
+
+
+async def context_workspace(req: falcon.asgi.Request, workspaces: WorkspaceService) -> Row:
+    """The workspace a request acts in: ``X-Workspace-ID`` where the key's user is a
+    member of it, otherwise the key's home workspace."""
+    principal = principal_of(req)
+    header = req.get_header("X-Workspace-ID")
+    if header is not None:
+        workspace_id = ascii_integer(header, 0, MAX_ID)
+        if workspace_id is None:
+            raise ValidationFailed.field(
+                "X-Workspace-ID", "The X-Workspace-ID header must be a workspace id."
+            )
+        selected = await workspaces.find(principal.user_id, workspace_id)
+        if selected is not None:
+            return selected
+    return await workspaces.get(principal.user_id, principal.workspace_id)

@@ -1,0 +1,120 @@
+"""Workspaces and their members. Every read is scoped to a member user: tenant isolation
+is enforced here, in SQL, not by callers remembering to check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..storage.base import Executor, Row
+from ..web.listing import ListQuery, ListSpec
+
+COLUMNS = "w.id, w.name, w.slug, w.tier, w.settings, w.owner_id, w.created_at, w.updated_at"
+
+LIST_SPEC = ListSpec(
+    sortable={
+        "id": "id",
+        "name": "name",
+        "slug": "slug",
+        "tier": "tier",
+        "created_at": "created_at",
+        "updated_at": "updated_at",
+    },
+    default_sort="id",
+    fields=frozenset(
+        {"id", "name", "slug", "tier", "settings", "role", "created_at", "updated_at"}
+    ),
+    includes=frozenset({"owner", "members"}),
+    statuses=frozenset(),
+    searchable=True,
+)
+
+
+async def create(
+    db: Executor, *, name: str, slug: str, tier: str, settings: str, owner_id: int, now: int
+) -> Row:
+    row = await db.fetch_one(
+        "INSERT INTO workspaces (name, slug, tier, settings, owner_id, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (name, slug, tier, settings, owner_id, now, now),
+    )
+    assert row is not None
+    await add_member(db, int(row["id"]), owner_id, "owner", now)
+    found = await get_for_user(db, owner_id, int(row["id"]))
+    assert found is not None
+    return found
+
+
+async def add_member(db: Executor, workspace_id: int, user_id: int, role: str, now: int) -> None:
+    await db.execute(
+        "INSERT INTO workspace_members (workspace_id, user_id, role, created_at) "
+        "VALUES (?, ?, ?, ?)",
+        (workspace_id, user_id, role, now),
+    )
+
+
+async def slug_exists(db: Executor, slug: str) -> bool:
+    return await db.fetch_one("SELECT 1 AS one FROM workspaces WHERE slug = ?", (slug,)) is not None
+
+
+async def slugs_like(db: Executor, base: str) -> set[str]:
+    rows = await db.fetch_all(
+        "SELECT slug FROM workspaces WHERE slug = ? OR slug LIKE ?", (base, f"{base}-%")
+    )
+    return {r["slug"] for r in rows}
+
+
+async def get_for_user(db: Executor, user_id: int, workspace_id: int) -> Row | None:
+    return await db.fetch_one(
+        f"SELECT {COLUMNS}, m.role FROM workspaces w "  # noqa: S608
+        "JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = ? WHERE w.id = ?",
+        (user_id, workspace_id),
+    )
+
+
+async def list_for_user(db: Executor, user_id: int, query: ListQuery) -> tuple[list[Row], int]:
+    conditions, params = query.where("w")
+    conditions.insert(0, "m.user_id = ?")
+    params.insert(0, user_id)
+    if query.search:
+        conditions.append("(LOWER(w.name) LIKE ? OR LOWER(w.slug) LIKE ?)")
+        pattern = query.search_pattern
+        params += [pattern, pattern]
+    where = " AND ".join(f"({c})" for c in conditions)
+    base = f"FROM workspaces w JOIN workspace_members m ON m.workspace_id = w.id WHERE {where}"
+    total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)
+    rows = await db.fetch_all(
+        f"SELECT {COLUMNS}, m.role {base} ORDER BY {query.order_by(LIST_SPEC, 'w')} "
+        "LIMIT ? OFFSET ?",
+        [*params, query.per_page, query.offset],
+    )
+    return rows, int(total_row["n"]) if total_row else 0
+
+
+async def update(db: Executor, workspace_id: int, changes: dict[str, Any], now: int) -> None:
+    # Column names come from the service's fixed allow-list, never from the request.
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    await db.execute(
+        f"UPDATE workspaces SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
+        [*changes.values(), now, workspace_id],
+    )
+
+
+async def delete(db: Executor, workspace_id: int) -> int:
+    return await db.execute("DELETE FROM workspaces WHERE id = ?", (workspace_id,))
+
+
+async def members_of(db: Executor, workspace_ids: list[int]) -> dict[int, list[Row]]:
+    if not workspace_ids:
+        return {}
+    marks = ", ".join("?" for _ in workspace_ids)
+    rows = await db.fetch_all(
+        "SELECT m.workspace_id, m.user_id, m.role, m.created_at, u.name, u.email "  # noqa: S608
+        "FROM workspace_members m JOIN users u ON u.id = m.user_id "
+        f"WHERE m.workspace_id IN ({marks}) "
+        "ORDER BY m.workspace_id, m.user_id",
+        workspace_ids,
+    )
+    grouped: dict[int, list[Row]] = {}
+    for row in rows:
+        grouped.setdefault(int(row["workspace_id"]), []).append(row)
+    return grouped

@@ -1,0 +1,224 @@
+"""Workspaces: create, read, update, delete, with membership-scoped access."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from typing import Any
+
+import orjson
+
+from ..clock import Clock, iso
+from ..errors import AccessDenied, NotFound, ValidationFailed
+from ..gateway.invalidation import Invalidator
+from ..plans import Plans
+from ..storage import Database, Executor, IntegrityError, Row
+from ..users import repo as users_repo
+from ..web.bodies import settings_problem
+from ..web.listing import ListQuery
+from . import repo
+
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
+WRITE_ROLES = frozenset({"owner", "admin"})
+_MAX_CACHED = 50_000
+_MISSING: Any = object()
+
+
+def slugify(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:200]
+    return slug or "workspace"
+
+
+def present(row: Row, *, settings: bool = True) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": row["id"],
+        "name": row["name"],
+        "slug": row["slug"],
+        "tier": row["tier"],
+    }
+    if settings:
+        item["settings"] = orjson.loads(row["settings"])
+    item["created_at"] = iso(row["created_at"])
+    item["updated_at"] = iso(row["updated_at"])
+    return item
+
+
+class WorkspaceService:
+    def __init__(self, db: Database, plans: Plans, clock: Clock, invalidator: Invalidator) -> None:
+        self.db, self.plans, self.clock, self.invalidator = db, plans, clock, invalidator
+        # (user_id, workspace_id) -> row with role, or None for "not a member".
+        # Dropped whenever the shared generation moves (see auth.py).
+        self._access: dict[tuple[int, int], Row | None] = {}
+        self._generation = -1
+
+    def sync(self, generation: int) -> None:
+        if generation != self._generation or len(self._access) > _MAX_CACHED:
+            self._access.clear()
+            self._generation = generation
+
+    async def find(self, user_id: int, workspace_id: int) -> Row | None:
+        """The workspace with the user's role, or None unless the user is a member."""
+        cache_key = (user_id, workspace_id)
+        if cache_key in self._access:
+            return self._access[cache_key]
+        generation = self.invalidator.shared.generation()
+        row = await repo.get_for_user(self.db, user_id, workspace_id)
+        if generation == self._generation:
+            self._access[cache_key] = row
+        return row
+
+    async def get(self, user_id: int, workspace_id: int) -> Row:
+        cached = self._access.get((user_id, workspace_id), _MISSING)  # hot path: no await
+        row: Row | None = await self.find(user_id, workspace_id) if cached is _MISSING else cached
+        if row is None:
+            raise NotFound()
+        return row
+
+    async def list_page(self, user_id: int, query: ListQuery) -> tuple[list[Row], int]:
+        return await repo.list_for_user(self.db, user_id, query)
+
+    async def create(
+        self, user_id: int, ceiling_tier: str, name: str, slug: str | None, tier: str | None
+    ) -> Row:
+        tier = tier or self.plans.default_tier
+        self.check_tier(tier, ceiling_tier)
+        now = self.clock.now_ms()
+        settings = orjson.dumps(DEFAULT_SETTINGS).decode()
+        for attempt in range(5):
+            try:
+                async with self.db.transaction() as tx:
+                    chosen = await self._claim_slug(tx, slug, name, attempt)
+                    row = await repo.create(
+                        tx,
+                        name=name,
+                        slug=chosen,
+                        tier=tier,
+                        settings=settings,
+                        owner_id=user_id,
+                        now=now,
+                    )
+                # Access caches may remember "not a member" for this (user, new id) pair.
+                await self.invalidator.changed()
+                return row
+            except IntegrityError:
+                if slug is not None:
+                    raise ValidationFailed.field(
+                        "slug", "The slug has already been taken."
+                    ) from None
+                # Lost a race for an auto-generated slug: the transaction rolled back;
+                # pick again in a fresh one.
+        raise ValidationFailed.field(
+            "slug", "Could not allocate a unique slug; please provide one."
+        )
+
+    async def _claim_slug(self, tx: Executor, slug: str | None, name: str, attempt: int) -> str:
+        if slug is not None:
+            if await repo.slug_exists(tx, slug):
+                raise ValidationFailed.field("slug", "The slug has already been taken.")
+            return slug
+        base = slugify(name)
+        if attempt:
+            # Everyone who lost the race would pick the same next number and collide again
+            # (PostgreSQL does not serialise these transactions): a random suffix cannot.
+            return f"{base}-{secrets.token_hex(4)}"
+        taken = await repo.slugs_like(tx, base)
+        if base not in taken:
+            return base
+        suffix = 2
+        while f"{base}-{suffix}" in taken:
+            suffix += 1
+        return f"{base}-{suffix}"
+
+    def check_tier(self, tier: str, ceiling_tier: str) -> None:
+        if tier not in self.plans.tiers:
+            options = ", ".join(self.plans.names())
+            raise ValidationFailed.field(
+                "tier", f"The selected tier is invalid. Valid tiers: {options}."
+            )
+        if self.plans.exceeds(tier, ceiling_tier):
+            raise ValidationFailed.field(
+                "tier",
+                f"The tier may not exceed {ceiling_tier}, the lower of your key's tier "
+                "and its workspace's.",
+            )
+
+    async def update(
+        self,
+        user_id: int,
+        workspace_id: int,
+        ceiling_tier: str,
+        name: str | None,
+        tier: str | None,
+        settings: dict[str, Any] | None,
+    ) -> Row:
+        current = await self.get(user_id, workspace_id)
+        if current["role"] not in WRITE_ROLES:
+            raise AccessDenied(
+                message="Insufficient permissions. Requires workspace role: owner or admin"
+            )
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if tier is not None:
+            if tier != current["tier"]:
+                self.check_tier(tier, ceiling_tier)
+            changes["tier"] = tier
+        if settings is not None:
+            merged = {**orjson.loads(current["settings"]), **settings}
+            merged = {k: v for k, v in merged.items() if v is not None}
+            # The limits hold for what is stored, not only for each PATCH's own part.
+            if problem := settings_problem(merged):
+                raise ValidationFailed.field("settings", f"The merged settings {problem}.")
+            changes["settings"] = orjson.dumps(merged).decode()
+        if changes:
+            async with self.db.transaction() as tx:
+                await repo.update(tx, workspace_id, changes, self.clock.now_ms())
+            await self.invalidator.changed()
+        row = await repo.get_for_user(self.db, user_id, workspace_id)
+        assert row is not None
+        return row
+
+    async def delete(self, user_id: int, workspace_id: int) -> None:
+        current = await self.get(user_id, workspace_id)
+        if current["role"] != "owner":
+            raise AccessDenied(message="Insufficient permissions. Requires workspace role: owner")
+        async with self.db.transaction() as tx:
+            await repo.delete(tx, workspace_id)
+        await self.invalidator.changed()
+
+    async def includes(self, rows: list[Row], names: list[str]) -> dict[str, dict[int, Any]]:
+        """Eager-load includes for a page in one query each (no N+1)."""
+        loaded: dict[str, dict[int, Any]] = {}
+        if "owner" in names:
+            owners = await users_repo.get_many(self.db, sorted({int(r["owner_id"]) for r in rows}))
+            loaded["owner"] = {int(r["id"]): _user(owners.get(int(r["owner_id"]))) for r in rows}
+        if "members" in names:
+            members = await repo.members_of(self.db, [int(r["id"]) for r in rows])
+            loaded["members"] = {
+                int(r["id"]): [
+                    {
+                        "user_id": m["user_id"],
+                        "name": m["name"],
+                        "email": m["email"],
+                        "role": m["role"],
+                        "joined_at": iso(m["created_at"]),
+                    }
+                    for m in members.get(int(r["id"]), [])
+                ]
+                for r in rows
+            }
+        return loaded
+
+
+def _user(row: Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "email": row["email"],
+        "created_at": iso(row["created_at"]),
+    }
