@@ -95,10 +95,11 @@ async def bootstrap_json(
 ) -> dict[str, Any] | None:
     from .api_keys.service import bootstrap
     from .runtime import Runtime
+    from .users.repo import any_user
 
     runtime = await Runtime.open(settings, run_migrations=True)
     try:
-        if only_if_empty and await runtime.db.fetch_one("SELECT id FROM users LIMIT 1"):
+        if only_if_empty and await any_user(runtime.db):
             return None
         return await bootstrap(
             runtime.db, runtime.keys, runtime.plans, Clock(), name=name, tier=tier, email=email

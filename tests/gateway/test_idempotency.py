@@ -15,7 +15,10 @@ from core_api.api_keys.service import bootstrap
 from core_api.app import create_app
 from core_api.clock import ManualClock
 from core_api.config import Settings
+from core_api.gateway import idempotency_repo as records
 from core_api.runtime import Runtime
+from core_api.storage import open_database
+from core_api.storage.migrate import migrate
 
 WS = "/api/v1/workspaces"
 
@@ -315,3 +318,37 @@ async def test_unreachable_records_refuse_with_503_and_run_nothing(
     assert await total_workspaces(api) == 1
     retried = await api.post(WS, json={"name": "Unguarded"}, headers=headers)
     assert retried.status == 201 and await total_workspaces(api) == 2
+
+
+async def test_records_repository(database_url: str) -> None:
+    """The table's operations on both backends: a conflicting claim is an answer, not an
+    error; a takeover needs the lock value it saw; a purge keeps what expires at ``now``."""
+    db = await open_database(database_url)
+    try:
+        await migrate(db)
+        claim = {"locked_until": 10, "expires_at": 100, "now": 0}
+        assert await records.insert(db, 1, "k", "h", **claim)
+        assert not await records.insert(db, 1, "k", "other", **claim)
+        assert await records.insert(db, 2, "k", "h2", **claim)  # another API key's scope
+        assert await records.get(db, 1, "k") == records.Record("h", None, None, 10, 100)
+        assert await records.get(db, 1, "nope") is None
+
+        assert not await records.take_over(db, 1, "k", seen_locked_until=9, locked_until=20)
+        assert await records.take_over(db, 1, "k", seen_locked_until=10, locked_until=20)
+        assert not await records.take_over(db, 1, "k", seen_locked_until=10, locked_until=30)
+
+        await records.complete(db, 1, "k", 201, b"\x00sealed\xff")
+        done = await records.get(db, 1, "k")
+        assert done == records.Record("h", 201, b"\x00sealed\xff", 20, 100)
+        assert isinstance(done.body, bytes)
+        await records.release(db, 1, "k")  # a stored response is never released
+        await records.release(db, 2, "k")
+        assert await records.get(db, 1, "k") is not None and await records.get(db, 2, "k") is None
+
+        await records.delete_expired(db, 1, "k", 99)
+        assert await records.get(db, 1, "k") is not None
+        assert await records.purge_expired(db, 100) == 0
+        assert await records.purge_expired(db, 101) == 1
+        assert await records.get(db, 1, "k") is None
+    finally:
+        await db.close()

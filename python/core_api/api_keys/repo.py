@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import orjson
+
 from ..storage.base import Executor, Row
 from ..web.listing import ListQuery, ListSpec
 
@@ -42,6 +46,39 @@ LIST_SPEC = ListSpec(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """A live (unrevoked) key with its workspace's tier; ``rate_limit_tier`` None means
+    "the workspace's". Never holds the key itself nor its hash (see :class:`LiveKey`)."""
+
+    id: int
+    user_id: int
+    workspace_id: int
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    rate_limit_tier: str | None
+    expires_at: int | None
+    last_used_at: int | None
+    grace_period_ends_at: int | None
+    rotated_to_id: int | None
+    rate_bucket_id: int | None
+    created_at: int
+    updated_at: int
+    workspace_tier: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveKey(ApiKeyRecord):
+    """What authentication reads: the record and the stored HMAC it matched."""
+
+    key_hash: str
+
+
+def _fields(row: Row) -> Row:
+    return {**row, "scopes": tuple(orjson.loads(row["scopes"]))}
+
+
 async def insert(
     db: Executor,
     *,
@@ -50,7 +87,7 @@ async def insert(
     name: str,
     prefix: str,
     key_hash: str,
-    scopes: str,
+    scopes: list[str],
     rate_limit_tier: str | None,
     expires_at: int | None,
     now: int,
@@ -66,7 +103,7 @@ async def insert(
             name,
             prefix,
             key_hash,
-            scopes,
+            orjson.dumps(scopes).decode(),
             rate_limit_tier,
             expires_at,
             now,
@@ -75,30 +112,33 @@ async def insert(
         ),
     )
     assert row is not None
-    return int(row["id"])
+    key_id: int = row["id"]
+    return key_id
 
 
-async def get_live_by_hash(db: Executor, key_hash: str) -> Row | None:
+async def get_live_by_hash(db: Executor, key_hash: str) -> LiveKey | None:
     """The key behind a hash, with its workspace's tier, unless revoked."""
-    return await db.fetch_one(
+    row = await db.fetch_one(
         f"SELECT {COLUMNS}, k.key_hash, w.tier AS workspace_tier FROM api_keys k "  # noqa: S608
         "JOIN workspaces w ON w.id = k.workspace_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         (key_hash,),
     )
+    return None if row is None else LiveKey(**_fields(row))
 
 
-async def get(db: Executor, workspace_id: int, key_id: int) -> Row | None:
-    return await db.fetch_one(
+async def get(db: Executor, workspace_id: int, key_id: int) -> ApiKeyRecord | None:
+    row = await db.fetch_one(
         f"SELECT {COLUMNS}, w.tier AS workspace_tier FROM api_keys k "  # noqa: S608
         "JOIN workspaces w ON w.id = k.workspace_id "
         "WHERE k.id = ? AND k.workspace_id = ? AND k.revoked_at IS NULL",
         (key_id, workspace_id),
     )
+    return None if row is None else ApiKeyRecord(**_fields(row))
 
 
 async def list_in_workspace(
     db: Executor, workspace_id: int, query: ListQuery, now: int
-) -> tuple[list[Row], int]:
+) -> tuple[list[ApiKeyRecord], int]:
     conditions, params = query.where("k")
     conditions[:0] = ["k.workspace_id = ?", "k.revoked_at IS NULL"]
     params[:0] = [workspace_id]
@@ -124,7 +164,7 @@ async def list_in_workspace(
         f"ORDER BY {query.order_by(LIST_SPEC, 'k')} LIMIT ? OFFSET ?",
         [*params, query.per_page, query.offset],
     )
-    return rows, int(total_row["n"]) if total_row else 0
+    return [ApiKeyRecord(**_fields(r)) for r in rows], total_row["n"] if total_row else 0
 
 
 async def revoke(db: Executor, key_id: int, now: int) -> int:

@@ -25,9 +25,9 @@ class ApiKeyCollection:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         query = list_query(req, LIST_SPEC)
         workspace = await context_workspace(req, self.workspaces)
-        rows, total = await self.keys.list_page(int(workspace["id"]), query)
-        included = await self.keys.includes(rows, query.includes, workspace)
-        resp.media = list_body(req, rows, total, query, present, included, self.settings.public_url)
+        page, total = await self.keys.list_page(workspace.id, query)
+        included = await self.keys.includes(page, query.includes, workspace)
+        resp.media = list_body(req, page, total, query, present, included, self.settings.public_url)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = Fields(
@@ -41,14 +41,14 @@ class ApiKeyCollection:
         body.done()
         assert name is not None
         workspace = await context_workspace(req, self.workspaces)
-        row, key = await self.keys.create_for(
+        created, key = await self.keys.create_for(
             principal_of(req), workspace, name, scopes, tier, expires_at
         )
         resp.status = falcon.HTTP_201
         resp.media = {
             "message": "API key created successfully.",
             "data": present_with_secret(
-                row, key, "scopes", "rate_limit_tier", "expires_at", "created_at"
+                created, key, "scopes", "rate_limit_tier", "expires_at", "created_at"
             ),
         }
 
@@ -61,7 +61,7 @@ class ApiKeyItem:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: int) -> None:
         workspace = await context_workspace(req, self.workspaces)
-        resp.media = {"data": present(await self.keys.get(int(workspace["id"]), id))}
+        resp.media = {"data": present(await self.keys.get(workspace.id, id))}
 
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: int
@@ -88,13 +88,13 @@ class ApiKeyRotation:
         grace = body.integer("grace_period_hours", low=0, high=MAX_GRACE_HOURS)
         body.done()
         workspace = await context_workspace(req, self.workspaces)
-        row, key, grace_ends = await self.keys.rotate(
+        successor, key, grace_ends = await self.keys.rotate(
             principal_of(req), workspace, id, 24 if grace is None else grace
         )
         resp.media = {
             "message": "API key rotated successfully.",
             "data": {
-                **present_with_secret(row, key, "scopes"),
+                **present_with_secret(successor, key, "scopes"),
                 "grace_period_ends_at": iso(grace_ends),
             },
         }

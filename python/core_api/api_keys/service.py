@@ -14,11 +14,13 @@ from ..gateway import scopes
 from ..gateway.auth import Principal
 from ..gateway.invalidation import Invalidator
 from ..plans import Plans
-from ..storage import Database, Executor, Row
+from ..storage import Database, Executor
 from ..users import repo as users_repo
 from ..web.listing import ListQuery
 from ..workspaces import repo as workspaces_repo
+from ..workspaces.repo import Workspace
 from . import repo
+from .repo import ApiKeyRecord
 
 DEFAULT_SCOPES = ["read", "write"]
 MANAGER_ROLES = frozenset({"owner", "admin"})
@@ -34,23 +36,23 @@ def grantable_tier(plans: Plans, principal: Principal, workspace_tier: str) -> s
     return workspace_tier
 
 
-def present(row: Row) -> dict[str, Any]:
+def present(record: ApiKeyRecord) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "name": row["name"],
-        "prefix": row["prefix"],
-        "scopes": orjson.loads(row["scopes"]),
-        "rate_limit_tier": row["rate_limit_tier"] or row["workspace_tier"],
-        "last_used_at": iso(row["last_used_at"]),
-        "expires_at": iso(row["expires_at"]),
-        "grace_period_ends_at": iso(row["grace_period_ends_at"]),
-        "created_at": iso(row["created_at"]),
+        "id": record.id,
+        "name": record.name,
+        "prefix": record.prefix,
+        "scopes": list(record.scopes),
+        "rate_limit_tier": record.rate_limit_tier or record.workspace_tier,
+        "last_used_at": iso(record.last_used_at),
+        "expires_at": iso(record.expires_at),
+        "grace_period_ends_at": iso(record.grace_period_ends_at),
+        "created_at": iso(record.created_at),
     }
 
 
-def present_with_secret(row: Row, key: str, *fields: str) -> dict[str, Any]:
+def present_with_secret(record: ApiKeyRecord, key: str, *fields: str) -> dict[str, Any]:
     """The one-time view of a key (create, rotate): the full key beside chosen fields."""
-    item = present(row)
+    item = present(record)
     return {
         "id": item["id"],
         "name": item["name"],
@@ -111,7 +113,7 @@ class ApiKeyService:
         tier: str | None,
         expires_at: int | None,
         rate_bucket_id: int | None = None,
-    ) -> tuple[Row, str]:
+    ) -> tuple[ApiKeyRecord, str]:
         key = _native.generate_key()
         key_id = await repo.insert(
             tx,
@@ -120,30 +122,30 @@ class ApiKeyService:
             name=name,
             prefix=_native.key_prefix(key),
             key_hash=_native.hash_key(self.pepper, key).hex(),
-            scopes=orjson.dumps(key_scopes).decode(),
+            scopes=key_scopes,
             rate_limit_tier=tier,
             expires_at=expires_at,
             now=self.clock.now_ms(),
             rate_bucket_id=rate_bucket_id,
         )
-        row = await repo.get(tx, workspace_id, key_id)
-        assert row is not None
-        return row, key
+        created = await repo.get(tx, workspace_id, key_id)
+        assert created is not None
+        return created, key
 
     async def create_for(
         self,
         principal: Principal,
-        workspace: Row,
+        workspace: Workspace,
         name: str,
         key_scopes: list[str] | None,
         tier: str | None,
         expires_at: int | None,
-    ) -> tuple[Row, str]:
+    ) -> tuple[ApiKeyRecord, str]:
         key_scopes = DEFAULT_SCOPES if key_scopes is None else key_scopes
         self.validate_scopes(key_scopes, principal)
-        ceiling = grantable_tier(self.plans, principal, workspace["tier"])
-        self.validate_tier(tier, workspace["tier"], ceiling)
-        if tier is None and ceiling != workspace["tier"]:
+        ceiling = grantable_tier(self.plans, principal, workspace.tier)
+        self.validate_tier(tier, workspace.tier, ceiling)
+        if tier is None and ceiling != workspace.tier:
             # "Inherit the workspace tier" would be more than the caller holds: pin it.
             tier = ceiling
         if expires_at is not None and expires_at <= self.clock.now_ms():
@@ -154,112 +156,116 @@ class ApiKeyService:
             return await self.create(
                 tx,
                 user_id=principal.user_id,
-                workspace_id=int(workspace["id"]),
+                workspace_id=workspace.id,
                 name=name,
                 key_scopes=key_scopes,
                 tier=tier,
                 expires_at=expires_at,
             )
 
-    async def get(self, workspace_id: int, key_id: int) -> Row:
-        row = await repo.get(self.db, workspace_id, key_id)
-        if row is None:
+    async def get(self, workspace_id: int, key_id: int) -> ApiKeyRecord:
+        found = await repo.get(self.db, workspace_id, key_id)
+        if found is None:
             raise NotFound()
-        return row
+        return found
 
-    async def list_page(self, workspace_id: int, query: ListQuery) -> tuple[list[Row], int]:
+    async def list_page(
+        self, workspace_id: int, query: ListQuery
+    ) -> tuple[list[ApiKeyRecord], int]:
         return await repo.list_in_workspace(self.db, workspace_id, query, self.clock.now_ms())
 
-    def _effective_tier(self, row: Row) -> str:
-        tier = row["rate_limit_tier"] or row["workspace_tier"]
-        return str(tier) if tier in self.plans.tiers else self.plans.default_tier  # as auth
+    def _effective_tier(self, target: ApiKeyRecord) -> str:
+        tier = target.rate_limit_tier or target.workspace_tier
+        return tier if tier in self.plans.tiers else self.plans.default_tier  # as auth
 
-    def _check_may_rotate(self, principal: Principal, row: Row) -> None:
+    def _check_may_rotate(self, principal: Principal, target: ApiKeyRecord) -> None:
         """The successor has the target's scopes, tier and user, and its secret goes to the
         caller: so only the caller itself, or a key of the same user that it covers."""
-        if int(row["id"]) == principal.key_id:
+        if target.id == principal.key_id:
             return
-        if int(row["user_id"]) != principal.user_id:
+        if target.user_id != principal.user_id:
             raise AccessDenied(
                 message="Insufficient permissions. A key can only rotate keys of its own "
                 "user; a workspace owner or admin may revoke other users' keys"
             )
-        if not scopes.covers_all(
-            principal.scopes, orjson.loads(row["scopes"])
-        ) or self.plans.exceeds(self._effective_tier(row), principal.tier):
+        if not scopes.covers_all(principal.scopes, target.scopes) or self.plans.exceeds(
+            self._effective_tier(target), principal.tier
+        ):
             raise AccessDenied(
                 message="Insufficient permissions. A key can only rotate itself or a key "
                 "whose scopes and rate_limit_tier it holds itself"
             )
 
-    def _check_may_revoke(self, principal: Principal, workspace: Row, row: Row) -> None:
-        if int(row["id"]) == principal.key_id:
+    def _check_may_revoke(
+        self, principal: Principal, workspace: Workspace, target: ApiKeyRecord
+    ) -> None:
+        if target.id == principal.key_id:
             return
-        if int(row["user_id"]) != principal.user_id and workspace["role"] not in MANAGER_ROLES:
+        if target.user_id != principal.user_id and workspace.role not in MANAGER_ROLES:
             raise AccessDenied(
                 message="Insufficient permissions. Only the key's owner or a workspace "
                 "owner or admin may revoke it"
             )
-        if not scopes.covers_all(principal.scopes, orjson.loads(row["scopes"])):
+        if not scopes.covers_all(principal.scopes, target.scopes):
             raise AccessDenied(
                 message="Insufficient permissions. A key can only revoke itself or a key "
                 "whose scopes it holds itself"
             )
 
     async def rotate(
-        self, principal: Principal, workspace: Row, key_id: int, grace_hours: int
-    ) -> tuple[Row, str, int]:
-        old = await self.get(int(workspace["id"]), key_id)
+        self, principal: Principal, workspace: Workspace, key_id: int, grace_hours: int
+    ) -> tuple[ApiKeyRecord, str, int]:
+        old = await self.get(workspace.id, key_id)
         self._check_may_rotate(principal, old)
         now = self.clock.now_ms()
-        if old["rotated_to_id"] is not None:
+        if old.rotated_to_id is not None:
             raise ValidationFailed.field("id", "This key has already been rotated.")
-        if old["expires_at"] is not None and old["expires_at"] <= now:
+        if old.expires_at is not None and old.expires_at <= now:
             raise ValidationFailed.field("id", "An expired key cannot be rotated.")
         grace_ends = now + grace_hours * 3_600_000
         async with self.db.transaction() as tx:
             new, key = await self.create(
                 tx,
-                user_id=int(old["user_id"]),
-                workspace_id=int(old["workspace_id"]),
-                name=old["name"],
-                key_scopes=orjson.loads(old["scopes"]),
-                tier=old["rate_limit_tier"],
-                expires_at=old["expires_at"],
+                user_id=old.user_id,
+                workspace_id=old.workspace_id,
+                name=old.name,
+                key_scopes=list(old.scopes),
+                tier=old.rate_limit_tier,
+                expires_at=old.expires_at,
                 # One budget across a rotation chain: rotating never refills the bucket.
-                rate_bucket_id=int(old["rate_bucket_id"] or old["id"]),
+                rate_bucket_id=old.rate_bucket_id or old.id,
             )
-            if not await repo.mark_rotated(tx, key_id, int(new["id"]), grace_ends, now):
+            if not await repo.mark_rotated(tx, key_id, new.id, grace_ends, now):
                 # A concurrent rotation or revocation won: the successor is rolled back.
                 raise ValidationFailed.field("id", "This key has already been rotated.")
         await self.invalidator.changed()
         return new, key, grace_ends
 
-    async def revoke(self, principal: Principal, workspace: Row, key_id: int) -> None:
-        row = await self.get(int(workspace["id"]), key_id)
-        self._check_may_revoke(principal, workspace, row)
+    async def revoke(self, principal: Principal, workspace: Workspace, key_id: int) -> None:
+        target = await self.get(workspace.id, key_id)
+        self._check_may_revoke(principal, workspace, target)
         async with self.db.transaction() as tx:
             await repo.revoke(tx, key_id, self.clock.now_ms())
         await self.invalidator.changed()
 
     async def includes(
-        self, rows: list[Row], names: list[str], workspace: Row
+        self, keys: list[ApiKeyRecord], names: list[str], workspace: Workspace
     ) -> dict[str, dict[int, Any]]:
         loaded: dict[str, dict[int, Any]] = {}
         if "workspace" in names:
             summary = {
-                "id": workspace["id"],
-                "name": workspace["name"],
-                "slug": workspace["slug"],
-                "tier": workspace["tier"],
+                "id": workspace.id,
+                "name": workspace.name,
+                "slug": workspace.slug,
+                "tier": workspace.tier,
             }
-            loaded["workspace"] = {int(r["id"]): summary for r in rows}
+            loaded["workspace"] = {k.id: summary for k in keys}
         if "user" in names:
-            users = await users_repo.get_many(self.db, sorted({int(r["user_id"]) for r in rows}))
+            users = await users_repo.get_many(self.db, sorted({k.user_id for k in keys}))
             loaded["user"] = {
-                int(r["id"]): {"id": u["id"], "name": u["name"], "email": u["email"]}
-                for r in rows
-                if (u := users.get(int(r["user_id"]))) is not None
+                k.id: {"id": u.id, "name": u.name, "email": u.email}
+                for k in keys
+                if (u := users.get(k.user_id)) is not None
             }
         return loaded
 
@@ -297,13 +303,13 @@ async def bootstrap(
             slug=slug,
             tier=tier,
             settings=orjson.dumps(DEFAULT_SETTINGS).decode(),
-            owner_id=int(user["id"]),
+            owner_id=user.id,
             now=now,
         )
-        row, key = await service.create(
+        record, key = await service.create(
             tx,
-            user_id=int(user["id"]),
-            workspace_id=int(workspace["id"]),
+            user_id=user.id,
+            workspace_id=workspace.id,
             name=f"{name} bootstrap key",
             key_scopes=["*"],
             tier=None,
@@ -311,11 +317,11 @@ async def bootstrap(
         )
     return {
         "user": {
-            "id": user["id"],
-            "name": user["name"],
-            "email": user["email"],
-            "created_at": iso(user["created_at"]),
+            "id": user.id,
+            "name": user.name,
+            "email": user.email,
+            "created_at": iso(user.created_at),
         },
         "workspace": present_workspace(workspace),
-        "api_key": {**present(row), "key": key},
+        "api_key": {**present(record), "key": key},
     }

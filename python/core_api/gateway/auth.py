@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 from .. import _native
 from ..api_keys import repo as keys_repo
 from ..clock import Clock
@@ -89,21 +87,21 @@ class Authenticator:
         return principal
 
     async def _load(self, key_hash: bytes, generation: int) -> Principal | None:
-        row = await keys_repo.get_live_by_hash(self.db, key_hash.hex())
-        if row is None or not _native.constant_time_eq(bytes.fromhex(row["key_hash"]), key_hash):
+        key = await keys_repo.get_live_by_hash(self.db, key_hash.hex())
+        if key is None or not _native.constant_time_eq(bytes.fromhex(key.key_hash), key_hash):
             return None
-        tier = row["rate_limit_tier"] or row["workspace_tier"]
+        tier = key.rate_limit_tier or key.workspace_tier
         if tier not in self.plans.tiers:
             tier = self.plans.default_tier
         principal = Principal(
-            key_id=int(row["id"]),
-            user_id=int(row["user_id"]),
-            workspace_id=int(row["workspace_id"]),
-            scopes=scopes.normalised_set(orjson.loads(row["scopes"])),
+            key_id=key.id,
+            user_id=key.user_id,
+            workspace_id=key.workspace_id,
+            scopes=scopes.normalised_set(list(key.scopes)),
             tier=tier,
-            expires_at=row["expires_at"],
-            grace_ends_at=row["grace_period_ends_at"],
-            bucket=b"key:%d" % int(row["rate_bucket_id"] or row["id"]),
+            expires_at=key.expires_at,
+            grace_ends_at=key.grace_period_ends_at,
+            bucket=b"key:%d" % (key.rate_bucket_id or key.id),
         )
         # Only cache what was read under the current generation: a change that committed
         # and bumped while we were reading must not be papered over by a stale insert.

@@ -34,8 +34,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ..clock import Clock
 from ..config import Settings
 from ..errors import ApiError, ValidationFailed
-from ..storage import Database, IntegrityError
+from ..storage import Database
 from ..web.bodies import read_raw
+from . import idempotency_repo as repo
 from .auth import bearer_token
 
 log = logging.getLogger("core_api.idempotency")
@@ -149,66 +150,48 @@ class Store:
         """None when this request now holds the key; else the stored response to replay."""
         scope, key = ticket.scope, ticket.key
         for _ in range(3):
-            try:
-                await self.db.execute(
-                    "INSERT INTO idempotency_records (api_key_id, idempotency_key, request_hash, "
-                    "locked_until, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        scope,
-                        key,
-                        ticket.fingerprint,
-                        now + IN_FLIGHT_LOCK_MS,
-                        now + self.ttl_ms,
-                        now,
-                    ),
-                )
+            if await repo.insert(
+                self.db,
+                scope,
+                key,
+                ticket.fingerprint,
+                locked_until=now + IN_FLIGHT_LOCK_MS,
+                expires_at=now + self.ttl_ms,
+                now=now,
+            ):
                 return None
-            except IntegrityError:
-                pass
-            row = await self.db.fetch_one(
-                "SELECT request_hash, status, body, locked_until, expires_at "
-                "FROM idempotency_records WHERE api_key_id = ? AND idempotency_key = ?",
-                (scope, key),
-            )
-            if row is None:
+            record = await repo.get(self.db, scope, key)
+            if record is None:
                 continue  # released or purged in between: try the insert again
-            if row["expires_at"] <= now:
-                await self.db.execute(
-                    "DELETE FROM idempotency_records WHERE api_key_id = ? "
-                    "AND idempotency_key = ? AND expires_at <= ?",
-                    (scope, key, now),
-                )
+            if record.expires_at <= now:
+                await repo.delete_expired(self.db, scope, key, now)
                 continue
-            if row["request_hash"] != ticket.fingerprint:
+            if record.request_hash != ticket.fingerprint:
                 raise ValidationFailed.field(
                     HEADER, "This Idempotency-Key was already used with a different request."
                 )
-            if row["status"] is not None:
-                return ticket.open(row["status"], bytes(row["body"]))
-            if row["locked_until"] > now:
+            if record.status is not None:
+                assert record.body is not None  # written together by complete()
+                return ticket.open(record.status, record.body)
+            if record.locked_until > now:
                 raise InFlight()
-            taken = await self.db.execute(
-                "UPDATE idempotency_records SET locked_until = ? WHERE api_key_id = ? "
-                "AND idempotency_key = ? AND status IS NULL AND locked_until = ?",
-                (now + IN_FLIGHT_LOCK_MS, scope, key, row["locked_until"]),
-            )
-            if taken:
+            if await repo.take_over(
+                self.db,
+                scope,
+                key,
+                seen_locked_until=record.locked_until,
+                locked_until=now + IN_FLIGHT_LOCK_MS,
+            ):
                 return None
         raise InFlight()
 
     async def complete(self, ticket: Ticket, response: Response, now: int) -> None:
-        await self.db.execute(
-            "UPDATE idempotency_records SET status = ?, headers = NULL, body = ? "
-            "WHERE api_key_id = ? AND idempotency_key = ?",
-            (response.status, ticket.seal(response), ticket.scope, ticket.key),
+        await repo.complete(
+            self.db, ticket.scope, ticket.key, response.status, ticket.seal(response)
         )
 
     async def release(self, ticket: Ticket) -> None:
-        await self.db.execute(
-            "DELETE FROM idempotency_records WHERE api_key_id = ? AND idempotency_key = ? "
-            "AND status IS NULL",
-            (ticket.scope, ticket.key),
-        )
+        await repo.release(self.db, ticket.scope, ticket.key)
 
 
 class IdempotencyGuard:

@@ -21,6 +21,6 @@ class Health:
         self.db = db
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        await self.db.fetch_one("SELECT 1 AS ok")
+        await self.db.ping()
         resp.media = {"status": "ok"}
         resp.status = falcon.HTTP_200

@@ -1,9 +1,10 @@
 """The connector abstraction every repository talks to.
 
 Repositories write SQL once, with ``?`` placeholders; each backend adapts the placeholder
-style. Rows come back as plain dicts. Timestamps are integer epoch milliseconds in both
-dialects, JSON is stored as text, so repositories need no per-dialect branches beyond
-the few that :attr:`Database.dialect` answers.
+style. Rows come back as plain dicts, which each repository turns into typed records
+(frozen dataclasses): no dict crosses into services. Timestamps are integer epoch
+milliseconds in both dialects, JSON is stored as text, so repositories need no
+per-dialect branches beyond the few that :attr:`Database.dialect` answers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Database(Executor, Protocol):
     dialect: str
 
     async def open(self) -> None: ...
+    async def ping(self) -> None: ...  # answers, or raises DatabaseUnavailable
     def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
     async def executescript(self, script: str) -> None: ...
     def migration_lock(self) -> AbstractAsyncContextManager[Executor]: ...

@@ -210,6 +210,9 @@ class PostgresDatabase:
         # does not exist", "connection refused"); it stays as the first pooled connection.
         await self._pool.release(await self._pool.acquire())
 
+    async def ping(self) -> None:
+        await self.fetch_one("SELECT 1")  # a read: retried once on a new connection if lost
+
     async def _attempt(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
         pooled = await self._pool.acquire()
         try:

@@ -3,6 +3,11 @@
 One connection per process, driven from one dedicated thread so the event loop never
 blocks on the file lock another worker process holds; an asyncio lock keeps statements of
 one transaction together.
+
+Every sqlite3 error that means something becomes a storage error here, once: constraint
+violations become :class:`IntegrityError`; a lock held past ``busy_timeout``, an I/O error,
+a full disk or a file that cannot be opened become :class:`DatabaseUnavailable` (503 at
+the API). Anything else (bad SQL, a closed connection) is a bug and stays as it is.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +26,33 @@ from .base import DatabaseUnavailable, Executor, IntegrityError, Params, Row
 
 T = TypeVar("T")
 log = logging.getLogger("core_api.storage")
+
+# Primary result codes that mean "not now" rather than "wrong request" or "bug".
+_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,  # another process held the write lock past busy_timeout
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """The one place sqlite3 errors become storage errors."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except sqlite3.OperationalError as exc:
+        code = getattr(exc, "sqlite_errorcode", 0)  # absent where Python itself raised
+        if code & 0xFF in _UNAVAILABLE:  # an extended code carries the primary one low
+            raise DatabaseUnavailable(f"SQLite: {exc}") from exc
+        raise
 
 
 class SQLiteDatabase:
@@ -31,29 +63,31 @@ class SQLiteDatabase:
         _owner_only(path)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._lock = asyncio.Lock()
-        self._conn = self._thread.submit(self._connect, path).result()
+        try:
+            with _translated():
+                self._conn = self._thread.submit(self._connect, path).result()
+        except BaseException:
+            self._thread.shutdown(wait=True)
+            raise
         self._closed = False
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=10000")  # first: the WAL switch may wait too
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        try:
+        with _translated():
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
-        except sqlite3.IntegrityError as exc:
-            raise IntegrityError(str(exc)) from exc
-        except sqlite3.OperationalError as exc:
-            # Another process held the write lock past busy_timeout: "not now" (503), not a bug.
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise DatabaseUnavailable(f"SQLite: {exc}") from exc
-            raise
 
     def _fetch_one(self, sql: str, params: Params) -> Row | None:
         row = self._conn.execute(sql, tuple(params)).fetchone()
@@ -67,6 +101,9 @@ class SQLiteDatabase:
 
     async def open(self) -> None:
         """Connected on construction; nothing to wait for."""
+
+    async def ping(self) -> None:
+        await self.fetch_one("SELECT 1")
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         async with self._lock:

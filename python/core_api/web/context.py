@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import falcon.asgi
 
 from ..errors import ValidationFailed
 from ..gateway.auth import Principal
-from ..storage import Row
+from ..workspaces.repo import Workspace
 from ..workspaces.service import WorkspaceService
 from .listing import ListQuery, ListSpec, ascii_integer, envelope, parse_list_query, project
 
 MAX_ID = 2**63 - 1  # ids are 64-bit on both backends
+
+
+class Identified(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R", bound=Identified)
 
 
 def principal_of(req: falcon.asgi.Request) -> Principal:
@@ -27,18 +35,18 @@ def list_query(req: falcon.asgi.Request, spec: ListSpec) -> ListQuery:
 
 def list_body(
     req: falcon.asgi.Request,
-    rows: list[Row],
+    records: Sequence[R],
     total: int,
     query: ListQuery,
-    present: Callable[[Row], dict[str, Any]],
+    present: Callable[[R], dict[str, Any]],
     included: dict[str, dict[int, Any]],
     public_url: str | None,
 ) -> dict[str, Any]:
     data = []
-    for row in rows:
-        item = project(present(row), query.fields)
+    for record in records:
+        item = project(present(record), query.fields)
         for name, by_id in included.items():
-            item[name] = by_id.get(int(row["id"]))
+            item[name] = by_id.get(record.id)
         data.append(item)
     params = {k: v for k, v in req.params.items() if k != "page"}
     # Behind a proxy the request's own scheme and host may not be what clients use.
@@ -46,7 +54,7 @@ def list_body(
     return envelope(data, total, query, base, params)
 
 
-async def context_workspace(req: falcon.asgi.Request, workspaces: WorkspaceService) -> Row:
+async def context_workspace(req: falcon.asgi.Request, workspaces: WorkspaceService) -> Workspace:
     """The workspace a request acts in: ``X-Workspace-ID`` where the key's user is a
     member of it, otherwise the key's home workspace."""
     principal = principal_of(req)

@@ -3,9 +3,10 @@ is enforced here, in SQL, not by callers remembering to check."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ..storage.base import Executor, Row
+from ..storage.base import Executor
 from ..web.listing import ListQuery, ListSpec
 
 COLUMNS = "w.id, w.name, w.slug, w.tier, w.settings, w.owner_id, w.created_at, w.updated_at"
@@ -29,17 +30,44 @@ LIST_SPEC = ListSpec(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A workspace as one member sees it: ``role`` is that member's role in it.
+    ``settings`` is the stored JSON object text, decoded only when presented (records are
+    shared through the access cache, so they hold nothing mutable)."""
+
+    id: int
+    name: str
+    slug: str
+    tier: str
+    settings: str
+    owner_id: int
+    created_at: int
+    updated_at: int
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    workspace_id: int
+    user_id: int
+    role: str
+    created_at: int
+    name: str
+    email: str | None
+
+
 async def create(
     db: Executor, *, name: str, slug: str, tier: str, settings: str, owner_id: int, now: int
-) -> Row:
+) -> Workspace:
     row = await db.fetch_one(
         "INSERT INTO workspaces (name, slug, tier, settings, owner_id, created_at, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (name, slug, tier, settings, owner_id, now, now),
     )
     assert row is not None
-    await add_member(db, int(row["id"]), owner_id, "owner", now)
-    found = await get_for_user(db, owner_id, int(row["id"]))
+    await add_member(db, row["id"], owner_id, "owner", now)
+    found = await get_for_user(db, owner_id, row["id"])
     assert found is not None
     return found
 
@@ -63,15 +91,18 @@ async def slugs_like(db: Executor, base: str) -> set[str]:
     return {r["slug"] for r in rows}
 
 
-async def get_for_user(db: Executor, user_id: int, workspace_id: int) -> Row | None:
-    return await db.fetch_one(
+async def get_for_user(db: Executor, user_id: int, workspace_id: int) -> Workspace | None:
+    row = await db.fetch_one(
         f"SELECT {COLUMNS}, m.role FROM workspaces w "  # noqa: S608
         "JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = ? WHERE w.id = ?",
         (user_id, workspace_id),
     )
+    return None if row is None else Workspace(**row)
 
 
-async def list_for_user(db: Executor, user_id: int, query: ListQuery) -> tuple[list[Row], int]:
+async def list_for_user(
+    db: Executor, user_id: int, query: ListQuery
+) -> tuple[list[Workspace], int]:
     conditions, params = query.where("w")
     conditions.insert(0, "m.user_id = ?")
     params.insert(0, user_id)
@@ -87,7 +118,7 @@ async def list_for_user(db: Executor, user_id: int, query: ListQuery) -> tuple[l
         "LIMIT ? OFFSET ?",
         [*params, query.per_page, query.offset],
     )
-    return rows, int(total_row["n"]) if total_row else 0
+    return [Workspace(**r) for r in rows], total_row["n"] if total_row else 0
 
 
 async def update(db: Executor, workspace_id: int, changes: dict[str, Any], now: int) -> None:
@@ -103,7 +134,7 @@ async def delete(db: Executor, workspace_id: int) -> int:
     return await db.execute("DELETE FROM workspaces WHERE id = ?", (workspace_id,))
 
 
-async def members_of(db: Executor, workspace_ids: list[int]) -> dict[int, list[Row]]:
+async def members_of(db: Executor, workspace_ids: list[int]) -> dict[int, list[Member]]:
     if not workspace_ids:
         return {}
     marks = ", ".join("?" for _ in workspace_ids)
@@ -114,7 +145,8 @@ async def members_of(db: Executor, workspace_ids: list[int]) -> dict[int, list[R
         "ORDER BY m.workspace_id, m.user_id",
         workspace_ids,
     )
-    grouped: dict[int, list[Row]] = {}
+    grouped: dict[int, list[Member]] = {}
     for row in rows:
-        grouped.setdefault(int(row["workspace_id"]), []).append(row)
+        member = Member(**row)
+        grouped.setdefault(member.workspace_id, []).append(member)
     return grouped

@@ -9,12 +9,12 @@ from ..api_keys.service import grantable_tier
 from ..config import Settings
 from ..web.bodies import Fields, read_json
 from ..web.context import context_workspace, list_body, list_query, principal_of
-from .repo import LIST_SPEC
+from .repo import LIST_SPEC, Workspace
 from .service import SLUG, WorkspaceService, present
 
 
-def _list_item(row: dict[str, object]) -> dict[str, object]:
-    return present(row, settings=False)
+def _list_item(workspace: Workspace) -> dict[str, object]:
+    return present(workspace, settings=False)
 
 
 class WorkspaceCollection:
@@ -25,10 +25,10 @@ class WorkspaceCollection:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         query = list_query(req, LIST_SPEC)
-        rows, total = await self.workspaces.list_page(principal_of(req).user_id, query)
-        included = await self.workspaces.includes(rows, query.includes)
+        page, total = await self.workspaces.list_page(principal_of(req).user_id, query)
+        included = await self.workspaces.includes(page, query.includes)
         resp.media = list_body(
-            req, rows, total, query, _list_item, included, self.settings.public_url
+            req, page, total, query, _list_item, included, self.settings.public_url
         )
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
@@ -44,9 +44,9 @@ class WorkspaceCollection:
         assert name is not None
         principal = principal_of(req)
         acting = await context_workspace(req, self.workspaces)
-        ceiling = grantable_tier(self.workspaces.plans, principal, acting["tier"])
-        row = await self.workspaces.create(principal.user_id, ceiling, name, slug, tier)
-        item = present(row, settings=False)
+        ceiling = grantable_tier(self.workspaces.plans, principal, acting.tier)
+        created = await self.workspaces.create(principal.user_id, ceiling, name, slug, tier)
+        item = present(created, settings=False)
         del item["updated_at"]
         resp.status = falcon.HTTP_201
         resp.media = {"message": "Workspace created successfully.", "data": item}
@@ -59,22 +59,20 @@ class WorkspaceItem:
         self.settings, self.workspaces = settings, workspaces
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: int) -> None:
-        row = await self.workspaces.get(principal_of(req).user_id, id)
-        resp.media = {"data": present(row)}
+        workspace = await self.workspaces.get(principal_of(req).user_id, id)
+        resp.media = {"data": present(workspace)}
 
     async def on_patch(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: int) -> None:
-        body = Fields(
-            await read_json(req, self.settings), {"name", "tier", "settings"}
-        )
+        body = Fields(await read_json(req, self.settings), {"name", "tier", "settings"})
         name = body.string("name", required=body.has("name"))
         tier = body.string("tier", max_length=64)
         settings = body.settings("settings")
         body.done()
         principal = principal_of(req)
         home = await self.workspaces.get(principal.user_id, principal.workspace_id)
-        ceiling = grantable_tier(self.workspaces.plans, principal, home["tier"])
-        row = await self.workspaces.update(principal.user_id, id, ceiling, name, tier, settings)
-        resp.media = {"message": "Workspace updated successfully.", "data": present(row)}
+        ceiling = grantable_tier(self.workspaces.plans, principal, home.tier)
+        updated = await self.workspaces.update(principal.user_id, id, ceiling, name, tier, settings)
+        resp.media = {"message": "Workspace updated successfully.", "data": present(updated)}
 
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: int

@@ -13,11 +13,13 @@ from ..clock import Clock, iso
 from ..errors import AccessDenied, NotFound, ValidationFailed
 from ..gateway.invalidation import Invalidator
 from ..plans import Plans
-from ..storage import Database, Executor, IntegrityError, Row
+from ..storage import Database, Executor, IntegrityError
 from ..users import repo as users_repo
+from ..users.repo import User
 from ..web.bodies import settings_problem
 from ..web.listing import ListQuery
 from . import repo
+from .repo import Workspace
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
@@ -32,26 +34,26 @@ def slugify(name: str) -> str:
     return slug or "workspace"
 
 
-def present(row: Row, *, settings: bool = True) -> dict[str, Any]:
+def present(workspace: Workspace, *, settings: bool = True) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "id": row["id"],
-        "name": row["name"],
-        "slug": row["slug"],
-        "tier": row["tier"],
+        "id": workspace.id,
+        "name": workspace.name,
+        "slug": workspace.slug,
+        "tier": workspace.tier,
     }
     if settings:
-        item["settings"] = orjson.loads(row["settings"])
-    item["created_at"] = iso(row["created_at"])
-    item["updated_at"] = iso(row["updated_at"])
+        item["settings"] = orjson.loads(workspace.settings)
+    item["created_at"] = iso(workspace.created_at)
+    item["updated_at"] = iso(workspace.updated_at)
     return item
 
 
 class WorkspaceService:
     def __init__(self, db: Database, plans: Plans, clock: Clock, invalidator: Invalidator) -> None:
         self.db, self.plans, self.clock, self.invalidator = db, plans, clock, invalidator
-        # (user_id, workspace_id) -> row with role, or None for "not a member".
-        # Dropped whenever the shared generation moves (see auth.py).
-        self._access: dict[tuple[int, int], Row | None] = {}
+        # (user_id, workspace_id) -> the workspace with the user's role, or None for "not a
+        # member". Dropped whenever the shared generation moves (see auth.py).
+        self._access: dict[tuple[int, int], Workspace | None] = {}
         self._generation = -1
 
     def sync(self, generation: int) -> None:
@@ -59,30 +61,32 @@ class WorkspaceService:
             self._access.clear()
             self._generation = generation
 
-    async def find(self, user_id: int, workspace_id: int) -> Row | None:
+    async def find(self, user_id: int, workspace_id: int) -> Workspace | None:
         """The workspace with the user's role, or None unless the user is a member."""
         cache_key = (user_id, workspace_id)
         if cache_key in self._access:
             return self._access[cache_key]
         generation = self.invalidator.shared.generation()
-        row = await repo.get_for_user(self.db, user_id, workspace_id)
+        found = await repo.get_for_user(self.db, user_id, workspace_id)
         if generation == self._generation:
-            self._access[cache_key] = row
-        return row
+            self._access[cache_key] = found
+        return found
 
-    async def get(self, user_id: int, workspace_id: int) -> Row:
+    async def get(self, user_id: int, workspace_id: int) -> Workspace:
         cached = self._access.get((user_id, workspace_id), _MISSING)  # hot path: no await
-        row: Row | None = await self.find(user_id, workspace_id) if cached is _MISSING else cached
-        if row is None:
+        found: Workspace | None = (
+            await self.find(user_id, workspace_id) if cached is _MISSING else cached
+        )
+        if found is None:
             raise NotFound()
-        return row
+        return found
 
-    async def list_page(self, user_id: int, query: ListQuery) -> tuple[list[Row], int]:
+    async def list_page(self, user_id: int, query: ListQuery) -> tuple[list[Workspace], int]:
         return await repo.list_for_user(self.db, user_id, query)
 
     async def create(
         self, user_id: int, ceiling_tier: str, name: str, slug: str | None, tier: str | None
-    ) -> Row:
+    ) -> Workspace:
         tier = tier or self.plans.default_tier
         self.check_tier(tier, ceiling_tier)
         now = self.clock.now_ms()
@@ -91,7 +95,7 @@ class WorkspaceService:
             try:
                 async with self.db.transaction() as tx:
                     chosen = await self._claim_slug(tx, slug, name, attempt)
-                    row = await repo.create(
+                    created = await repo.create(
                         tx,
                         name=name,
                         slug=chosen,
@@ -102,7 +106,7 @@ class WorkspaceService:
                     )
                 # Access caches may remember "not a member" for this (user, new id) pair.
                 await self.invalidator.changed()
-                return row
+                return created
             except IntegrityError:
                 if slug is not None:
                     raise ValidationFailed.field(
@@ -153,9 +157,9 @@ class WorkspaceService:
         name: str | None,
         tier: str | None,
         settings: dict[str, Any] | None,
-    ) -> Row:
+    ) -> Workspace:
         current = await self.get(user_id, workspace_id)
-        if current["role"] not in WRITE_ROLES:
+        if current.role not in WRITE_ROLES:
             raise AccessDenied(
                 message="Insufficient permissions. Requires workspace role: owner or admin"
             )
@@ -163,11 +167,11 @@ class WorkspaceService:
         if name is not None:
             changes["name"] = name
         if tier is not None:
-            if tier != current["tier"]:
+            if tier != current.tier:
                 self.check_tier(tier, ceiling_tier)
             changes["tier"] = tier
         if settings is not None:
-            merged = {**orjson.loads(current["settings"]), **settings}
+            merged = {**orjson.loads(current.settings), **settings}
             merged = {k: v for k, v in merged.items() if v is not None}
             # The limits hold for what is stored, not only for each PATCH's own part.
             if problem := settings_problem(merged):
@@ -177,48 +181,50 @@ class WorkspaceService:
             async with self.db.transaction() as tx:
                 await repo.update(tx, workspace_id, changes, self.clock.now_ms())
             await self.invalidator.changed()
-        row = await repo.get_for_user(self.db, user_id, workspace_id)
-        assert row is not None
-        return row
+        updated = await repo.get_for_user(self.db, user_id, workspace_id)
+        assert updated is not None
+        return updated
 
     async def delete(self, user_id: int, workspace_id: int) -> None:
         current = await self.get(user_id, workspace_id)
-        if current["role"] != "owner":
+        if current.role != "owner":
             raise AccessDenied(message="Insufficient permissions. Requires workspace role: owner")
         async with self.db.transaction() as tx:
             await repo.delete(tx, workspace_id)
         await self.invalidator.changed()
 
-    async def includes(self, rows: list[Row], names: list[str]) -> dict[str, dict[int, Any]]:
+    async def includes(
+        self, workspaces: list[Workspace], names: list[str]
+    ) -> dict[str, dict[int, Any]]:
         """Eager-load includes for a page in one query each (no N+1)."""
         loaded: dict[str, dict[int, Any]] = {}
         if "owner" in names:
-            owners = await users_repo.get_many(self.db, sorted({int(r["owner_id"]) for r in rows}))
-            loaded["owner"] = {int(r["id"]): _user(owners.get(int(r["owner_id"]))) for r in rows}
+            owners = await users_repo.get_many(self.db, sorted({w.owner_id for w in workspaces}))
+            loaded["owner"] = {w.id: _user(owners.get(w.owner_id)) for w in workspaces}
         if "members" in names:
-            members = await repo.members_of(self.db, [int(r["id"]) for r in rows])
+            members = await repo.members_of(self.db, [w.id for w in workspaces])
             loaded["members"] = {
-                int(r["id"]): [
+                w.id: [
                     {
-                        "user_id": m["user_id"],
-                        "name": m["name"],
-                        "email": m["email"],
-                        "role": m["role"],
-                        "joined_at": iso(m["created_at"]),
+                        "user_id": m.user_id,
+                        "name": m.name,
+                        "email": m.email,
+                        "role": m.role,
+                        "joined_at": iso(m.created_at),
                     }
-                    for m in members.get(int(r["id"]), [])
+                    for m in members.get(w.id, [])
                 ]
-                for r in rows
+                for w in workspaces
             }
         return loaded
 
 
-def _user(row: Row | None) -> dict[str, Any] | None:
-    if row is None:
+def _user(user: User | None) -> dict[str, Any] | None:
+    if user is None:
         return None
     return {
-        "id": row["id"],
-        "name": row["name"],
-        "email": row["email"],
-        "created_at": iso(row["created_at"]),
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "created_at": iso(user.created_at),
     }
