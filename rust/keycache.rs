@@ -269,6 +269,13 @@ impl<V> KeyCache<V> {
         self.len() == 0
     }
 
+    /// Records a use that no cached entry carries: a miss resolved from the database
+    /// (whether or not its value could be cached), so that the next drain reports it.
+    pub fn note_use(&self, key_id: i64, at_ms: i64) {
+        let cap = self.capacity;
+        self.lock().remember_if_dirty(key_id, at_ms, true, cap);
+    }
+
     /// `(key_id, last_used_ms)` of every entry used since the last drain;
     /// resets the dirty flags (entries stay cached).
     pub fn drain_dirty(&self) -> Vec<(i64, i64)> {
@@ -292,6 +299,14 @@ mod tests {
 
     fn h(n: u32) -> [u8; HASH_LEN] {
         hash_key(b"pepper", &format!("key-{n}"))
+    }
+
+    #[test]
+    fn a_noted_use_is_drained_once() {
+        let cache: KeyCache<u32> = KeyCache::new(16);
+        cache.note_use(7, 1_000);
+        assert_eq!(cache.drain_dirty(), vec![(7, 1_000)]);
+        assert!(cache.drain_dirty().is_empty());
     }
 
     #[test]

@@ -28,7 +28,14 @@ from core_api.runtime import Runtime
 ADMIN_URL = os.environ.get("CORE_API_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CORE_API_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = b"test-secret-key-that-is-long-enough-0123456789"
-TABLES = ["idempotency_records", "api_keys", "workspace_members", "workspaces", "users"]
+TABLES = [
+    "job_leases",
+    "idempotency_records",
+    "api_keys",
+    "workspace_members",
+    "workspaces",
+    "users",
+]
 
 
 def _swap_dbname(url: str, name: str) -> str:

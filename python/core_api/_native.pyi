@@ -98,5 +98,8 @@ class KeyCache:
         is skipped if the cache has since seen another generation.
         """
 
+    def note_use(self, key_id: int, at_ms: int) -> None:
+        """Record a use resolved from the database (a cache miss) for the next drain."""
+
     def drain_last_used(self) -> list[tuple[int, int]]:
         """``(key_id, last_used_ms)`` of entries used since the last drain."""

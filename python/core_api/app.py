@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import falcon
@@ -11,17 +10,12 @@ import falcon.media
 import orjson
 
 from . import errors
-from .api_keys.resources import ApiKeyCollection, ApiKeyItem, ApiKeyRotation
 from .config import Settings
+from .features import FEATURES
 from .gateway.idempotency import IdempotencyGuard
 from .gateway.middleware import GatewayMiddleware
-from .health.resources import Health
-from .pixel.resources import PixelConfig
 from .runtime import Runtime
-from .worker import run_jobs
-from .workspaces.resources import WorkspaceCollection, WorkspaceItem
-
-ID = "{id:int(min=1, max=9223372036854775807)}"
+from .web.routing import IdConverter
 
 
 def _json_handlers() -> falcon.media.Handlers:
@@ -37,9 +31,7 @@ class _Lifespan:
 
     async def process_startup(self, scope: Any, event: Any) -> None:
         await self.runtime.start()
-        self.runtime.start_background()
-        if self.runtime.settings.embedded_worker:
-            self.runtime.tasks.append(asyncio.create_task(run_jobs(self.runtime)))
+        self.runtime.start_background(cluster_jobs=self.runtime.settings.embedded_worker)
 
     async def process_shutdown(self, scope: Any, event: Any) -> None:
         await self.runtime.close()
@@ -64,12 +56,7 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    ws, keys = runtime.workspaces, runtime.keys
-    app.add_route("/health", Health(runtime.db))
-    app.add_route("/api/v1/pixel/config", PixelConfig())
-    app.add_route("/api/v1/workspaces", WorkspaceCollection(settings, ws))
-    app.add_route(f"/api/v1/workspaces/{ID}", WorkspaceItem(settings, ws))
-    app.add_route("/api/v1/api-keys", ApiKeyCollection(settings, ws, keys))
-    app.add_route(f"/api/v1/api-keys/{ID}", ApiKeyItem(ws, keys))
-    app.add_route(f"/api/v1/api-keys/{ID}/rotate", ApiKeyRotation(settings, ws, keys))
+    app.router_options.converters["id"] = IdConverter
+    for feature in FEATURES:
+        feature.register(app, runtime, settings)
     return app

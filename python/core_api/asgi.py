@@ -12,7 +12,6 @@ import logging
 from .app import create_app
 from .config import Settings
 from .runtime import Runtime
-from .web import bodies as validation
 
 settings = Settings.from_env()
 logging.basicConfig(

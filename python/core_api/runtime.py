@@ -16,6 +16,7 @@ from .gateway.auth import Authenticator
 from .gateway.idempotency import Store
 from .gateway.invalidation import Invalidator
 from .gateway.ratelimit import Limiter, LocalLimiter, RedisLimiter
+from .jobs import JobRunner, Kind
 from .local_files import ensure_secret_key, not_opened_yet, shared_memory_path
 from .plans import Plans, load_plans
 from .storage import Database, DatabaseUnavailable, Timeouts, create_database, instance
@@ -23,7 +24,6 @@ from .storage.migrate import migrate
 from .workspaces.service import WorkspaceService
 
 log = logging.getLogger("core_api.runtime")
-LAST_USED_FLUSH_SECONDS = 5.0
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Runtime:
     workspaces: WorkspaceService
     keys: ApiKeyService
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    runners: list[JobRunner] = field(default_factory=list)
     shm_path: str = ""  # the shared state's file, known once start() has opened it
 
     @classmethod
@@ -120,19 +121,18 @@ class Runtime:
         await runtime.start(run_migrations=run_migrations)
         return runtime
 
-    def start_background(self) -> None:
-        """Per-process housekeeping: batched last_used_at writes, cross-node invalidation."""
-        self.tasks.append(asyncio.create_task(self._flush_last_used_forever()))
+    def start_background(self, *, cluster_jobs: bool = False) -> None:
+        """Per-process jobs (and the cross-node invalidation listener) in every serving
+        process; cluster jobs too where this process is also a worker."""
+        from .features import all_jobs
+
+        kinds = [Kind.PER_PROCESS] + ([Kind.CLUSTER] if cluster_jobs else [])
+        for kind in kinds:
+            runner = JobRunner(self, all_jobs(), kind)
+            runner.start()
+            self.runners.append(runner)
         if self.redis is not None:
             self.tasks.append(asyncio.create_task(self.invalidator.listen()))
-
-    async def _flush_last_used_forever(self) -> None:
-        while True:
-            await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
-            try:
-                await self.auth.flush_last_used()
-            except Exception:
-                log.exception("last_used_at flush failed; will retry")
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -141,8 +141,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.tasks.clear()
-        with contextlib.suppress(Exception):
-            await self.auth.flush_last_used()
+        for runner in self.runners:  # per-process jobs flush once more here
+            await runner.stop()
+        self.runners.clear()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.close()

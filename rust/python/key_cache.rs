@@ -65,6 +65,11 @@ impl PyKeyCache {
         Ok(())
     }
 
+    /// Record a use resolved from the database (a cache miss) for the next drain.
+    fn note_use(&self, key_id: i64, at_ms: i64) {
+        self.cache.note_use(key_id, at_ms);
+    }
+
     /// `(key_id, last_used_ms)` of the entries used since the last drain.
     fn drain_last_used(&self) -> Vec<(i64, i64)> {
         self.cache.drain_dirty()

@@ -39,6 +39,7 @@ EXPECTED_TABLES = {
     "api_keys",
     "idempotency_records",
     "instance",
+    "job_leases",
 }
 
 # ---------------------------------------------------------------------------------------

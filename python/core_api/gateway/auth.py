@@ -82,8 +82,10 @@ class Authenticator:
     async def load(self, miss: CacheMiss, generation: int) -> Principal | None:
         """Resolve a cache miss with one indexed query; caches what it finds."""
         principal = await self._load(miss.key_hash, generation)
-        if principal is None or not principal.usable_at(self.clock.now_ms()):
+        now = self.clock.now_ms()
+        if principal is None or not principal.usable_at(now):
             return None
+        self.cache.note_use(principal.key_id, now)  # hits mark their entry; a miss has none
         return principal
 
     async def _load(self, key_hash: bytes, generation: int) -> Principal | None:

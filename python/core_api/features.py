@@ -1,0 +1,13 @@
+"""The feature packages, in route-registration order. Adding a feature is one line here:
+its package exposes ``register(app, runtime, settings)`` (routes) and ``JOBS`` (background work)."""
+
+from __future__ import annotations
+
+from . import api_keys, gateway, health, pixel, workspaces
+from .jobs import Job
+
+FEATURES = (health, pixel, workspaces, api_keys)
+
+
+def all_jobs() -> tuple[Job, ...]:
+    return gateway.JOBS + tuple(job for feature in FEATURES for job in feature.JOBS)
