@@ -93,6 +93,31 @@ def normalise_default(value: str | None) -> str | None:
     return text
 
 
+def normalise_expression(text: str) -> str:
+    """An index column or predicate as both dialects can be compared: PostgreSQL prints
+    ``lower(name)`` and ``(revoked_at IS NULL)``, SQLite keeps the text as written."""
+    text = re.sub(r"\s+", " ", text.strip().strip(";")).lower().replace('"', "")
+    while text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    return text
+
+
+def sqlite_index_terms(create_sql: str) -> list[str]:
+    """The key terms of ``CREATE INDEX ... ON t (a, LOWER(b), c) [WHERE ...]``."""
+    start = create_sql.index("(") + 1
+    depth, terms, current = 1, [], ""
+    for ch in create_sql[start:]:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            break
+        if ch == "," and depth == 1:
+            terms.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*terms, current]
+
+
 def check_signature(expression: str, columns: set[str]) -> tuple[frozenset[str], frozenset[str]]:
     """What a CHECK is about, comparable across dialects: columns named, literals used."""
     literals = {m.replace("''", "'") for m in _LITERAL.findall(expression)}
@@ -171,11 +196,22 @@ def sqlite_schema(path: Path) -> dict[str, Any]:
             ).fetchall():
                 if origin == "pk":
                     continue
+                info_rows = sorted(conn.execute(f'PRAGMA index_info("{name}")').fetchall())
+                row = conn.execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+                ).fetchone()
+                index_sql = row[0] if row else None
+                terms = sqlite_index_terms(index_sql) if index_sql else []
+                # An expression column has no name (cid -2): its text comes from the SQL.
                 cols = tuple(
-                    r[2] for r in sorted(conn.execute(f'PRAGMA index_info("{name}")').fetchall())
+                    r[2] if r[1] != -2 else normalise_expression(terms[r[0]]) for r in info_rows
                 )
                 explicit = name if origin == "c" else None
-                indexes.add((cols, bool(unique), bool(partial), explicit))
+                predicate: str | bool = False
+                if partial and index_sql:
+                    where = re.split(r"\bWHERE\b", index_sql, maxsplit=1, flags=re.IGNORECASE)
+                    predicate = normalise_expression(where[1])
+                indexes.add((cols, bool(unique), predicate, explicit))
             fks: dict[int, dict[str, Any]] = {}
             for fid, _seq, ref, frm, to, on_update, on_delete, _match in conn.execute(
                 f'PRAGMA foreign_key_list("{table}")'
@@ -247,8 +283,11 @@ def pg_schema(url: str) -> dict[str, Any]:
             pk = tuple(pk_row[0]) if pk_row else ()
             indexes = set()
             for name, unique, primary, partial, cols, backs_constraint in conn.execute(
-                "SELECT ic.relname, ix.indisunique, ix.indisprimary, ix.indpred IS NOT NULL, "
-                f"{attnames('ix.indrelid', 'ix.indkey::int2[]')}, "
+                "SELECT ic.relname, ix.indisunique, ix.indisprimary, "
+                "pg_get_expr(ix.indpred, ix.indrelid), "
+                # Each key column's name, or its expression's text (lower(name)).
+                "ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) "
+                "FROM generate_series(1, ix.indnkeyatts) k ORDER BY k), "
                 "EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid) "
                 "FROM pg_index ix JOIN pg_class ic ON ic.oid = ix.indexrelid "
                 "WHERE ix.indrelid = %s",
@@ -256,7 +295,9 @@ def pg_schema(url: str) -> dict[str, Any]:
             ):
                 if primary:
                     continue
-                indexes.add((tuple(cols), unique, partial, None if backs_constraint else name))
+                predicate = normalise_expression(partial) if partial else False
+                key = tuple(normalise_expression(c) for c in cols)
+                indexes.add((key, unique, predicate, None if backs_constraint else name))
             foreign_keys = set()
             for cols, ref, ref_cols, on_delete, on_update in conn.execute(
                 f"SELECT {attnames('c.conrelid', 'c.conkey')}, c.confrelid::regclass::text, "
@@ -387,6 +428,14 @@ async def test_schema_has_the_constraints_the_repositories_rely_on(fresh_url: st
         (("user_id",), "users", ("id",), "CASCADE", "NO ACTION"),
     }
     assert members["checks"] == {(frozenset({"role"}), frozenset({"owner", "admin", "member"}))}
+    # Lists walk these in page order (a page's cost does not grow with the collection).
+    assert (
+        ("user_id", "workspace_id", "role"),
+        False,
+        False,
+        "workspace_members_user",
+    ) in members["indexes"]
+    assert (("lower(name)", "id"), False, False, "workspaces_name_ci") in ws["indexes"]
 
     keys = schema["api_keys"]
     assert (("key_hash",), True, False, None) in keys["indexes"]
@@ -394,6 +443,11 @@ async def test_schema_has_the_constraints_the_repositories_rely_on(fresh_url: st
         "foreign_keys"
     ]
     assert (("user_id",), "users", ("id",), "CASCADE", "NO ACTION") in keys["foreign_keys"]
+    live = "revoked_at is null"
+    assert (("workspace_id", "id"), False, live, "api_keys_live") in keys["indexes"]
+    assert (("workspace_id", "lower(name)", "id"), False, live, "api_keys_live_name_ci") in keys[
+        "indexes"
+    ]
     for nullable in ("expires_at", "last_used_at", "revoked_at", "grace_period_ends_at"):
         assert keys["columns"][nullable]["nullable"] is True
 
