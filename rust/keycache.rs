@@ -7,8 +7,11 @@
 //!   [`KeyCache::drain_dirty`] hands those timestamps to a background flusher.
 //!   Timestamps of dirty entries that are evicted or cleared are kept (bounded)
 //!   until the next drain, so no usage is lost.
-//! * A generation number (from shared memory) invalidates the whole cache
-//!   when another process changed a key (revocation, rotation, scope edit).
+//! * Targeted eviction: each entry carries its owner (user id and home
+//!   workspace id, 0 = none), indexed, so that a change to one key, one
+//!   workspace or one user evicts exactly its entries (see `invalog`).
+//! * A generation number invalidates the whole cache when it changes (a
+//!   full flush).
 //! * Memory is bounded: when full, an insert evicts 1/8 of the entries in hash
 //!   order, which is effectively random (amortised O(1) per insert).
 //!
@@ -18,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::keys::ct_eq;
@@ -50,9 +54,17 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IdentityHasher>>;
 /// Length of a key hash.
 pub const HASH_LEN: usize = 32;
 
+/// Who an entry belongs to (0 = unknown, not indexed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub user_id: i64,
+    pub workspace_id: i64,
+}
+
 struct Entry<V> {
     hash: [u8; HASH_LEN],
     key_id: i64,
+    owner: Owner,
     value: V,
     last_used_ms: i64,
     dirty: bool,
@@ -61,6 +73,9 @@ struct Entry<V> {
 struct Inner<V> {
     map: FastMap<u64, Entry<V>>,
     by_id: FastMap<i64, u64>,
+    /// Owner indexes: user / workspace id -> indices of their entries.
+    by_user: FastMap<i64, Vec<u64>>,
+    by_workspace: FastMap<i64, Vec<u64>>,
     /// Usage of dirty entries that left the map before being drained.
     pending: Vec<(i64, i64)>,
     generation: Option<u64>,
@@ -70,6 +85,25 @@ struct Inner<V> {
 pub struct KeyCache<V> {
     capacity: usize,
     inner: Mutex<Inner<V>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+fn index_add(index: &mut FastMap<i64, Vec<u64>>, owner_id: i64, idx: u64) {
+    if owner_id != 0 {
+        index.entry(owner_id).or_default().push(idx);
+    }
+}
+
+fn index_remove(index: &mut FastMap<i64, Vec<u64>>, owner_id: i64, idx: u64) {
+    if let Some(list) = index.get_mut(&owner_id) {
+        if let Some(pos) = list.iter().position(|&i| i == idx) {
+            list.swap_remove(pos);
+        }
+        if list.is_empty() {
+            index.remove(&owner_id);
+        }
+    }
 }
 
 #[inline]
@@ -89,11 +123,19 @@ impl<V> Inner<V> {
         }
     }
 
-    fn remove_index(&mut self, idx: u64, cap: usize) -> Option<V> {
+    /// Removes the map entry at `idx` and its index references.
+    fn take(&mut self, idx: u64) -> Option<Entry<V>> {
         let e = self.map.remove(&idx)?;
         if self.by_id.get(&e.key_id) == Some(&idx) {
             self.by_id.remove(&e.key_id);
         }
+        index_remove(&mut self.by_user, e.owner.user_id, idx);
+        index_remove(&mut self.by_workspace, e.owner.workspace_id, idx);
+        Some(e)
+    }
+
+    fn remove_index(&mut self, idx: u64, cap: usize) -> Option<V> {
+        let e = self.take(idx)?;
         self.remember_if_dirty(e.key_id, e.last_used_ms, e.dirty, cap);
         Some(e.value)
     }
@@ -102,6 +144,8 @@ impl<V> Inner<V> {
         let mut out = Vec::with_capacity(self.map.len());
         let map = std::mem::take(&mut self.map);
         self.by_id.clear();
+        self.by_user.clear();
+        self.by_workspace.clear();
         for (_, e) in map {
             self.remember_if_dirty(e.key_id, e.last_used_ms, e.dirty, cap);
             out.push(e.value);
@@ -119,9 +163,13 @@ impl<V> KeyCache<V> {
             inner: Mutex::new(Inner {
                 map: FastMap::default(),
                 by_id: FastMap::default(),
+                by_user: FastMap::default(),
+                by_workspace: FastMap::default(),
                 pending: Vec::new(),
                 generation: None,
             }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -162,13 +210,26 @@ impl<V> KeyCache<V> {
         f: impl FnOnce(&V) -> R,
     ) -> Option<R> {
         let mut inner = self.lock();
-        let e = inner.map.get_mut(&index_of(hash))?;
-        if !ct_eq(&e.hash, hash) {
+        let found = inner
+            .map
+            .get_mut(&index_of(hash))
+            .filter(|e| ct_eq(&e.hash, hash));
+        let Some(e) = found else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
-        }
+        };
+        self.hits.fetch_add(1, Ordering::Relaxed);
         e.last_used_ms = e.last_used_ms.max(now_ms);
         e.dirty = true;
         Some(f(&e.value))
+    }
+
+    /// `(hits, misses)` of the lookups so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     /// [`Self::get_with`] returning a clone.
@@ -193,6 +254,19 @@ impl<V> KeyCache<V> {
         value: V,
         generation: Option<u64>,
     ) -> Vec<V> {
+        self.insert_owned(hash, key_id, Owner::default(), value, generation)
+    }
+
+    /// [`Self::insert`] with the entry's owner, for [`Self::remove_by_user`]
+    /// and [`Self::remove_by_workspace`].
+    pub fn insert_owned(
+        &self,
+        hash: [u8; HASH_LEN],
+        key_id: i64,
+        owner: Owner,
+        value: V,
+        generation: Option<u64>,
+    ) -> Vec<V> {
         let mut inner = self.lock();
         if let Some(g) = generation {
             if inner.generation != Some(g) {
@@ -209,15 +283,12 @@ impl<V> KeyCache<V> {
         }
         let mut last_used_ms = 0;
         let mut dirty = false;
-        if let Some(old) = inner.map.remove(&idx) {
+        if let Some(old) = inner.take(idx) {
             if old.key_id == key_id {
                 // Same key refreshed: keep its unflushed usage.
                 last_used_ms = old.last_used_ms;
                 dirty = old.dirty;
             } else {
-                if inner.by_id.get(&old.key_id) == Some(&idx) {
-                    inner.by_id.remove(&old.key_id);
-                }
                 inner.remember_if_dirty(old.key_id, old.last_used_ms, old.dirty, cap);
             }
             removed.push(old.value);
@@ -230,12 +301,15 @@ impl<V> KeyCache<V> {
             Entry {
                 hash,
                 key_id,
+                owner,
                 value,
                 last_used_ms,
                 dirty,
             },
         );
         inner.by_id.insert(key_id, idx);
+        index_add(&mut inner.by_user, owner.user_id, idx);
+        index_add(&mut inner.by_workspace, owner.workspace_id, idx);
         removed
     }
 
@@ -254,6 +328,30 @@ impl<V> KeyCache<V> {
         let mut inner = self.lock();
         let idx = inner.by_id.get(&key_id).copied()?;
         inner.remove_index(idx, self.capacity)
+    }
+
+    /// Removes every entry of keys of user `user_id`.
+    pub fn remove_by_user(&self, user_id: i64) -> Vec<V> {
+        let mut inner = self.lock();
+        let victims = inner.by_user.get(&user_id).cloned().unwrap_or_default();
+        victims
+            .into_iter()
+            .filter_map(|idx| inner.remove_index(idx, self.capacity))
+            .collect()
+    }
+
+    /// Removes every entry of keys homed in workspace `workspace_id`.
+    pub fn remove_by_workspace(&self, workspace_id: i64) -> Vec<V> {
+        let mut inner = self.lock();
+        let victims = inner
+            .by_workspace
+            .get(&workspace_id)
+            .cloned()
+            .unwrap_or_default();
+        victims
+            .into_iter()
+            .filter_map(|idx| inner.remove_index(idx, self.capacity))
+            .collect()
     }
 
     /// Removes every entry (usage of dirty entries is kept for the next drain).
@@ -386,6 +484,64 @@ mod tests {
         assert!(c.is_empty());
         c.insert(h(1), 1, 10, Some(4));
         assert_eq!(c.len(), 1);
+    }
+
+    fn owner(user_id: i64, workspace_id: i64) -> Owner {
+        Owner {
+            user_id,
+            workspace_id,
+        }
+    }
+
+    #[test]
+    fn targeted_removal_by_user_and_workspace() {
+        let c = KeyCache::new(100);
+        c.insert_owned(h(1), 1, owner(10, 100), 'a', None);
+        c.insert_owned(h(2), 2, owner(10, 200), 'b', None);
+        c.insert_owned(h(3), 3, owner(20, 100), 'c', None);
+        c.insert_owned(h(4), 4, owner(30, 300), 'd', None);
+        let mut gone = c.remove_by_workspace(100);
+        gone.sort_unstable();
+        assert_eq!(gone, vec!['a', 'c']);
+        assert_eq!(c.remove_by_user(10), vec!['b']);
+        assert_eq!(c.remove_by_user(10), vec![]);
+        assert_eq!(c.remove_by_workspace(999), vec![]);
+        assert_eq!(c.get(&h(4), 0), Some('d'), "other tenants stay cached");
+        assert_eq!(c.len(), 1);
+        // Replacing an entry moves it between owners' indexes.
+        c.insert_owned(h(4), 4, owner(31, 301), 'e', None);
+        assert_eq!(c.remove_by_user(30), vec![]);
+        assert_eq!(c.remove_by_workspace(301), vec!['e']);
+        assert!(c.is_empty());
+        // A different key displacing an entry at the same index unindexes it.
+        c.insert_owned(h(5), 5, owner(40, 400), 'f', None);
+        c.insert_owned(h(5), 6, owner(41, 401), 'g', None);
+        assert_eq!(c.remove_by_user(40), vec![]);
+        assert_eq!(c.remove_by_user(41), vec!['g']);
+    }
+
+    #[test]
+    fn hit_and_miss_counters() {
+        let c = KeyCache::new(10);
+        assert_eq!(c.stats(), (0, 0));
+        c.get(&h(1), 0);
+        c.insert(h(1), 1, 1, None);
+        c.get(&h(1), 0);
+        c.get(&h(1), 0);
+        assert_eq!(c.stats(), (2, 1));
+    }
+
+    #[test]
+    fn owner_indexes_stay_bounded_under_eviction() {
+        let c = KeyCache::new(50);
+        for i in 0..5_000u32 {
+            c.insert_owned(h(i), i64::from(i), owner(i64::from(i % 7) + 1, 1), i, None);
+        }
+        assert!(c.len() <= 50);
+        let inner = c.lock();
+        let indexed: usize = inner.by_user.values().map(Vec::len).sum();
+        assert_eq!(indexed, inner.map.len());
+        assert_eq!(inner.by_workspace[&1].len(), inner.map.len());
     }
 
     #[test]

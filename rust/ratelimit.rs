@@ -165,7 +165,7 @@ fn holder_alive(tag: u64) -> bool {
 }
 
 /// Holds a slot spinlock; releases it on drop (unless it was stolen).
-struct SpinGuard<'a> {
+pub(crate) struct SpinGuard<'a> {
     lock: &'a AtomicU64,
     tag: u64,
 }
@@ -178,7 +178,9 @@ impl Drop for SpinGuard<'_> {
     }
 }
 
-fn acquire(lock: &AtomicU64) -> SpinGuard<'_> {
+/// Spins for `lock` (also the invalidation log's writer lock), stealing it from a
+/// dead or stuck holder.
+pub(crate) fn acquire(lock: &AtomicU64) -> SpinGuard<'_> {
     let tag = owner_tag();
     let mut spins: u32 = 0;
     let mut observed = 0u64;

@@ -1,6 +1,7 @@
 //! A small shared-memory region in a file, mmapped by every worker process on
 //! one host (pure Rust, no pyo3). It holds only transient state: a
-//! cross-process cache-invalidation generation and the rate-limit slot table.
+//! cross-process cache-invalidation generation, the invalidation log (see
+//! `invalog`) and the rate-limit slot table.
 //!
 //! File layout (little-endian, native atomics):
 //!
@@ -13,7 +14,10 @@
 //! | 20     | 44   | reserved                                      |
 //! | 64     | 8    | generation (`AtomicU64`, own cache line)      |
 //! | 72     | 56   | reserved                                      |
-//! | 128    | 64*n | rate-limit slots ([`Slot`])                   |
+//! | 128    | 8    | invalidation log head (`AtomicU64`, own line) |
+//! | 192    | 8    | invalidation log writer lock (own line)       |
+//! | 256    | 16*L | invalidation log entries (L = [`LOG_LEN`])    |
+//! | 256+16L| 64*n | rate-limit slots ([`Slot`])                   |
 //!
 //! Creation is race-safe between processes: a missing or incompatible file is
 //! replaced, under an exclusive `flock` on `<path>.lock`, by a fully
@@ -29,13 +33,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use memmap2::MmapMut;
 
 use crate::error::{NativeError, Result};
+use crate::invalog::{InvalidationLog, LogEntry, ENTRY_SIZE};
 
 /// File magic.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"COREAPI\x01");
 /// Bumped whenever the layout below changes.
-pub const LAYOUT_VERSION: u32 = 1;
-/// Header size; slots start here (cache-line aligned).
-pub const HEADER_SIZE: usize = 128;
+pub const LAYOUT_VERSION: u32 = 2;
+/// Header size (cache-line aligned).
+pub const HEADER_SIZE: usize = 256;
+/// Entries in the invalidation log: how far a process may fall behind (in
+/// targets) before it must flush everything.
+pub const LOG_LEN: usize = 4096;
+/// Where the rate-limit slots start (cache-line aligned).
+pub const SLOTS_OFFSET: usize = HEADER_SIZE + LOG_LEN * ENTRY_SIZE;
 /// Size of one [`Slot`].
 pub const SLOT_SIZE: usize = std::mem::size_of::<Slot>();
 /// Largest accepted slot count (2^24 slots = 1 GiB file).
@@ -46,6 +56,8 @@ const OFF_VERSION: usize = 8;
 const OFF_SLOTS: usize = 12;
 const OFF_SLOT_SIZE: usize = 16;
 const OFF_GENERATION: usize = 64;
+const OFF_LOG_HEAD: usize = 128;
+const OFF_LOG_LOCK: usize = 192;
 
 /// One rate-limit slot, 64 bytes (one cache line). Every field is an atomic
 /// so that concurrent access from several processes is well defined; the
@@ -71,6 +83,7 @@ pub struct Slot {
 }
 
 const _: () = assert!(SLOT_SIZE == 64);
+const _: () = assert!(SLOTS_OFFSET.is_multiple_of(64));
 
 /// A mapped region; cheap to share between threads (`Send + Sync`).
 pub struct SharedRegion {
@@ -80,7 +93,7 @@ pub struct SharedRegion {
 }
 
 fn file_len(slots: u32) -> u64 {
-    (HEADER_SIZE + slots as usize * SLOT_SIZE) as u64
+    (SLOTS_OFFSET + slots as usize * SLOT_SIZE) as u64
 }
 
 fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
@@ -241,14 +254,40 @@ impl SharedRegion {
             .wrapping_add(1)
     }
 
+    /// The invalidation log.
+    pub fn log(&self) -> InvalidationLog<'_> {
+        // SAFETY: the entries lie between HEADER_SIZE and SLOTS_OFFSET (the file
+        // length is checked or set on open), 16-byte aligned, and `LogEntry`
+        // consists of atomics only (any bit pattern is valid).
+        let entries = unsafe {
+            std::slice::from_raw_parts(
+                self.mmap.as_ptr().add(HEADER_SIZE) as *const LogEntry,
+                LOG_LEN,
+            )
+        };
+        InvalidationLog::new(
+            self.atomic_u64(OFF_LOG_HEAD),
+            self.atomic_u64(OFF_LOG_LOCK),
+            entries,
+        )
+    }
+
+    /// A full flush everywhere on the host: bumps the generation (for readers
+    /// of it) and logs a flush entry (for readers of the log).
+    pub fn flush_all(&self) -> u64 {
+        let generation = self.bump_generation();
+        self.log().append_flush();
+        generation
+    }
+
     /// The rate-limit slot table.
     pub fn slots(&self) -> &[Slot] {
-        // SAFETY: the file is exactly HEADER_SIZE + slots * SLOT_SIZE bytes
-        // (checked or set on open), HEADER_SIZE keeps 64-byte alignment, and
+        // SAFETY: the file is exactly SLOTS_OFFSET + slots * SLOT_SIZE bytes
+        // (checked or set on open), SLOTS_OFFSET keeps 64-byte alignment, and
         // `Slot` consists of atomics only (any bit pattern is valid).
         unsafe {
             std::slice::from_raw_parts(
-                self.mmap.as_ptr().add(HEADER_SIZE) as *const Slot,
+                self.mmap.as_ptr().add(SLOTS_OFFSET) as *const Slot,
                 self.slots as usize,
             )
         }
@@ -300,7 +339,10 @@ pub(crate) mod tests {
         let p = d.file("sub/state.shm");
         let a = SharedRegion::open_or_create(&p, 64).unwrap();
         assert_eq!(a.generation(), 0);
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), 128 + 64 * 64);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            (SLOTS_OFFSET + 64 * 64) as u64
+        );
         let b = SharedRegion::open_or_create(&p, 64).unwrap();
         assert_eq!(a.bump_generation(), 1);
         assert_eq!(b.generation(), 1);
@@ -311,6 +353,27 @@ pub(crate) mod tests {
         assert_eq!(a.path(), p.as_path());
         a.slots()[3].key.store(7, Ordering::Relaxed);
         assert_eq!(b.slots()[3].key.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn log_is_shared_between_mappings_and_separate_from_slots() {
+        let d = TempDir::new("shm-log");
+        let p = d.file("state.shm");
+        let a = SharedRegion::open_or_create(&p, 8).unwrap();
+        let b = SharedRegion::open_or_create(&p, 8).unwrap();
+        use crate::invalog::Kind;
+        assert_eq!(a.log().append(&[(Kind::Workspace, 42)]), 1);
+        assert_eq!(b.log().read(0, 1), Some(vec![(Kind::Workspace, 42)]));
+        assert_eq!(b.flush_all(), 1);
+        assert_eq!(a.generation(), 1);
+        assert_eq!(a.log().head(), 2);
+        assert_eq!(a.log().read(0, 2), None, "a flush entry asks for a full flush");
+        // Filling the whole ring leaves the slots untouched.
+        for i in 0..(LOG_LEN as i64 + 10) {
+            a.log().append(&[(Kind::Key, i)]);
+        }
+        assert!(b.slots().iter().all(|s| s.key.load(Ordering::Relaxed) == 0));
+        assert_eq!(b.log().read(2, b.log().head()), None, "fell behind");
     }
 
     #[test]
@@ -327,7 +390,7 @@ pub(crate) mod tests {
         assert_eq!(old.bump_generation(), 2);
         assert_eq!(new.generation(), 0);
         // Garbage file of the right size: replaced too.
-        std::fs::write(&p, vec![0xAB; 128 + 32 * 64]).unwrap();
+        std::fs::write(&p, vec![0xAB; SLOTS_OFFSET + 32 * 64]).unwrap();
         let fresh = SharedRegion::open_or_create(&p, 32).unwrap();
         assert_eq!(fresh.generation(), 0);
         // No temporary files are left behind.

@@ -6,7 +6,7 @@ failures raise ``OSError``.
 """
 
 from os import PathLike
-from typing import Self, final
+from typing import ClassVar, Self, final
 
 __all__ = [
     "KeyCache",
@@ -46,7 +46,8 @@ class RateTier:
 class SharedState:
     """Host-wide shared memory (an mmapped file) used by every worker process.
 
-    Holds the cache-invalidation generation and the token buckets. The file at
+    Holds the cache-invalidation generation, the invalidation log and the token
+    buckets. The file at
     ``path`` (parent directories are created) is created, or replaced if
     incompatible, race-safely; it holds only transient state. ``rate_slots``
     buckets, 1..2**24 (else ValueError).
@@ -58,6 +59,30 @@ class SharedState:
 
     def bump_generation(self) -> int:
         """Increment the generation (invalidates every KeyCache on the host); return it."""
+
+    log_len: ClassVar[int]
+    """Entries the invalidation log keeps: a reader further behind must flush everything."""
+
+    def log_head(self) -> int:
+        """Entries ever appended to the invalidation log (one atomic load)."""
+
+    def log_append(self, targets: list[tuple[str, int]]) -> int:
+        """Append ``(kind, id)`` targets (kind ``key``, ``workspace`` or ``user``, else
+        ValueError), all visible at once; return the new head."""
+
+    def log_flush(self) -> int:
+        """Ask every process on the host for a full flush (also bumps the generation);
+        return the new generation."""
+
+    def log_read(self, start: int, end: int) -> list[tuple[str, int]] | None:
+        """The targets appended in ``[start, end)``, or None when the caller must flush
+        everything: the range fell out of the ring, was overwritten meanwhile, lies beyond
+        the head (a new file), or holds a full flush."""
+
+    def log_touches(self, since: int, targets: list[tuple[str, int]]) -> bool:
+        """Whether anything appended since head ``since`` may touch one of ``targets``
+        (names one, is a flush, or can no longer be read). A value read from the database
+        after the head was ``since`` may be cached only when this is False."""
 
     def rate_take(
         self, bucket_key: bytes, tier: RateTier, now_ns: int, cost: float = 1.0, /
@@ -89,14 +114,39 @@ class KeyCache:
         """
 
     def insert(
-        self, key_hash: bytes, key_id: int, value: object, generation: int | None = None
+        self,
+        key_hash: bytes,
+        key_id: int,
+        value: object,
+        generation: int | None = None,
+        *,
+        user_id: int = 0,
+        workspace_id: int = 0,
     ) -> None:
         """Cache ``value`` under a 32-byte hash from ``lookup``.
 
         A key id maps to one hash (a new hash replaces the old entry). With
         ``generation`` (the one passed to the ``lookup`` that missed), the insert
-        is skipped if the cache has since seen another generation.
+        is skipped if the cache has since seen another generation. ``user_id`` and
+        ``workspace_id`` (the key's user and home workspace; 0 = none) let
+        :meth:`evict_user` and :meth:`evict_workspace` find the entry.
         """
+
+    def evict_key(self, key_id: int) -> bool:
+        """Drop the entry of key ``key_id``; whether there was one."""
+
+    def evict_workspace(self, workspace_id: int) -> int:
+        """Drop the entries of keys homed in ``workspace_id``; return how many."""
+
+    def evict_user(self, user_id: int) -> int:
+        """Drop the entries of keys of ``user_id``; return how many."""
+
+    def clear(self) -> int:
+        """Drop every entry (unflushed usage is kept for the next drain); return how many."""
+
+    def __len__(self) -> int: ...
+    def stats(self) -> tuple[int, int]:
+        """``(hits, misses)`` of lookups of well-formed keys so far."""
 
     def note_use(self, key_id: int, at_ms: int) -> None:
         """Record a use resolved from the database (a cache miss) for the next drain."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +76,7 @@ class Runtime:
         limiter: Limiter = local
         if redis is not None:
             limiter = RedisLimiter(redis, settings.redis_prefix, local, clock)
-        return cls(
+        runtime = cls(
             settings=settings,
             db=db,
             plans=plans,
@@ -83,13 +84,15 @@ class Runtime:
             shared=shared,
             redis=redis,
             invalidator=invalidator,
-            auth=Authenticator(db, shared, cache, plans, clock),
+            auth=Authenticator(db, shared, cache, plans, clock, invalidator),
             limiter=limiter,
             local_limiter=local,
             idempotency=idempotency,
             workspaces=WorkspaceService(db, plans, clock, invalidator),
             keys=ApiKeyService(db, plans, clock, settings.secret_key, invalidator),
         )
+        runtime.auth.usage_listeners.append(runtime.keys.forget_usage)
+        return runtime
 
     async def start(self, *, run_migrations: bool = False) -> None:
         await self.db.open()
@@ -107,6 +110,16 @@ class Runtime:
         self.shared = _native.SharedState(self.shm_path)
         for user in (self.invalidator, self.auth, self.local_limiter):
             user.shared = self.shared
+
+    def cache_stats(self) -> dict[str, Any]:
+        """This process's cache hit/miss counters (logged at shutdown for benchmarks)."""
+        hits, misses = self.auth.cache.stats()
+        return {
+            "key_cache": {"hits": hits, "misses": misses, "size": len(self.auth.cache)},
+            "workspace_access": self.workspaces.cache_stats(),
+            "api_key_get": self.keys.cache_stats(),
+            "invalidation": self.invalidator.stats(),
+        }
 
     @classmethod
     async def open(
@@ -135,6 +148,7 @@ class Runtime:
             self.tasks.append(asyncio.create_task(self.invalidator.listen()))
 
     async def close(self) -> None:
+        log.info("cache stats %s", json.dumps(self.cache_stats(), separators=(",", ":")))
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:

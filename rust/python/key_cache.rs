@@ -4,7 +4,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::NativeError;
-use crate::keycache::{KeyCache, HASH_LEN};
+use crate::keycache::{KeyCache, Owner, HASH_LEN};
 use crate::keys::{self, KeyHasher};
 
 /// Bounded cache: HMAC(pepper, key) -> resolved key object.
@@ -47,13 +47,15 @@ impl PyKeyCache {
         (PyBytes::new(py, &hash), value)
     }
 
-    #[pyo3(signature = (key_hash, key_id, value, generation = None))]
+    #[pyo3(signature = (key_hash, key_id, value, generation = None, *, user_id = 0, workspace_id = 0))]
     fn insert(
         &self,
         key_hash: &[u8],
         key_id: i64,
         value: Py<PyAny>,
         generation: Option<u64>,
+        user_id: i64,
+        workspace_id: i64,
     ) -> Result<(), NativeError> {
         let hash: [u8; HASH_LEN] = key_hash.try_into().map_err(|_| {
             NativeError::invalid(format!(
@@ -61,8 +63,42 @@ impl PyKeyCache {
                 key_hash.len()
             ))
         })?;
-        drop(self.cache.insert(hash, key_id, value, generation));
+        let owner = Owner {
+            user_id,
+            workspace_id,
+        };
+        drop(self.cache.insert_owned(hash, key_id, owner, value, generation));
         Ok(())
+    }
+
+    /// Drop the entry of key `key_id`; whether there was one.
+    fn evict_key(&self, key_id: i64) -> bool {
+        self.cache.remove_by_id(key_id).is_some()
+    }
+
+    /// Drop the entries of keys homed in workspace `workspace_id`; how many.
+    fn evict_workspace(&self, workspace_id: i64) -> usize {
+        self.cache.remove_by_workspace(workspace_id).len()
+    }
+
+    /// Drop the entries of keys of user `user_id`; how many.
+    fn evict_user(&self, user_id: i64) -> usize {
+        self.cache.remove_by_user(user_id).len()
+    }
+
+    /// Drop every entry (their unflushed usage is kept); how many.
+    fn clear(&self) -> usize {
+        self.cache.clear().len()
+    }
+
+    /// Entries cached now.
+    fn __len__(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// `(hits, misses)` of lookups of well-formed keys so far.
+    fn stats(&self) -> (u64, u64) {
+        self.cache.stats()
     }
 
     /// Record a use resolved from the database (a cache miss) for the next drain.

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use super::non_negative;
 use crate::error::NativeError;
+use crate::invalog::Kind;
 use crate::ratelimit::Rate;
 use crate::shm::{self, SharedRegion};
 
@@ -58,6 +59,37 @@ impl SharedState {
         self.region.bump_generation()
     }
 
+    /// Entries ever appended to the invalidation log.
+    fn log_head(&self) -> u64 {
+        self.region.log().head()
+    }
+
+    /// Append `(kind, id)` targets; returns the new head.
+    fn log_append(&self, targets: Vec<(String, i64)>) -> Result<u64, NativeError> {
+        Ok(self.region.log().append(&parse_targets(&targets)?))
+    }
+
+    /// Full flush everywhere on the host (bumps the generation too); returns the generation.
+    fn log_flush(&self) -> u64 {
+        self.region.flush_all()
+    }
+
+    /// The targets in `[start, end)`, or None when the caller must flush everything.
+    fn log_read(&self, start: u64, end: u64) -> Option<Vec<(&'static str, i64)>> {
+        let entries = self.region.log().read(start, end)?;
+        Some(entries.into_iter().map(|(k, id)| (k.name(), id)).collect())
+    }
+
+    /// Whether anything logged since head `since` may touch one of `targets`.
+    fn log_touches(&self, since: u64, targets: Vec<(String, i64)>) -> Result<bool, NativeError> {
+        Ok(self.region.log().touches(since, &parse_targets(&targets)?))
+    }
+
+    #[classattr]
+    fn log_len() -> usize {
+        shm::LOG_LEN
+    }
+
     /// Take `cost` tokens from the bucket of `bucket_key` if available.
     ///
     /// Returns (allowed, remaining whole tokens, retry_after_s, reset_after_s).
@@ -82,6 +114,19 @@ impl SharedState {
             d.reset_after_s,
         ))
     }
+}
+
+fn parse_targets(targets: &[(String, i64)]) -> Result<Vec<(Kind, i64)>, NativeError> {
+    targets
+        .iter()
+        .map(|(kind, id)| {
+            Kind::parse(kind).map(|k| (k, *id)).ok_or_else(|| {
+                NativeError::invalid(format!(
+                    "target kind must be key, workspace or user, got {kind:?}"
+                ))
+            })
+        })
+        .collect()
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

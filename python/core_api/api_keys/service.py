@@ -20,9 +20,14 @@ from ..web.listing import ListQuery
 from ..workspaces import repo as workspaces_repo
 from ..workspaces.repo import Workspace
 from . import repo
+from .jobs import LAST_USED_FLUSH_SECONDS
 from .repo import ApiKeyRecord
 
 DEFAULT_SCOPES = ["read", "write"]
+_MAX_CACHED = 50_000
+# A cached record shows last_used_at as flushed when it was read: refresh it about as
+# often as the usage flush runs, so the figure lags by at most two flush intervals.
+RECORD_TTL_MS = int(LAST_USED_FLUSH_SECONDS * 1000)
 MANAGER_ROLES = frozenset({"owner", "admin"})
 MAX_GRACE_HOURS = 24 * 30
 
@@ -68,6 +73,35 @@ class ApiKeyService:
     ) -> None:
         self.db, self.plans, self.clock, self.pepper = db, plans, clock, pepper
         self.invalidator = invalidator
+        # key id -> (workspace id, record, read at ms), for GET /api-keys/{id}; evicted by
+        # "key" and "workspace" targets (the record shows the workspace's tier).
+        self._records: dict[int, tuple[int, ApiKeyRecord, int]] = {}
+        self._records_in: dict[int, set[int]] = {}
+        self.hits = self.misses = 0
+        invalidator.subscribe("key", self._evict_key)
+        invalidator.subscribe("workspace", self._evict_workspace)
+        invalidator.subscribe_flush(self._clear)
+
+    def _evict_key(self, key_id: int) -> None:
+        entry = self._records.pop(key_id, None)
+        if entry is not None:
+            self._records_in.get(entry[0], set()).discard(key_id)
+
+    def _evict_workspace(self, workspace_id: int) -> None:
+        for key_id in self._records_in.pop(workspace_id, ()):
+            self._records.pop(key_id, None)
+
+    def _clear(self) -> None:
+        self._records.clear()
+        self._records_in.clear()
+
+    def forget_usage(self, key_ids: list[int]) -> None:
+        """This process just wrote these keys' last_used_at: show it on the next GET."""
+        for key_id in key_ids:
+            self._evict_key(key_id)
+
+    def cache_stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "size": len(self._records)}
 
     def validate_scopes(self, requested: list[str], principal: Principal) -> None:
         invalid = [s for s in requested if not scopes.is_valid(s)]
@@ -153,7 +187,7 @@ class ApiKeyService:
                 "expires_at", "The expires_at must be a date in the future."
             )
         async with self.db.transaction() as tx:
-            return await self.create(
+            created = await self.create(
                 tx,
                 user_id=principal.user_id,
                 workspace_id=workspace.id,
@@ -162,11 +196,26 @@ class ApiKeyService:
                 tier=tier,
                 expires_at=expires_at,
             )
+        await self.invalidator.changed(("workspace", workspace.id))  # its key list grew
+        return created
 
     async def get(self, workspace_id: int, key_id: int) -> ApiKeyRecord:
+        now = self.clock.now_ms()
+        cached = self._records.get(key_id)
+        if cached is not None and cached[0] == workspace_id and now - cached[2] < RECORD_TTL_MS:
+            self.hits += 1
+            return cached[1]
+        self.misses += 1
+        mark = self.invalidator.mark()
         found = await repo.get(self.db, workspace_id, key_id)
         if found is None:
             raise NotFound()
+        if self.invalidator.untouched(mark, ("key", key_id), ("workspace", workspace_id)):
+            if len(self._records) >= _MAX_CACHED:
+                self._clear()
+            self._evict_key(key_id)
+            self._records[key_id] = (workspace_id, found, now)
+            self._records_in.setdefault(workspace_id, set()).add(key_id)
         return found
 
     async def list_page(
@@ -238,7 +287,7 @@ class ApiKeyService:
             if not await repo.mark_rotated(tx, key_id, new.id, grace_ends, now):
                 # A concurrent rotation or revocation won: the successor is rolled back.
                 raise ValidationFailed.field("id", "This key has already been rotated.")
-        await self.invalidator.changed()
+        await self.invalidator.changed(("key", key_id), ("workspace", workspace.id))
         return new, key, grace_ends
 
     async def revoke(self, principal: Principal, workspace: Workspace, key_id: int) -> None:
@@ -246,7 +295,7 @@ class ApiKeyService:
         self._check_may_revoke(principal, workspace, target)
         async with self.db.transaction() as tx:
             await repo.revoke(tx, key_id, self.clock.now_ms())
-        await self.invalidator.changed()
+        await self.invalidator.changed(("key", key_id), ("workspace", workspace.id))
 
     async def includes(
         self, keys: list[ApiKeyRecord], names: list[str], workspace: Workspace

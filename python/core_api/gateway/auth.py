@@ -1,13 +1,16 @@
 """Authentication: bearer key -> :class:`Principal`, served from the Rust key cache.
 
 A cache miss costs one indexed query by key hash. Cross-process freshness comes from the
-shared-memory generation counter: every change that could make a cached entry stale
-(revoke, rotate, workspace tier or membership change) bumps it after commit, and every
-process compares it on each request (one atomic load) and drops its caches when it moved.
+host's invalidation log (invalidation.py): a change to a key (revoke, rotate) or to its
+home workspace (tier, membership, deletion) evicts exactly the entries of that key or
+workspace in every process, on its next request. A principal holds nothing about its user
+beyond the id, so "user" targets leave it cached. A full flush clears the cache through the
+generation passed to ``lookup`` (the invalidator's epoch).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import _native
@@ -16,6 +19,7 @@ from ..clock import Clock
 from ..plans import Plans
 from ..storage import Database
 from . import scopes
+from .invalidation import Invalidator
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +67,14 @@ class Authenticator:
         cache: _native.KeyCache,
         plans: Plans,
         clock: Clock,
+        invalidator: Invalidator,
     ) -> None:
         self.db, self.shared, self.cache, self.plans, self.clock = db, shared, cache, plans, clock
+        self.invalidator = invalidator
+        # Told the key ids whose last_used_at this process just wrote (caches of key records).
+        self.usage_listeners: list[Callable[[list[int]], object]] = []
+        invalidator.subscribe("key", cache.evict_key)
+        invalidator.subscribe("workspace", cache.evict_workspace)
 
     def cached(self, token: str, generation: int) -> Principal | CacheMiss | None:
         """The answer from the key cache alone: a usable principal, None (refused), or
@@ -89,6 +99,7 @@ class Authenticator:
         return principal
 
     async def _load(self, key_hash: bytes, generation: int) -> Principal | None:
+        mark = self.invalidator.mark()
         key = await keys_repo.get_live_by_hash(self.db, key_hash.hex())
         if key is None or not _native.constant_time_eq(bytes.fromhex(key.key_hash), key_hash):
             return None
@@ -105,10 +116,17 @@ class Authenticator:
             grace_ends_at=key.grace_period_ends_at,
             bucket=b"key:%d" % (key.rate_bucket_id or key.id),
         )
-        # Only cache what was read under the current generation: a change that committed
-        # and bumped while we were reading must not be papered over by a stale insert.
-        if self.shared.generation() == generation:
-            self.cache.insert(key_hash, principal.key_id, principal, generation)
+        # Only cache what no change has touched since the read began: a change that
+        # committed while we were reading must not be papered over by a stale insert.
+        if self.invalidator.untouched(mark, ("key", key.id), ("workspace", key.workspace_id)):
+            self.cache.insert(
+                key_hash,
+                principal.key_id,
+                principal,
+                generation,
+                user_id=key.user_id,
+                workspace_id=key.workspace_id,
+            )
         return principal
 
     async def flush_last_used(self) -> int:
@@ -116,4 +134,6 @@ class Authenticator:
         if uses:
             async with self.db.transaction() as tx:
                 await keys_repo.record_last_used(tx, uses)
+            for listener in self.usage_listeners:
+                listener([key_id for key_id, _ in uses])
         return len(uses)

@@ -92,8 +92,8 @@ class GatewayMiddleware:
         if getattr(resource, "public", False):
             await self._limit_ip(req, getattr(resource, "ip_limit", None))
             return
-        generation = self.auth.shared.generation()
-        self.workspaces.sync(generation)
+        self.auth.invalidator.sync()  # evicts what other requests/processes/nodes changed
+        generation = self.auth.invalidator.epoch
         token = bearer_token(req.get_header("Authorization"))
         principal: Principal | None = None
         if token:

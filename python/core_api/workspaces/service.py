@@ -52,31 +52,60 @@ class WorkspaceService:
     def __init__(self, db: Database, plans: Plans, clock: Clock, invalidator: Invalidator) -> None:
         self.db, self.plans, self.clock, self.invalidator = db, plans, clock, invalidator
         # (user_id, workspace_id) -> the workspace with the user's role, or None for "not a
-        # member". Dropped whenever the shared generation moves (see auth.py).
+        # member"; indexed by user and by workspace so that a change evicts only its entries.
         self._access: dict[tuple[int, int], Workspace | None] = {}
-        self._generation = -1
+        self._by_user: dict[int, set[int]] = {}
+        self._by_workspace: dict[int, set[int]] = {}
+        self.hits = self.misses = 0
+        invalidator.subscribe("user", self._evict_user)
+        invalidator.subscribe("workspace", self._evict_workspace)
+        invalidator.subscribe_flush(self._clear)
 
-    def sync(self, generation: int) -> None:
-        if generation != self._generation or len(self._access) > _MAX_CACHED:
-            self._access.clear()
-            self._generation = generation
+    def _evict_user(self, user_id: int) -> None:
+        for workspace_id in self._by_user.pop(user_id, ()):
+            self._access.pop((user_id, workspace_id), None)
+            self._by_workspace.get(workspace_id, set()).discard(user_id)
+
+    def _evict_workspace(self, workspace_id: int) -> None:
+        for user_id in self._by_workspace.pop(workspace_id, ()):
+            self._access.pop((user_id, workspace_id), None)
+            self._by_user.get(user_id, set()).discard(workspace_id)
+
+    def _clear(self) -> None:
+        self._access.clear()
+        self._by_user.clear()
+        self._by_workspace.clear()
+
+    def _remember(self, user_id: int, workspace_id: int, found: Workspace | None) -> None:
+        if len(self._access) >= _MAX_CACHED:
+            self._clear()
+        self._access[(user_id, workspace_id)] = found
+        self._by_user.setdefault(user_id, set()).add(workspace_id)
+        self._by_workspace.setdefault(workspace_id, set()).add(user_id)
+
+    def cache_stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "size": len(self._access)}
 
     async def find(self, user_id: int, workspace_id: int) -> Workspace | None:
         """The workspace with the user's role, or None unless the user is a member."""
         cache_key = (user_id, workspace_id)
         if cache_key in self._access:
+            self.hits += 1
             return self._access[cache_key]
-        generation = self.invalidator.shared.generation()
+        self.misses += 1
+        mark = self.invalidator.mark()
         found = await repo.get_for_user(self.db, user_id, workspace_id)
-        if generation == self._generation:
-            self._access[cache_key] = found
+        if self.invalidator.untouched(mark, ("user", user_id), ("workspace", workspace_id)):
+            self._remember(user_id, workspace_id, found)
         return found
 
     async def get(self, user_id: int, workspace_id: int) -> Workspace:
         cached = self._access.get((user_id, workspace_id), _MISSING)  # hot path: no await
-        found: Workspace | None = (
-            await self.find(user_id, workspace_id) if cached is _MISSING else cached
-        )
+        if cached is _MISSING:
+            found: Workspace | None = await self.find(user_id, workspace_id)
+        else:
+            self.hits += 1
+            found = cached
         if found is None:
             raise NotFound()
         return found
@@ -104,8 +133,9 @@ class WorkspaceService:
                         owner_id=user_id,
                         now=now,
                     )
-                # Access caches may remember "not a member" for this (user, new id) pair.
-                await self.invalidator.changed()
+                # Access caches may remember "not a member" for this (user, new id) pair;
+                # the owner's list of workspaces grew.
+                await self.invalidator.changed(("user", user_id), ("workspace", created.id))
                 return created
             except IntegrityError:
                 if slug is not None:
@@ -180,7 +210,7 @@ class WorkspaceService:
         if changes:
             async with self.db.transaction() as tx:
                 await repo.update(tx, workspace_id, changes, self.clock.now_ms())
-            await self.invalidator.changed()
+            await self.invalidator.changed(("workspace", workspace_id))
         updated = await repo.get_for_user(self.db, user_id, workspace_id)
         assert updated is not None
         return updated
@@ -190,8 +220,11 @@ class WorkspaceService:
         if current.role != "owner":
             raise AccessDenied(message="Insufficient permissions. Requires workspace role: owner")
         async with self.db.transaction() as tx:
+            members = (await repo.members_of(tx, [workspace_id])).get(workspace_id, [])
             await repo.delete(tx, workspace_id)
-        await self.invalidator.changed()
+        await self.invalidator.changed(
+            ("workspace", workspace_id), *(("user", m.user_id) for m in members)
+        )
 
     async def includes(
         self, workspaces: list[Workspace], names: list[str]
