@@ -123,10 +123,21 @@ class Invalidator:
             self.shared.log_flush()
         self.sync()  # this process's own caches at once
         if self.redis is not None:
+            await self._publish(f"{self.node}|{encode(targets)}")
+
+    async def _publish(self, message: str) -> None:
+        from redis.exceptions import ConnectionError as Disconnected
+
+        for attempt in (1, 2):
             try:
-                await self.redis.publish(self.channel, f"{self.node}|{encode(targets)}")
+                await self.redis.publish(self.channel, message)
+                return
+            except Disconnected as exc:  # a pooled connection a restarted server dropped:
+                if attempt == 2:  # retry once on a fresh one (never after a timeout)
+                    log.warning("could not publish cache invalidation: %s", exc)
             except Exception as exc:  # Redis down: this host is still exact; log, never fail
                 log.warning("could not publish cache invalidation: %s", exc)
+                return
 
     def received(self, message: str) -> None:
         """Apply a message from the channel to this host's log (not our own)."""
