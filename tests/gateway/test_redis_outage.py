@@ -56,8 +56,9 @@ class PrivateRedis:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                if sync_redis.Redis(port=self.port).ping():
-                    return
+                with sync_redis.Redis(port=self.port) as client:
+                    if client.ping():
+                        return
             except sync_redis.ConnectionError:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
@@ -69,7 +70,8 @@ class PrivateRedis:
             self.proc = None
 
     def keys(self, pattern: str) -> list[bytes]:
-        return list(sync_redis.Redis(port=self.port).scan_iter(match=pattern))
+        with sync_redis.Redis(port=self.port) as client:
+            return list(client.scan_iter(match=pattern))
 
 
 @pytest.fixture

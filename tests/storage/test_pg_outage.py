@@ -97,10 +97,22 @@ class CuttableProxy:
         return int(self._call(doom()))
 
     def stop(self) -> None:
+        """Close every connection, the listener, the tasks still piping and then the loop
+        itself (an unclosed loop leaks its self-pipe socket pair)."""
         with contextlib.suppress(Exception):
             self.cut()
+
+        async def finish() -> None:
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            self._call(finish())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -439,8 +439,13 @@ class Harness:
         self.home_id = int(boot["workspace"]["id"])
 
     async def close(self) -> None:
-        await self.conductor.__aexit__(None, None, None)
-        await self.runtime.close()
+        """Also after a failed ``open()``: whatever it opened is closed."""
+        try:
+            if hasattr(self, "conductor"):
+                await self.conductor.__aexit__(None, None, None)
+        finally:
+            if hasattr(self, "runtime"):
+                await self.runtime.close()
 
     def protect(self, call: Call, route: Route) -> Call:
         """Never delete or rotate the fuzzer's own key, nor delete its home workspace
@@ -524,8 +529,8 @@ def endpoints(routes: list[Route]) -> list[tuple[Route | None, tuple[str, ...], 
 def test_fuzz_every_route(database_url: str, tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
     harness = Harness(database_url, tmp_path)
-    loop.run_until_complete(harness.open())
     try:
+        loop.run_until_complete(harness.open())
         routes = routes_of(harness.app)
         assert {r.template for r in routes} >= {
             "/api/v1/workspaces",
@@ -545,5 +550,7 @@ def test_fuzz_every_route(database_url: str, tmp_path: Path) -> None:
         assert sum(n for (_, m, s), n in made.items() if m == "GET" and s == 200) > 50, made
         assert sum(n for (_, _, s), n in made.items() if s == 422) > 100, made
     finally:
-        loop.run_until_complete(harness.close())
-        loop.close()
+        try:
+            loop.run_until_complete(harness.close())
+        finally:
+            loop.close()
