@@ -312,7 +312,54 @@ def redis_store(workdir: Path, redis_url: str | None = None) -> Store:
     return store
 
 
+def postgres_redis_store(workdir: Path) -> Store:
+    """PostgreSQL store with ``CORE_API_REDIS_URL`` set: the multi-node configuration."""
+    import redis
+
+    url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    store = postgres_store(workdir)
+    store.label = "postgres+redis"
+    prefix = f"core-api-bench-{secrets.token_hex(4)}:"
+    store.env["CORE_API_REDIS_URL"] = url
+    store.env["CORE_API_REDIS_PREFIX"] = prefix
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    client.ping()
+
+    def purge() -> None:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+        client.close()
+
+    store.cleanups.append(purge)
+    return store
+
+
+STORES = {
+    "sqlite": sqlite_store,
+    "postgres": postgres_store,
+    "redis": redis_store,
+    "postgres+redis": postgres_redis_store,
+}
+
+
 # --------------------------------------------------------------------------- service
+
+
+def populate(env: dict[str, str], *args: str, timeout: float = 600) -> Any:
+    """``python -m benchmarks.populate ARGS`` with the store's environment; its JSON."""
+    out = subprocess.run(
+        [PYTHON, "-m", "benchmarks.populate", *args],
+        env={**env, "CORE_API_PG_STATEMENT_TIMEOUT": "0"},  # bulk inserts run long
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"populate {' '.join(args)} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
 
 
 @dataclass

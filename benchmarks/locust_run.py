@@ -42,6 +42,7 @@ SCENARIOS: dict[str, tuple[list[str], int, float]] = {
     "pixel": (["PixelUser"], 10, 0.0),  # bursts of 20, unauthenticated
     "saturation": (["SaturationUser"], 4, 0.0),  # free tier, unpaced, until 429s
     "mixed": (["ReadUser", "WriteUser", "PixelUser"], 27, 10.0),
+    "mix": (["MixUser"], 200, 7.5),  # issue 8's mix (benchmarks/mix.py seeds and runs it)
 }
 DEFAULT_SCENARIOS = ("reads", "writes", "pixel", "saturation")
 
@@ -90,9 +91,13 @@ def run_scenario(
     out_dir: Path,
     seconds: float,
     users_override: int | None,
+    rate_override: float | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     classes, users, rate = SCENARIOS[name]
     users = users_override or users
+    rate = rate_override or rate
+    name = label or name
     prefix = out_dir / name
     status_file = out_dir / f"{name}_status.json"
     run_env = dict(env)
@@ -138,6 +143,7 @@ def run_scenario(
         "failures": read_failures(Path(f"{prefix}_failures.csv")),
         "status_codes": status.get("status", {}),
         "extra": status.get("extra", {}),
+        "timeline": status.get("timeline", {}),
     }
 
 

@@ -25,10 +25,15 @@ and sometimes replay one; they still pass if the server ignores the header.
 
 from __future__ import annotations
 
+import array
 import collections
+import contextlib
+import itertools
 import json
+import math
 import os
 import random
+import time
 import uuid
 from typing import Any
 
@@ -57,10 +62,53 @@ STATUS: collections.defaultdict[str, collections.Counter[str]] = collections.def
 EXTRA: collections.Counter[str] = collections.Counter()
 
 
+# Every request's end time and latency (ms), for p99 per time window (drift): a float pair
+# is 16 bytes, so 5 minutes at 1,500 req/s is about 7 MB.
+TIMES = array.array("d")
+LATENCIES = array.array("d")
+
+
 @events.request.add_listener
-def _count_status(name: str, response: Any = None, exception: Any = None, **_: Any) -> None:
+def _count_status(
+    name: str, response_time: float = 0.0, response: Any = None, exception: Any = None, **_: Any
+) -> None:
     code = getattr(response, "status_code", None)
     STATUS[name][str(code) if code else type(exception).__name__ if exception else "none"] += 1
+    TIMES.append(time.monotonic())
+    LATENCIES.append(response_time)
+
+
+def _p99(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)], 2)
+
+
+def timeline(window_s: float = 60.0, step_s: float = 10.0) -> dict[str, Any]:
+    """p99 over the first and the last ``window_s`` of the run (shortened to a third of the
+    run when it is shorter than three windows), plus p99 per ``step_s`` bucket."""
+    if not TIMES:
+        return {}
+    start, end = TIMES[0], TIMES[-1]
+    span = max(end - start, 1e-6)
+    window = min(window_s, span / 3)
+    first = [lat for t, lat in zip(TIMES, LATENCIES, strict=True) if t < start + window]
+    last = [lat for t, lat in zip(TIMES, LATENCIES, strict=True) if t >= end - window]
+    buckets: dict[int, list[float]] = collections.defaultdict(list)
+    for t, lat in zip(TIMES, LATENCIES, strict=True):
+        buckets[int((t - start) // step_s)].append(lat)
+    return {
+        "requests": len(TIMES),
+        "span_s": round(span, 1),
+        "rps": round(len(TIMES) / span, 1),
+        "window_s": round(window, 1),
+        "p99_first_ms": _p99(first),
+        "p99_last_ms": _p99(last),
+        "p99_all_ms": _p99(list(LATENCIES)),
+        "p99_per_bucket_ms": [_p99(buckets[i]) for i in sorted(buckets)],
+        "bucket_s": step_s,
+    }
 
 
 def _entry(entry: Any) -> dict[str, Any]:
@@ -90,6 +138,7 @@ def _write_status(environment: Any, **_: Any) -> None:
         "extra": dict(EXTRA),
         "endpoints": [_entry(e) for e in stats.entries.values()],
         "aggregate": _entry(stats.total),
+        "timeline": timeline(),
     }
     with open(path, "w") as f:
         json.dump(data, f, indent=2)
@@ -235,3 +284,95 @@ class SaturationUser(FastHttpUser):
                     resp.failure("200 without X-RateLimit-* headers")
             else:
                 resp.failure(f"status {resp.status_code}")
+
+
+# --------------------------------------------------------------------------- issue 8 mix
+
+# Credentials of the seeded users (JSON list of {"key", "workspace_id", ...}); each locust
+# user takes the next one, so writes spread over as many users as there are locust users.
+USERS: list[dict[str, Any]] = []
+if os.environ.get("BENCH_USERS_FILE"):
+    with open(os.environ["BENCH_USERS_FILE"]) as _f:
+        USERS = json.load(_f)
+_NEXT_USER = itertools.count()
+# Large-tenant scenario: the range of workspace ids the single user is a member of.
+TENANT_IDS = [int(x) for x in os.environ.get("BENCH_TENANT_IDS", "").split("-") if x]
+MIX_LIST_WS = "GET /api/v1/workspaces"
+
+
+class MixUser(FastHttpUser):
+    """Issue 8's mix, one seeded user per locust user: 40 % GET /workspaces/{id} (the home
+    workspace or one it created), 20 % list workspaces, 20 % list API keys, 15 % POST
+    /workspaces with an Idempotency-Key (10 % of them replays of one of its last 20), 5 %
+    GET /pixel/config. The pace comes from ``BENCH_USER_RPS`` (constant throughput)."""
+
+    wait_time = constant_throughput(USER_RPS)
+
+    def on_start(self) -> None:
+        me = USERS[next(_NEXT_USER) % len(USERS)] if USERS else {}
+        self.headers = _auth(me.get("key", KEY))
+        self.ids = [int(me.get("workspace_id", WORKSPACE_ID))]
+        self.recent: list[tuple[str, str]] = []
+
+    def _check(self, resp: Any, ok: tuple[int, ...] = (200,)) -> None:
+        if resp.status_code in ok:
+            resp.success()
+        else:
+            resp.failure(f"status {resp.status_code}")
+
+    @task(40)
+    def workspace(self) -> None:
+        if TENANT_IDS:
+            wid = random.randint(TENANT_IDS[0], TENANT_IDS[-1])
+        else:
+            wid = random.choice(self.ids)
+        with self.client.get(
+            f"/api/v1/workspaces/{wid}", headers=self.headers, name=WORKSPACE, catch_response=True
+        ) as resp:
+            self._check(resp)
+
+    @task(20)
+    def list_workspaces(self) -> None:
+        with self.client.get(
+            "/api/v1/workspaces?per_page=25", headers=self.headers, name=MIX_LIST_WS,
+            catch_response=True,
+        ) as resp:  # fmt: skip
+            self._check(resp)
+
+    @task(20)
+    def list_keys(self) -> None:
+        with self.client.get(
+            "/api/v1/api-keys?per_page=25", headers=self.headers, name=API_KEYS,
+            catch_response=True,
+        ) as resp:  # fmt: skip
+            self._check(resp)
+
+    @task(15)
+    def create(self) -> None:
+        if self.recent and random.random() < REPLAY_RATE:
+            key, body = random.choice(self.recent)
+            name = REPLAY
+        else:
+            key = str(uuid.uuid4())
+            body = json.dumps({"name": f"mix {uuid.uuid4().hex[:12]}"})
+            name = CREATE
+            self.recent = [*self.recent[-19:], (key, body)]
+        headers = {**self.headers, "Idempotency-Key": key, "Content-Type": "application/json"}
+        with self.client.post(
+            "/api/v1/workspaces", data=body, headers=headers, name=name, catch_response=True
+        ) as resp:
+            if name == REPLAY:
+                replayed = (resp.headers.get("Idempotent-Replayed") or "").lower() == "true"
+                EXTRA["replay_marked_replayed" if replayed else "replay_not_marked"] += 1
+                self._check(resp, (201, 409))
+            else:
+                self._check(resp, (201,))
+                if resp.status_code == 201 and not TENANT_IDS:
+                    with contextlib.suppress(Exception):
+                        self.ids.append(int(resp.json()["data"]["id"]))
+
+    @task(5)
+    def pixel(self) -> None:
+        # the runner lifts the per-IP pixel limit: all load comes from one loopback address
+        with self.client.get(PIXEL.split()[1], name=PIXEL, catch_response=True) as resp:
+            self._check(resp)

@@ -444,7 +444,8 @@ async def test_schema_has_the_constraints_the_repositories_rely_on(fresh_url: st
     ]
     assert (("user_id",), "users", ("id",), "CASCADE", "NO ACTION") in keys["foreign_keys"]
     live = "revoked_at is null"
-    assert (("workspace_id", "id"), False, live, "api_keys_live") in keys["indexes"]
+    by_id = ("workspace_id", "id", "expires_at", "grace_period_ends_at")
+    assert (by_id, False, live, "api_keys_live") in keys["indexes"]
     assert (("workspace_id", "lower(name)", "id"), False, live, "api_keys_live_name_ci") in keys[
         "indexes"
     ]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from ..storage.base import Executor, Row
+from ..storage.base import Executor, Row, fetch_value
 from ..web.listing import ListQuery, ListSpec
 
 COLUMNS = (
@@ -136,9 +137,8 @@ async def get(db: Executor, workspace_id: int, key_id: int) -> ApiKeyRecord | No
     return None if row is None else ApiKeyRecord(**_fields(row))
 
 
-async def list_in_workspace(
-    db: Executor, workspace_id: int, query: ListQuery, now: int
-) -> tuple[list[ApiKeyRecord], int]:
+def _scope(workspace_id: int, query: ListQuery, now: int) -> tuple[str, list[Any]]:
+    """WHERE for a workspace's live keys with the query's filters."""
     conditions, params = query.where("k")
     conditions[:0] = ["k.workspace_id = ?", "k.revoked_at IS NULL"]
     params[:0] = [workspace_id]
@@ -156,15 +156,27 @@ async def list_in_workspace(
     if query.search:
         conditions.append("LOWER(k.name) LIKE ?")
         params.append(query.search_pattern)
-    where = " AND ".join(f"({c})" for c in conditions)
-    base = f"FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id WHERE {where}"
-    total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)
+    return "WHERE " + " AND ".join(f"({c})" for c in conditions), params
+
+
+async def page_in_workspace(
+    db: Executor, workspace_id: int, query: ListQuery, now: int
+) -> list[ApiKeyRecord]:
+    """One page, walked in a live-keys index for the id and name sorts."""
+    where, params = _scope(workspace_id, query, now)
     rows = await db.fetch_all(
-        f"SELECT {COLUMNS}, w.tier AS workspace_tier {base} "
+        f"SELECT {COLUMNS}, w.tier AS workspace_tier "  # noqa: S608
+        f"FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id {where} "
         f"ORDER BY {query.order_by(LIST_SPEC, 'k')} LIMIT ? OFFSET ?",
         [*params, query.per_page, query.offset],
     )
-    return [ApiKeyRecord(**_fields(r)) for r in rows], total_row["n"] if total_row else 0
+    return [ApiKeyRecord(**_fields(r)) for r in rows]
+
+
+async def count_in_workspace(db: Executor, workspace_id: int, query: ListQuery, now: int) -> int:
+    where, params = _scope(workspace_id, query, now)
+    value = await fetch_value(db, f"SELECT COUNT(*) AS n FROM api_keys k {where}", params)  # noqa: S608
+    return int(value or 0)
 
 
 async def revoke(db: Executor, key_id: int, now: int) -> int:

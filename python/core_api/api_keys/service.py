@@ -17,6 +17,7 @@ from ..plans import Plans
 from ..storage import Database, Executor
 from ..users import repo as users_repo
 from ..web.listing import ListQuery
+from ..web.totals import Totals
 from ..workspaces import repo as workspaces_repo
 from ..workspaces.repo import Workspace
 from . import repo
@@ -81,6 +82,7 @@ class ApiKeyService:
         invalidator.subscribe("key", self._evict_key)
         invalidator.subscribe("workspace", self._evict_workspace)
         invalidator.subscribe_flush(self._clear)
+        self.totals = Totals(invalidator, "workspace")  # list totals, per workspace
 
     def _evict_key(self, key_id: int) -> None:
         entry = self._records.pop(key_id, None)
@@ -221,7 +223,16 @@ class ApiKeyService:
     async def list_page(
         self, workspace_id: int, query: ListQuery
     ) -> tuple[list[ApiKeyRecord], int]:
-        return await repo.list_in_workspace(self.db, workspace_id, query, self.clock.now_ms())
+        now = self.clock.now_ms()
+        page = await repo.page_in_workspace(self.db, workspace_id, query, now)
+        total = await self.totals.of(
+            "api_keys",
+            workspace_id,
+            query,
+            len(page),
+            lambda: repo.count_in_workspace(self.db, workspace_id, query, now),
+        )
+        return page, total
 
     def _effective_tier(self, target: ApiKeyRecord) -> str:
         tier = target.rate_limit_tier or target.workspace_tier

@@ -68,6 +68,18 @@ class ListQuery:
     def offset(self) -> int:
         return (self.page - 1) * self.per_page
 
+    @property
+    def filtered(self) -> bool:
+        """Whether any filter narrows the scope (such totals are counted, never cached)."""
+        return bool(self.status or self.search or self.date_filters)
+
+    def total_from_page(self, rows: int) -> int | None:
+        """The exact total when the page itself shows it (a short page that is not past
+        the end), so small collections and narrow filters need no COUNT at all."""
+        if rows < self.per_page and (rows or self.offset == 0):
+            return self.offset + rows
+        return None
+
     def where(self, alias: str = "") -> tuple[list[str], list[Any]]:
         """SQL conditions for the date filters (column names are from a fixed table)."""
         prefix = f"{alias}." if alias else ""
@@ -76,17 +88,22 @@ class ListQuery:
             [value for _, _, value in self.date_filters],
         )
 
-    def order_by(self, spec: ListSpec, alias: str = "") -> str:
+    def order_by(self, spec: ListSpec, alias: str = "", id_column: str | None = None) -> str:
+        """``id_column`` names another column equal to the row's id that an index walks in
+        order (a membership's ``m.workspace_id``): SQLite's planner does not carry an
+        ``ORDER BY`` through a join's equality by itself."""
         prefix = f"{alias}." if alias else ""
+        row_id = id_column or f"{prefix}id"
         terms = []
         for name, desc in self.sort:
-            column = f"{prefix}{spec.sortable[name]}"
+            column = row_id if spec.sortable[name] == "id" else f"{prefix}{spec.sortable[name]}"
             # Text sorts case-insensitively and identically on both dialects, whatever the
             # PostgreSQL collation.
             expression = f"LOWER({column})" if name in spec.text_sorts else column
             terms.append(f"{expression} {'DESC' if desc else 'ASC'}")
         # A unique tie-breaker keeps pages stable when sort keys repeat.
-        terms.append(f"{prefix}id {'DESC' if self.sort and self.sort[-1][1] else 'ASC'}")
+        if not self.sort or spec.sortable[self.sort[-1][0]] != "id":
+            terms.append(f"{row_id} {'DESC' if self.sort and self.sort[-1][1] else 'ASC'}")
         return ", ".join(terms)
 
 

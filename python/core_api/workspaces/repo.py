@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..storage.base import Executor
+from ..storage.base import Executor, fetch_value
 from ..web.listing import ListQuery, ListSpec
 
 COLUMNS = "w.id, w.name, w.slug, w.tier, w.settings, w.owner_id, w.created_at, w.updated_at"
@@ -100,9 +100,8 @@ async def get_for_user(db: Executor, user_id: int, workspace_id: int) -> Workspa
     return None if row is None else Workspace(**row)
 
 
-async def list_for_user(
-    db: Executor, user_id: int, query: ListQuery
-) -> tuple[list[Workspace], int]:
+def _scope(user_id: int, query: ListQuery) -> tuple[str, list[Any]]:
+    """FROM ... WHERE for a user's workspaces with the query's filters."""
     conditions, params = query.where("w")
     conditions.insert(0, "m.user_id = ?")
     params.insert(0, user_id)
@@ -111,14 +110,33 @@ async def list_for_user(
         pattern = query.search_pattern
         params += [pattern, pattern]
     where = " AND ".join(f"({c})" for c in conditions)
-    base = f"FROM workspaces w JOIN workspace_members m ON m.workspace_id = w.id WHERE {where}"
-    total_row = await db.fetch_one(f"SELECT COUNT(*) AS n {base}", params)
+    return (
+        f"FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id WHERE {where}",
+        params,
+    )
+
+
+async def page_for_user(db: Executor, user_id: int, query: ListQuery) -> list[Workspace]:
+    """One page, walked in the (user_id, workspace_id) index when sorted by id: its cost
+    is the page's, not the user's number of workspaces."""
+    base, params = _scope(user_id, query)
+    order = query.order_by(LIST_SPEC, "w", id_column="m.workspace_id")
     rows = await db.fetch_all(
-        f"SELECT {COLUMNS}, m.role {base} ORDER BY {query.order_by(LIST_SPEC, 'w')} "
-        "LIMIT ? OFFSET ?",
+        f"SELECT {COLUMNS}, m.role {base} ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, query.per_page, query.offset],
     )
-    return [Workspace(**r) for r in rows], total_row["n"] if total_row else 0
+    return [Workspace(**r) for r in rows]
+
+
+async def count_for_user(db: Executor, user_id: int, query: ListQuery) -> int:
+    if not query.filtered:  # memberships alone (a covering index); the FK keeps them whole
+        value = await fetch_value(
+            db, "SELECT COUNT(*) AS n FROM workspace_members WHERE user_id = ?", (user_id,)
+        )
+    else:
+        base, params = _scope(user_id, query)
+        value = await fetch_value(db, f"SELECT COUNT(*) AS n {base}", params)
+    return int(value or 0)
 
 
 async def update(db: Executor, workspace_id: int, changes: dict[str, Any], now: int) -> None:

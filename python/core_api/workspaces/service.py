@@ -18,6 +18,7 @@ from ..users import repo as users_repo
 from ..users.repo import User
 from ..web.bodies import settings_problem
 from ..web.listing import ListQuery
+from ..web.totals import Totals
 from . import repo
 from .repo import Workspace
 
@@ -61,6 +62,7 @@ class WorkspaceService:
         invalidator.subscribe("workspace", self._evict_workspace)
         invalidator.subscribe_flush(self._clear)
 
+        self.totals = Totals(invalidator, "user")  # list totals, per user
     def _evict_user(self, user_id: int) -> None:
         for workspace_id in self._by_user.pop(user_id, ()):
             self._access.pop((user_id, workspace_id), None)
@@ -111,7 +113,15 @@ class WorkspaceService:
         return found
 
     async def list_page(self, user_id: int, query: ListQuery) -> tuple[list[Workspace], int]:
-        return await repo.list_for_user(self.db, user_id, query)
+        page = await repo.page_for_user(self.db, user_id, query)
+        total = await self.totals.of(
+            "workspaces",
+            user_id,
+            query,
+            len(page),
+            lambda: repo.count_for_user(self.db, user_id, query),
+        )
+        return page, total
 
     async def create(
         self, user_id: int, ceiling_tier: str, name: str, slug: str | None, tier: str | None

@@ -1,0 +1,233 @@
+"""Issue 8's mixed load: ``core-api serve --workers 2`` under locust at a constant rate.
+
+The mix (``MixUser`` in ``locustfile.py``): 40 % GET /workspaces/{id}, 20 % list
+workspaces, 20 % list API keys, 15 % POST /workspaces with an Idempotency-Key (10 % of them
+replays), 5 % GET /pixel/config. Two scenarios, each on SQLite and on PostgreSQL + Redis:
+
+- ``spread``: ``--users`` seeded users (default 200), each with its own bench-tier key;
+  every locust user takes one of them, so writes spread over many users and workspaces;
+- ``tenant``: one user in ``--tenant-rows`` workspaces (default 20,000) shared by every
+  locust user (GETs pick any of its workspaces; lists page over all of them).
+
+The locust user count equals the seeded users (one tenant: ``--users`` users on its one
+key), each paced at ``rate / users`` req/s (``constant_throughput``). The pixel per-IP
+limit is lifted (all load comes from one loopback address).
+
+Figures per run, with the targets of the issue:
+
+- achieved req/s >= ``--rate`` (default 1,500; 2 % allowance for locust's pacing), 0
+  failures and p99 < 25 ms over the whole run;
+- drift: p99 over the last minute within 20 % of p99 over the first minute (a third of the
+  run each for runs shorter than three minutes).
+
+Usage::
+
+    python -m benchmarks.mix [--seconds 300] [--rate 1500] [--stores sqlite,postgres+redis]
+                             [--scenarios spread,tenant] [--users 200] [--tenant-rows 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from . import common, locust_run
+from .common import HOST, log
+
+P99_MAX_MS = 25.0
+DRIFT_MAX = 0.20
+RATE_ALLOWANCE = 0.98  # constant_throughput paces a little under the target
+SCENARIOS = ("spread", "tenant")
+STORES = ("sqlite", "postgres+redis")
+
+
+def cache_stats(host: str, key: str) -> dict[str, Any] | None:
+    """The service's cache hit/miss counters, where it publishes them (issue 8, goal 1).
+    Looks for a ``cache`` object in ``GET /health``; None when the tree has none."""
+    import urllib.request
+
+    req = urllib.request.Request(f"{host}/health", headers={"Authorization": f"Bearer {key}"})
+    with contextlib.suppress(Exception), urllib.request.urlopen(req, timeout=5) as resp:
+        body = json.loads(resp.read())
+        found = body.get("cache") or body.get("data", {}).get("cache")
+        return found if isinstance(found, dict) else None
+    return None
+
+
+def run_one(scenario: str, store_name: str, args: Any, out_dir: Path) -> dict[str, Any]:
+    label = f"mix-{scenario}-{store_name.replace('+', '-')}"
+    with common.workdir("core-api-mix-") as workdir, contextlib.ExitStack() as stack:
+        store = common.STORES[store_name](workdir)
+        stack.callback(store.close)
+        # the pixel limit is per client IP; every locust user shares 127.0.0.1
+        store.env["CORE_API_PIXEL_RATE_LIMIT"] = "1000000000"
+        started = time.monotonic()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORE_API_")}
+        if scenario == "spread":
+            log(f"[mix] {label}: seeding {args.users} users ...")
+            users = common.populate(store.env, "users", "--count", str(args.users))
+        else:
+            log(f"[mix] {label}: seeding one tenant with {args.tenant_rows:,} workspaces ...")
+            users = common.populate(store.env, "users", "--count", "1")
+            uid, rows = str(users[0]["user_id"]), str(args.tenant_rows - 1)
+            bulk = common.populate(store.env, "workspaces", "--user-id", uid, "--count", rows)
+            env["BENCH_TENANT_IDS"] = f"{bulk['first_id']}-{bulk['last_id']}"
+        seed_s = round(time.monotonic() - started, 1)
+        users_file = workdir / "users.json"
+        users_file.write_text(json.dumps(users))
+        env["BENCH_USERS_FILE"] = str(users_file)
+        server = common.service_server(store, workdir, workers=2)
+        server.start()
+        stack.callback(server.stop)
+        first = users[0]
+        server.wait_ready(
+            f"/api/v1/workspaces/{first['workspace_id']}",
+            {"Authorization": f"Bearer {first['key']}"},
+            timeout=60,
+        )
+        host = f"http://{HOST}:{server.port}"
+        load_before = os.getloadavg()
+        seconds = args.seconds if scenario == "spread" else args.tenant_seconds
+        log(f"[mix] {label}: {args.rate:g} req/s for {seconds:g}s ...")
+        result = locust_run.run_scenario(
+            "mix", host, env, out_dir, seconds, args.users, args.rate / args.users, label
+        )
+        result["cache"] = cache_stats(host, first["key"])
+        if server.proc is not None and server.proc.poll() is not None:
+            raise RuntimeError(f"service exited early:\n{server.tail()}")
+    result.update(
+        {
+            "store": store_name,
+            "mix_scenario": scenario,
+            "target_rps": args.rate,
+            "seed_s": seed_s,
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        }
+    )
+    result["verdicts"] = verdicts(result, args.rate)
+    return result
+
+
+def verdicts(result: dict[str, Any], rate: float) -> list[dict[str, Any]]:
+    tl = result.get("timeline") or {}
+    agg = result.get("aggregate") or {}
+    tag = f"{result['mix_scenario']} {result['store']}"
+    failures = int(agg.get("failures", 0))
+    rps = float(tl.get("rps") or agg.get("rps") or 0.0)
+    p99 = tl.get("p99_all_ms") or agg.get("p99_ms") or 0.0
+    first, last = tl.get("p99_first_ms"), tl.get("p99_last_ms")
+    drift = (last / first - 1.0) if first and last else None
+    held = rps >= rate * RATE_ALLOWANCE and failures == 0 and p99 < P99_MAX_MS
+    return [
+        {
+            "figure": f"mix {tag}: p99 < {P99_MAX_MS:g} ms, 0 failures at >= {rate:g} req/s",
+            "value": f"{rps:.0f} req/s, p99 {p99:.1f} ms, {failures} failures",
+            "pass": held,
+        },
+        {
+            "figure": f"mix {tag}: p99 last/first {tl.get('window_s', 0):g}s within 20%",
+            "value": f"{first} -> {last} ms" + (f" ({drift:+.0%})" if drift is not None else ""),
+            "pass": drift is not None and abs(drift) <= DRIFT_MAX,
+        },
+    ]
+
+
+def run(args: Any) -> dict[str, Any]:
+    stamp = common.timestamp()
+    out_dir = common.RESULTS / f"mix-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs, errors = [], {}
+    for scenario in args.scenarios:
+        for store_name in args.stores:
+            try:
+                runs.append(run_one(scenario, store_name, args, out_dir))
+            except Exception as exc:
+                errors[f"{scenario} {store_name}"] = f"{type(exc).__name__}: {exc}"
+                log(f"[mix] {scenario} {store_name} FAILED: {exc}")
+    return {
+        "kind": "mix",
+        "timestamp": stamp,
+        "machine": common.machine_info(),
+        "settings": {
+            "seconds": args.seconds,
+            "tenant_seconds": args.tenant_seconds,
+            "rate": args.rate,
+            "users": args.users,
+            "tenant_rows": args.tenant_rows,
+            "workers": 2,
+        },
+        "csv_dir": str(out_dir),
+        "runs": runs,
+        "verdicts": [v for r in runs for v in r["verdicts"]],
+        "errors": errors,
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    s = report["settings"]
+    print(
+        f"\nMixed load (locust MixUser, {s['rate']:g} req/s target, {s['users']} users, "
+        f"core-api serve --workers 2)"
+    )
+    for r in report["runs"]:
+        tl, agg = r.get("timeline") or {}, r.get("aggregate") or {}
+        print(
+            f"{r['mix_scenario']} on {r['store']} ({r['seconds']:g}s, load avg before "
+            f"{r['loadavg_before'][0]}): {tl.get('rps', 0):.0f} req/s, "
+            f"{agg.get('failures', 0)}/{agg.get('requests', 0)} failures, "
+            f"p99 {tl.get('p99_all_ms')} ms; p99 per {tl.get('bucket_s', 10):g}s: "
+            f"{tl.get('p99_per_bucket_ms')}"
+        )
+        for ep in r["endpoints"]:
+            codes = r["status_codes"].get(ep["name"], {})
+            code_text = " ".join(f"{k}:{v}" for k, v in sorted(codes.items()))
+            print(
+                f"  {ep['name'][:44]:<44} {ep['requests']:>7} {ep['failures']:>5} "
+                f"p50 {ep['p50_ms']:>4.0f} p99 {ep['p99_ms']:>4.0f} ms  {code_text}"
+            )
+        for failure in r["failures"][:5]:
+            print(f"    failure x{failure['occurrences']}: {failure['name']}: {failure['error']}")
+        print(f"  cache: {r['cache'] if r.get('cache') else 'TODO: no cache counters exposed'}")
+    for v in report["verdicts"]:
+        print(f"  {v['figure']:<66} {v['value']}  {'PASS' if v['pass'] else 'MISS'}")
+    for name, error in report["errors"].items():
+        print(f"  {name}: ERROR {error[:300]}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.mix", description=__doc__)
+    p.add_argument("--seconds", type=float, default=300.0, help="run time of a spread run")
+    p.add_argument("--tenant-seconds", type=float, default=120.0, help="of a tenant run")
+    p.add_argument("--quick", action="store_true", help="60 s spread runs, 30 s tenant runs")
+    p.add_argument("--rate", type=float, default=1500.0, help="target req/s (constant)")
+    p.add_argument("--users", type=int, default=200, help="locust users (= seeded users)")
+    p.add_argument("--tenant-rows", type=int, default=20_000)
+    p.add_argument("--stores", default=",".join(STORES), help=", ".join(STORES))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=", ".join(SCENARIOS))
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    if args.quick:
+        args.seconds, args.tenant_seconds = min(args.seconds, 60.0), min(args.tenant_seconds, 30.0)
+    args.stores = [x for x in args.stores.split(",") if x]
+    args.scenarios = [x for x in args.scenarios.split(",") if x]
+    if set(args.stores) - set(common.STORES) or set(args.scenarios) - set(SCENARIOS):
+        raise SystemExit(f"mix: stores from {list(common.STORES)}, scenarios from {SCENARIOS}")
+    report = run(args)
+    path = common.write_json(f"mix-{report['timestamp']}.json", report)
+    print_report(report)
+    print(f"results: {path} (CSV in {report['csv_dir']})")
+    return report
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
