@@ -15,10 +15,13 @@ limit is lifted (all load comes from one loopback address).
 
 Figures per run, with the targets of the issue:
 
-- achieved req/s >= ``--rate`` (default 1,500; 2 % allowance for locust's pacing), 0
-  failures and p99 < 25 ms over the whole run;
+- achieved req/s >= 1,500 (``--rate``, the offered rate, defaults to 1,575: locust's
+  constant_throughput paces a few per cent under it), 0 failures and p99 < 25 ms over the
+  whole run;
 - drift: p99 over the last minute within 20 % of p99 over the first minute (a third of the
-  run each for runs shorter than three minutes).
+  run each for runs shorter than three minutes);
+- cache hit rates (key cache, workspace access cache, GET /api-keys/{id} cache) from the
+  ``cache stats {...}`` line each serving process logs at INFO when it stops.
 
 Usage::
 
@@ -41,22 +44,58 @@ from .common import HOST, log
 
 P99_MAX_MS = 25.0
 DRIFT_MAX = 0.20
-RATE_ALLOWANCE = 0.98  # constant_throughput paces a little under the target
+GOAL_RPS = 1500.0
+# constant_throughput paces 2-4 % under the offered rate: offer 5 % more than the goal
+HEADROOM = 1.05
 SCENARIOS = ("spread", "tenant")
 STORES = ("sqlite", "postgres+redis")
 
 
-def cache_stats(host: str, key: str) -> dict[str, Any] | None:
-    """The service's cache hit/miss counters, where it publishes them (issue 8, goal 1).
-    Looks for a ``cache`` object in ``GET /health``; None when the tree has none."""
-    import urllib.request
+def cache_stats(log_text: str) -> dict[str, Any] | None:
+    """Hit rates from the ``cache stats {...}`` line each serving process logs at INFO when
+    it stops (issue 8, goal 1), summed over the processes. None when the tree logs none."""
+    totals: dict[str, dict[str, int]] = {}
+    processes = 0
+    for line in log_text.splitlines():
+        _, marker, payload = line.partition("cache stats ")
+        if not marker:
+            continue
+        try:
+            stats = json.loads(payload)
+        except ValueError:
+            continue
+        processes += 1
+        for cache, counts in stats.items():
+            into = totals.setdefault(cache, {})
+            for name, n in counts.items():
+                if isinstance(n, int):
+                    into[name] = into.get(name, 0) + n
+    if not processes:
+        return None
+    out: dict[str, Any] = {"processes": processes}
+    for cache, counts in totals.items():
+        if "hits" in counts:
+            looked = counts["hits"] + counts.get("misses", 0)
+            counts_out: dict[str, Any] = dict(counts)
+            counts_out["hit_rate"] = round(counts["hits"] / looked, 4) if looked else None
+            out[cache] = counts_out
+        else:
+            out[cache] = counts
+    return out
 
-    req = urllib.request.Request(f"{host}/health", headers={"Authorization": f"Bearer {key}"})
-    with contextlib.suppress(Exception), urllib.request.urlopen(req, timeout=5) as resp:
-        body = json.loads(resp.read())
-        found = body.get("cache") or body.get("data", {}).get("cache")
-        return found if isinstance(found, dict) else None
-    return None
+
+def cache_text(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "TODO: the service logged no cache stats (no hit/miss counters in this tree)"
+    parts = [
+        f"{name} {v['hit_rate']:.1%} of {v['hits'] + v['misses']:,}"
+        for name, v in stats.items()
+        if isinstance(v, dict) and v.get("hit_rate") is not None
+    ]
+    extra = stats.get("invalidation")
+    if extra:
+        parts.append(", ".join(f"{k} {v:,}" for k, v in extra.items()))
+    return f"hit rate ({stats['processes']} processes): " + "; ".join(parts)
 
 
 def run_one(scenario: str, store_name: str, args: Any, out_dir: Path) -> dict[str, Any]:
@@ -66,6 +105,8 @@ def run_one(scenario: str, store_name: str, args: Any, out_dir: Path) -> dict[st
         stack.callback(store.close)
         # the pixel limit is per client IP; every locust user shares 127.0.0.1
         store.env["CORE_API_PIXEL_RATE_LIMIT"] = "1000000000"
+        # INFO, for the cache stats line each process logs when it stops
+        store.env["CORE_API_LOG_LEVEL"] = "INFO"
         started = time.monotonic()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORE_API_")}
         if scenario == "spread":
@@ -97,9 +138,10 @@ def run_one(scenario: str, store_name: str, args: Any, out_dir: Path) -> dict[st
         result = locust_run.run_scenario(
             "mix", host, env, out_dir, seconds, args.users, args.rate / args.users, label
         )
-        result["cache"] = cache_stats(host, first["key"])
         if server.proc is not None and server.proc.poll() is not None:
             raise RuntimeError(f"service exited early:\n{server.tail()}")
+        server.stop()  # graceful: each worker logs its cache stats on the way out
+        result["cache"] = cache_stats(server.log_path.read_text(errors="replace"))
     result.update(
         {
             "store": store_name,
@@ -123,10 +165,11 @@ def verdicts(result: dict[str, Any], rate: float) -> list[dict[str, Any]]:
     p99 = tl.get("p99_all_ms") or agg.get("p99_ms") or 0.0
     first, last = tl.get("p99_first_ms"), tl.get("p99_last_ms")
     drift = (last / first - 1.0) if first and last else None
-    held = rps >= rate * RATE_ALLOWANCE and failures == 0 and p99 < P99_MAX_MS
+    goal = min(GOAL_RPS, rate / HEADROOM)
+    held = rps >= goal and failures == 0 and p99 < P99_MAX_MS
     return [
         {
-            "figure": f"mix {tag}: p99 < {P99_MAX_MS:g} ms, 0 failures at >= {rate:g} req/s",
+            "figure": f"mix {tag}: p99 < {P99_MAX_MS:g} ms, 0 failures at >= {goal:g} req/s",
             "value": f"{rps:.0f} req/s, p99 {p99:.1f} ms, {failures} failures",
             "pass": held,
         },
@@ -193,7 +236,7 @@ def print_report(report: dict[str, Any]) -> None:
             )
         for failure in r["failures"][:5]:
             print(f"    failure x{failure['occurrences']}: {failure['name']}: {failure['error']}")
-        print(f"  cache: {r['cache'] if r.get('cache') else 'TODO: no cache counters exposed'}")
+        print(f"  cache {cache_text(r.get('cache'))}")
     for v in report["verdicts"]:
         print(f"  {v['figure']:<66} {v['value']}  {'PASS' if v['pass'] else 'MISS'}")
     for name, error in report["errors"].items():
@@ -205,7 +248,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=300.0, help="run time of a spread run")
     p.add_argument("--tenant-seconds", type=float, default=120.0, help="of a tenant run")
     p.add_argument("--quick", action="store_true", help="60 s spread runs, 30 s tenant runs")
-    p.add_argument("--rate", type=float, default=1500.0, help="target req/s (constant)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=GOAL_RPS * HEADROOM,
+        help="offered req/s (constant); the goal is 1,500 or rate/1.05 when lower",
+    )
     p.add_argument("--users", type=int, default=200, help="locust users (= seeded users)")
     p.add_argument("--tenant-rows", type=int, default=20_000)
     p.add_argument("--stores", default=",".join(STORES), help=", ".join(STORES))

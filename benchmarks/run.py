@@ -141,10 +141,9 @@ def summarise(summary: dict[str, Any]) -> list[str]:
             for name, error in summary.get(part, {}).get("errors", {}).items():
                 print(f"  {part} {name}: ERROR {error[:200]}")
                 missed.append(f"{part} {name}: error")
-    if "mix" in summary:
-        caches = [r.get("cache") for r in summary["mix"].get("runs", [])]
-        if not any(caches):
-            print("  cache hit rate under the mix: TODO (the service exposes no cache counters)")
+    for r in summary.get("mix", {}).get("runs", []):
+        tag = f"{r['mix_scenario']} {r['store']}"
+        print(f"  cache under the mix, {tag}: {mix.cache_text(r.get('cache'))}")
     print("\n" + ("all budgets met" if not missed else "missed: " + "; ".join(missed)))
     return missed
 
