@@ -367,7 +367,11 @@ pub(crate) mod tests {
         assert_eq!(b.flush_all(), 1);
         assert_eq!(a.generation(), 1);
         assert_eq!(a.log().head(), 2);
-        assert_eq!(a.log().read(0, 2), None, "a flush entry asks for a full flush");
+        assert_eq!(
+            a.log().read(0, 2),
+            None,
+            "a flush entry asks for a full flush"
+        );
         // Filling the whole ring leaves the slots untouched.
         for i in 0..(LOG_LEN as i64 + 10) {
             a.log().append(&[(Kind::Key, i)]);

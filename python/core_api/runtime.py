@@ -148,7 +148,8 @@ class Runtime:
             self.tasks.append(asyncio.create_task(self.invalidator.listen()))
 
     async def close(self) -> None:
-        log.info("cache stats %s", json.dumps(self.cache_stats(), separators=(",", ":")))
+        if self.runners:  # a serving process (not a CLI command): its hit rates, for benchmarks
+            log.info("cache stats %s", json.dumps(self.cache_stats(), separators=(",", ":")))
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:

@@ -67,7 +67,10 @@ impl PyKeyCache {
             user_id,
             workspace_id,
         };
-        drop(self.cache.insert_owned(hash, key_id, owner, value, generation));
+        drop(
+            self.cache
+                .insert_owned(hash, key_id, owner, value, generation),
+        );
         Ok(())
     }
 
