@@ -36,6 +36,21 @@ from core_api.workspaces.repo import Workspace
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
+async def list_workspaces(
+    db: Database, user_id: int, query: ListQuery
+) -> tuple[list[Workspace], int]:
+    """A page and its total, both from the repository (the service caches the total)."""
+    page = await ws_repo.page_for_user(db, user_id, query)
+    return page, await ws_repo.count_for_user(db, user_id, query)
+
+
+async def list_keys(
+    db: Database, workspace_id: int, query: ListQuery, now: int
+) -> tuple[list[ApiKeyRecord], int]:
+    page = await keys_repo.page_in_workspace(db, workspace_id, query, now)
+    return page, await keys_repo.count_in_workspace(db, workspace_id, query, now)
+
+
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = await open_database(database_url)
@@ -263,18 +278,18 @@ async def test_list_for_user_returns_only_the_users_workspaces(db: Database, own
     shared = theirs[0]
     await ws_repo.add_member(db, shared.id, owner.id, "member", NOW)
 
-    rows, total = await ws_repo.list_for_user(db, owner.id, ListQuery())
+    rows, total = await list_workspaces(db, owner.id, ListQuery())
     assert total == 4
     assert [r.id for r in rows] == sorted([w.id for w in mine] + [shared.id])
     roles = {r.id: r.role for r in rows}
     assert roles[shared.id] == "member" and roles[mine[0].id] == "owner"
     assert theirs[1].id not in roles
 
-    rows, total = await ws_repo.list_for_user(db, other.id, ListQuery())
+    rows, total = await list_workspaces(db, other.id, ListQuery())
     assert total == 2 and {r.id for r in rows} == {w.id for w in theirs}
 
     nobody = await users_repo.create(db, "Nobody", None, NOW)
-    assert await ws_repo.list_for_user(db, nobody.id, ListQuery()) == ([], 0)
+    assert await list_workspaces(db, nobody.id, ListQuery()) == ([], 0)
 
 
 async def test_list_for_user_paginates_sorts_searches_and_filters(
@@ -285,27 +300,27 @@ async def test_list_for_user_paginates_sorts_searches_and_filters(
         await make_workspace(db, owner.id, name.lower(), name=name, now=NOW + i * 1000)
     await make_workspace(db, other.id, "alpha-other", name="Alpha Other")
 
-    page1, total = await ws_repo.list_for_user(db, owner.id, ListQuery(page=1, per_page=2))
-    page3, _ = await ws_repo.list_for_user(db, owner.id, ListQuery(page=3, per_page=2))
+    page1, total = await list_workspaces(db, owner.id, ListQuery(page=1, per_page=2))
+    page3, _ = await list_workspaces(db, owner.id, ListQuery(page=3, per_page=2))
     assert total == 5 and len(page1) == 2 and len(page3) == 1
 
     # (Mixed-case names are avoided: their order depends on the PostgreSQL collation.)
-    by_name_desc, _ = await ws_repo.list_for_user(
+    by_name_desc, _ = await list_workspaces(
         db, owner.id, ListQuery(sort=[("name", True)], search="o")
     )
     assert [r.name for r in by_name_desc] == ["Echo", "Bravo"]
-    by_created_desc, _ = await ws_repo.list_for_user(
+    by_created_desc, _ = await list_workspaces(
         db, owner.id, ListQuery(sort=[("created_at", True)], per_page=3)
     )
     assert [r.name for r in by_created_desc] == ["Echo", "Delta", "Charlie"]
 
-    found, total = await ws_repo.list_for_user(db, owner.id, ListQuery(search="ALPHA"))
+    found, total = await list_workspaces(db, owner.id, ListQuery(search="ALPHA"))
     assert total == 1 and [r.slug for r in found] == ["alpha"]
     # LIKE wildcards in the search text are not wildcards.
-    assert (await ws_repo.list_for_user(db, owner.id, ListQuery(search="%")))[1] == 5
-    assert (await ws_repo.list_for_user(db, owner.id, ListQuery(search="_lpha")))[1] == 1
+    assert (await list_workspaces(db, owner.id, ListQuery(search="%")))[1] == 5
+    assert (await list_workspaces(db, owner.id, ListQuery(search="_lpha")))[1] == 1
 
-    recent, total = await ws_repo.list_for_user(
+    recent, total = await list_workspaces(
         db, owner.id, ListQuery(date_filters=[("created_at", ">", NOW + 2000)])
     )
     assert total == 2 and {r.name for r in recent} == {"Delta", "Echo"}
@@ -361,7 +376,7 @@ async def test_api_key_revoke(db: Database, owner: User) -> None:
     assert await keys_repo.get(db, ws.id, key_id) is None
     assert await keys_repo.get_live_by_hash(db, "h-revoke") is None
     assert await keys_repo.get_live_by_hash(db, "h-other") is not None
-    rows, total = await keys_repo.list_in_workspace(db, ws.id, ListQuery(), NOW + 3)
+    rows, total = await list_keys(db, ws.id, ListQuery(), NOW + 3)
     assert total == 1 and [r.id for r in rows] == [other_id]
 
 
@@ -380,7 +395,7 @@ async def test_api_key_rotation_and_status_filters(db: Database, owner: User) ->
     )
 
     async def ids(status: str | None, now: int) -> list[int]:
-        rows, _ = await keys_repo.list_in_workspace(db, ws.id, ListQuery(status=status), now)
+        rows, _ = await list_keys(db, ws.id, ListQuery(status=status), now)
         return [r.id for r in rows]
 
     assert await ids(None, NOW + 60) == [old, new, expired]
@@ -397,13 +412,11 @@ async def test_api_key_list_is_scoped_sorted_and_searchable(db: Database, owner:
     a = await make_key(db, owner.id, ws.id, "ha", name="Mobile App", now=NOW)
     b = await make_key(db, owner.id, ws.id, "hb", name="Backend", now=NOW + 1)
     await make_key(db, owner.id, other.id, "hc", name="Mobile Other")
-    rows, total = await keys_repo.list_in_workspace(
-        db, ws.id, ListQuery(sort=[("name", False)]), NOW
-    )
+    rows, total = await list_keys(db, ws.id, ListQuery(sort=[("name", False)]), NOW)
     assert total == 2 and [r.id for r in rows] == [b, a]
-    rows, total = await keys_repo.list_in_workspace(db, ws.id, ListQuery(search="mobile"), NOW)
+    rows, total = await list_keys(db, ws.id, ListQuery(search="mobile"), NOW)
     assert total == 1 and [r.id for r in rows] == [a]
-    rows, total = await keys_repo.list_in_workspace(db, ws.id, ListQuery(per_page=1, page=2), NOW)
+    rows, total = await list_keys(db, ws.id, ListQuery(per_page=1, page=2), NOW)
     assert total == 2 and [r.id for r in rows] == [b]
 
 
