@@ -16,6 +16,7 @@ COLUMNS = (
     "k.created_at, "
     "k.updated_at"
 )
+RETURNED = COLUMNS.replace("k.", "")
 
 LIST_SPEC = ListSpec(
     sortable={
@@ -115,6 +116,45 @@ async def insert(
     assert row is not None
     key_id: int = row["id"]
     return key_id
+
+
+async def create(
+    db: Executor,
+    *,
+    user_id: int,
+    workspace_id: int,
+    workspace_tier: str,
+    name: str,
+    prefix: str,
+    key_hash: str,
+    scopes: list[str],
+    rate_limit_tier: str | None,
+    expires_at: int | None,
+    now: int,
+    rate_bucket_id: int | None = None,
+) -> ApiKeyRecord:
+    """Insert a key and return its record from the same statement (RETURNING): one round
+    trip, no re-read. ``workspace_tier`` is the caller's, as it read the workspace."""
+    row = await db.fetch_one(
+        "INSERT INTO api_keys (user_id, workspace_id, name, prefix, key_hash, scopes, "  # noqa: S608
+        "rate_limit_tier, expires_at, created_at, updated_at, rate_bucket_id) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RETURNED}",
+        (
+            user_id,
+            workspace_id,
+            name,
+            prefix,
+            key_hash,
+            orjson.dumps(scopes).decode(),
+            rate_limit_tier,
+            expires_at,
+            now,
+            now,
+            rate_bucket_id,
+        ),
+    )
+    assert row is not None
+    return ApiKeyRecord(**_fields(row), workspace_tier=workspace_tier)
 
 
 async def get_live_by_hash(db: Executor, key_hash: str) -> LiveKey | None:

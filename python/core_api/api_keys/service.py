@@ -144,6 +144,7 @@ class ApiKeyService:
         *,
         user_id: int,
         workspace_id: int,
+        workspace_tier: str,
         name: str,
         key_scopes: list[str],
         tier: str | None,
@@ -151,10 +152,11 @@ class ApiKeyService:
         rate_bucket_id: int | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         key = _native.generate_key()
-        key_id = await repo.insert(
+        created = await repo.create(
             tx,
             user_id=user_id,
             workspace_id=workspace_id,
+            workspace_tier=workspace_tier,
             name=name,
             prefix=_native.key_prefix(key),
             key_hash=_native.hash_key(self.pepper, key).hex(),
@@ -164,8 +166,6 @@ class ApiKeyService:
             now=self.clock.now_ms(),
             rate_bucket_id=rate_bucket_id,
         )
-        created = await repo.get(tx, workspace_id, key_id)
-        assert created is not None
         return created, key
 
     async def create_for(
@@ -188,18 +188,19 @@ class ApiKeyService:
             raise ValidationFailed.field(
                 "expires_at", "The expires_at must be a date in the future."
             )
-        async with self.db.transaction() as tx:
-            created = await self.create(
-                tx,
-                user_id=principal.user_id,
-                workspace_id=workspace.id,
-                name=name,
-                key_scopes=key_scopes,
-                tier=tier,
-                expires_at=expires_at,
-            )
+        # One INSERT ... RETURNING, atomic on its own: no BEGIN/COMMIT round trips.
+        created, key = await self.create(
+            self.db,
+            user_id=principal.user_id,
+            workspace_id=workspace.id,
+            workspace_tier=workspace.tier,
+            name=name,
+            key_scopes=key_scopes,
+            tier=tier,
+            expires_at=expires_at,
+        )
         await self.invalidator.changed(("workspace", workspace.id))  # its key list grew
-        return created
+        return created, key
 
     async def get(self, workspace_id: int, key_id: int) -> ApiKeyRecord:
         now = self.clock.now_ms()
@@ -288,6 +289,7 @@ class ApiKeyService:
                 tx,
                 user_id=old.user_id,
                 workspace_id=old.workspace_id,
+                workspace_tier=old.workspace_tier,
                 name=old.name,
                 key_scopes=list(old.scopes),
                 tier=old.rate_limit_tier,
@@ -370,6 +372,7 @@ async def bootstrap(
             tx,
             user_id=user.id,
             workspace_id=workspace.id,
+            workspace_tier=workspace.tier,
             name=f"{name} bootstrap key",
             key_scopes=["*"],
             tier=None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..storage.base import Executor, fetch_value
+from ..storage.base import Database, Executor, fetch_value
 from ..web.listing import ListQuery, ListSpec
 
 COLUMNS = "w.id, w.name, w.slug, w.tier, w.settings, w.owner_id, w.created_at, w.updated_at"
@@ -57,19 +57,44 @@ class Member:
     email: str | None
 
 
+_INSERT = (
+    "INSERT INTO workspaces (name, slug, tier, settings, owner_id, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "RETURNING id, name, slug, tier, settings, owner_id, created_at, updated_at"
+)
+
+
 async def create(
     db: Executor, *, name: str, slug: str, tier: str, settings: str, owner_id: int, now: int
 ) -> Workspace:
+    """The workspace and its owner's membership, in the caller's transaction; raises
+    IntegrityError when the slug is taken. RETURNING gives the whole row: no re-read."""
+    row = await db.fetch_one(_INSERT, (name, slug, tier, settings, owner_id, now, now))
+    assert row is not None
+    await add_member(db, row["id"], owner_id, "owner", now)
+    return Workspace(**row, role="owner")
+
+
+async def create_owned(
+    db: Database, *, name: str, slug: str, tier: str, settings: str, owner_id: int, now: int
+) -> Workspace:
+    """As :func:`create`, atomically, in as few round trips as the dialect allows:
+    PostgreSQL inserts both rows in one statement (a data-modifying CTE, atomic without
+    BEGIN/COMMIT); SQLite, which has no INSERT in a CTE, in one short transaction."""
+    if db.dialect != "postgresql":
+        async with db.transaction() as tx:
+            return await create(
+                tx, name=name, slug=slug, tier=tier, settings=settings, owner_id=owner_id, now=now
+            )
     row = await db.fetch_one(
-        "INSERT INTO workspaces (name, slug, tier, settings, owner_id, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        f"WITH w AS ({_INSERT}), m AS ("  # noqa: S608 - constant SQL
+        "INSERT INTO workspace_members (workspace_id, user_id, role, created_at) "
+        "SELECT id, owner_id, 'owner', created_at FROM w) "
+        "SELECT id, name, slug, tier, settings, owner_id, created_at, updated_at FROM w",
         (name, slug, tier, settings, owner_id, now, now),
     )
     assert row is not None
-    await add_member(db, row["id"], owner_id, "owner", now)
-    found = await get_for_user(db, owner_id, row["id"])
-    assert found is not None
-    return found
+    return Workspace(**row, role="owner")
 
 
 async def add_member(db: Executor, workspace_id: int, user_id: int, role: str, now: int) -> None:

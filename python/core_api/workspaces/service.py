@@ -13,7 +13,7 @@ from ..clock import Clock, iso
 from ..errors import AccessDenied, NotFound, ValidationFailed
 from ..gateway.invalidation import Invalidator
 from ..plans import Plans
-from ..storage import Database, Executor, IntegrityError
+from ..storage import Database, IntegrityError
 from ..users import repo as users_repo
 from ..users.repo import User
 from ..web.bodies import settings_problem
@@ -24,6 +24,7 @@ from .repo import Workspace
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
+DEFAULT_SETTINGS_JSON = orjson.dumps(DEFAULT_SETTINGS).decode()
 WRITE_ROLES = frozenset({"owner", "admin"})
 _MAX_CACHED = 50_000
 _MISSING: Any = object()
@@ -61,8 +62,8 @@ class WorkspaceService:
         invalidator.subscribe("user", self._evict_user)
         invalidator.subscribe("workspace", self._evict_workspace)
         invalidator.subscribe_flush(self._clear)
-
         self.totals = Totals(invalidator, "user")  # list totals, per user
+
     def _evict_user(self, user_id: int) -> None:
         for workspace_id in self._by_user.pop(user_id, ()):
             self._access.pop((user_id, workspace_id), None)
@@ -129,20 +130,17 @@ class WorkspaceService:
         tier = tier or self.plans.default_tier
         self.check_tier(tier, ceiling_tier)
         now = self.clock.now_ms()
-        settings = orjson.dumps(DEFAULT_SETTINGS).decode()
         for attempt in range(5):
             try:
-                async with self.db.transaction() as tx:
-                    chosen = await self._claim_slug(tx, slug, name, attempt)
-                    created = await repo.create(
-                        tx,
-                        name=name,
-                        slug=chosen,
-                        tier=tier,
-                        settings=settings,
-                        owner_id=user_id,
-                        now=now,
-                    )
+                created = await repo.create_owned(
+                    self.db,
+                    name=name,
+                    slug=await self._pick_slug(slug, name, attempt),
+                    tier=tier,
+                    settings=DEFAULT_SETTINGS_JSON,
+                    owner_id=user_id,
+                    now=now,
+                )
                 # Access caches may remember "not a member" for this (user, new id) pair;
                 # the owner's list of workspaces grew.
                 await self.invalidator.changed(("user", user_id), ("workspace", created.id))
@@ -152,23 +150,25 @@ class WorkspaceService:
                     raise ValidationFailed.field(
                         "slug", "The slug has already been taken."
                     ) from None
-                # Lost a race for an auto-generated slug: the transaction rolled back;
-                # pick again in a fresh one.
+                # The generated slug was taken (or just lost a race): nothing was written;
+                # pick again.
         raise ValidationFailed.field(
             "slug", "Could not allocate a unique slug; please provide one."
         )
 
-    async def _claim_slug(self, tx: Executor, slug: str | None, name: str, attempt: int) -> str:
+    async def _pick_slug(self, slug: str | None, name: str, attempt: int) -> str:
+        """The first attempt inserts the given or generated slug without looking: when it
+        is free (the usual case) a create is one statement; the unique index judges."""
         if slug is not None:
-            if await repo.slug_exists(tx, slug):
-                raise ValidationFailed.field("slug", "The slug has already been taken.")
             return slug
         base = slugify(name)
-        if attempt:
+        if attempt == 0:
+            return base
+        if attempt > 1:
             # Everyone who lost the race would pick the same next number and collide again
             # (PostgreSQL does not serialise these transactions): a random suffix cannot.
             return f"{base}-{secrets.token_hex(4)}"
-        taken = await repo.slugs_like(tx, base)
+        taken = await repo.slugs_like(self.db, base)
         if base not in taken:
             return base
         suffix = 2
