@@ -27,6 +27,8 @@ from core_api.storage import DatabaseUnavailable, Timeouts, open_database
 from core_api.storage.migrate import migrate
 from support import (
     Launcher,
+    Server,
+    children,
     clean_env,
     free_port,
     fresh_connection_client,
@@ -307,6 +309,40 @@ async def test_statement_timeout_is_a_503_not_a_hang(proxy: CuttableProxy, outag
         await db.close()
 
 
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def processes_connected_to(port: int, pids: list[int]) -> set[int]:
+    """Which of ``pids`` hold an established TCP connection to loopback ``port``."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == port and fields[3] == "01":
+            inodes.add(f"socket:[{fields[9]}]")
+    held = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if any(fd.readlink().name in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                held.add(pid)
+    return held
+
+
+def wait_until_every_worker_started(server: Server, proxy: CuttableProxy, workers: int) -> None:
+    """/health answers once the first worker is up; a worker still in its start-up when
+    the database goes away exits (start-up needs the database), so wait for all of them:
+    each holds a pooled connection through the proxy once started."""
+    deadline = time.monotonic() + BOUND_S
+    while len(processes_connected_to(proxy.port, descendants(server.proc.pid))) < workers:
+        assert time.monotonic() < deadline, "workers did not all start"
+        time.sleep(0.05)
+
+
 @pytest.mark.e2e
 def test_outage_over_a_real_server(
     proxy: CuttableProxy, launcher: Launcher, tmp_path: Path
@@ -321,6 +357,7 @@ def test_outage_over_a_real_server(
             pg_pool_timeout="2",
         )
         server = launcher.start(env, 2, "--first-run-bootstrap")
+        wait_until_every_worker_started(server, proxy, 2)
         with fresh_connection_client(server, printed_key(server)) as client:
             assert client.get(WORKSPACES).status_code == 200
             proxy.cut()
