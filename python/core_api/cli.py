@@ -193,6 +193,9 @@ def granian_argv(settings: Settings, nofile: int, *, uvloop: bool) -> list[str]:
         "--http1-keep-alive" if settings.keep_alive else "--no-http1-keep-alive",
         "--http1-buffer-size",
         str(settings.http1_buffer_size),
+        # A worker that dies (say, it started while the database was unreachable) comes back
+        # instead of taking the whole server down with it.
+        "--respawn-failed-workers",
         "--log-level",
         settings.log_level.lower(),
         "core_api.asgi:app",
