@@ -33,6 +33,10 @@ pub enum Kind {
     User = 3,
     /// Everything: a full flush.
     Flush = 4,
+    /// A workspace's list of keys grew or shrank (list totals only; no key changed).
+    KeyList = 5,
+    /// A user's list of workspaces grew or shrank (list totals only).
+    WorkspaceList = 6,
 }
 
 impl Kind {
@@ -42,6 +46,8 @@ impl Kind {
             Kind::Workspace => "workspace",
             Kind::User => "user",
             Kind::Flush => "flush",
+            Kind::KeyList => "key_list",
+            Kind::WorkspaceList => "workspace_list",
         }
     }
 
@@ -51,6 +57,8 @@ impl Kind {
             "key" => Some(Kind::Key),
             "workspace" => Some(Kind::Workspace),
             "user" => Some(Kind::User),
+            "key_list" => Some(Kind::KeyList),
+            "workspace_list" => Some(Kind::WorkspaceList),
             _ => None,
         }
     }
@@ -61,6 +69,8 @@ impl Kind {
             2 => Some(Kind::Workspace),
             3 => Some(Kind::User),
             4 => Some(Kind::Flush),
+            5 => Some(Kind::KeyList),
+            6 => Some(Kind::WorkspaceList),
             _ => None,
         }
     }

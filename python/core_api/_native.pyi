@@ -67,8 +67,9 @@ class SharedState:
         """Entries ever appended to the invalidation log (one atomic load)."""
 
     def log_append(self, targets: list[tuple[str, int]]) -> int:
-        """Append ``(kind, id)`` targets (kind ``key``, ``workspace`` or ``user``, else
-        ValueError), all visible at once; return the new head."""
+        """Append ``(kind, id)`` targets (kind ``key``, ``workspace``, ``user``,
+        ``key_list`` or ``workspace_list``, else ValueError), all visible at once; return
+        the new head."""
 
     def log_flush(self) -> int:
         """Ask every process on the host for a full flush (also bumps the generation);

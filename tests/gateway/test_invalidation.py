@@ -62,11 +62,22 @@ async def test_another_tenants_writes_leave_cached_entries_valid(
         assert after["key_cache"] == (before["key_cache"][0] + 2, before["key_cache"][1])
         assert after["workspace_access"][1] == before["workspace_access"][1]
         assert after["api_key_get"] == (before["api_key_get"][0] + 1, before["api_key_get"][1])
-        # A's own cached workspace entries were evicted (its list of workspaces changed).
+        # A's own entries survive its creates too: a create changes list totals only.
         a_ws = f"{WORKSPACES}/{a['workspace']['id']}"
-        misses = counts(runtime)["workspace_access"][1]
         assert (await api.get(a_ws, key=a["api_key"]["key"])).status == 200
-        assert counts(runtime)["workspace_access"][1] == misses + 1
+        warm = counts(runtime)
+        made = await api.post(WORKSPACES, key=a["api_key"]["key"], json={"name": "A more"})
+        assert made.status == 201
+        assert (await api.post(KEYS, key=a["api_key"]["key"], json={"name": "k"})).status == 201
+        mid = counts(runtime)
+        assert (await api.get(a_ws, key=a["api_key"]["key"])).status == 200
+        end = counts(runtime)
+        assert end["key_cache"] == (mid["key_cache"][0] + 1, mid["key_cache"][1])
+        assert end["workspace_access"][1] == mid["workspace_access"][1]
+        assert mid["key_cache"][1] == warm["key_cache"][1]  # the creates missed nothing
+        # ... while the totals of A's lists moved at once.
+        listed = await api.get(WORKSPACES, key=a["api_key"]["key"])
+        assert listed.json["meta"]["total"] == 5
 
 
 async def test_revocation_is_immediate_in_another_process_of_the_host(
@@ -136,9 +147,9 @@ def test_untouched_guards_inserts_against_changes_during_a_read(tmp_path: Path) 
 
 
 def test_wire_format_round_trips() -> None:
-    targets = (("key", 12), ("workspace", 3), ("user", 7))
-    assert encode(targets) == "k12,w3,u7"  # type: ignore[arg-type]
-    assert decode("k12,w3,u7") == list(targets)
+    targets = (("key", 12), ("workspace", 3), ("user", 7), ("key_list", 3), ("workspace_list", 7))
+    assert encode(targets) == "k12,w3,u7,l3,m7"  # type: ignore[arg-type]
+    assert decode("k12,w3,u7,l3,m7") == list(targets)
     assert encode(()) == "*" and decode("*") is None
     assert decode("") is None and decode("x1") is None and decode("k-1") is None
 

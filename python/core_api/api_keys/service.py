@@ -82,7 +82,7 @@ class ApiKeyService:
         invalidator.subscribe("key", self._evict_key)
         invalidator.subscribe("workspace", self._evict_workspace)
         invalidator.subscribe_flush(self._clear)
-        self.totals = Totals(invalidator, "workspace")  # list totals, per workspace
+        self.totals = Totals(invalidator, ("key_list", "workspace"))  # per workspace
 
     def _evict_key(self, key_id: int) -> None:
         entry = self._records.pop(key_id, None)
@@ -199,7 +199,7 @@ class ApiKeyService:
             tier=tier,
             expires_at=expires_at,
         )
-        await self.invalidator.changed(("workspace", workspace.id))  # its key list grew
+        await self.invalidator.changed(("key_list", workspace.id))
         return created, key
 
     async def get(self, workspace_id: int, key_id: int) -> ApiKeyRecord:
@@ -300,7 +300,7 @@ class ApiKeyService:
             if not await repo.mark_rotated(tx, key_id, new.id, grace_ends, now):
                 # A concurrent rotation or revocation won: the successor is rolled back.
                 raise ValidationFailed.field("id", "This key has already been rotated.")
-        await self.invalidator.changed(("key", key_id), ("workspace", workspace.id))
+        await self.invalidator.changed(("key", key_id), ("key_list", workspace.id))
         return new, key, grace_ends
 
     async def revoke(self, principal: Principal, workspace: Workspace, key_id: int) -> None:
@@ -308,7 +308,7 @@ class ApiKeyService:
         self._check_may_revoke(principal, workspace, target)
         async with self.db.transaction() as tx:
             await repo.revoke(tx, key_id, self.clock.now_ms())
-        await self.invalidator.changed(("key", key_id), ("workspace", workspace.id))
+        await self.invalidator.changed(("key", key_id), ("key_list", workspace.id))
 
     async def includes(
         self, keys: list[ApiKeyRecord], names: list[str], workspace: Workspace

@@ -31,16 +31,26 @@ from .. import _native
 
 log = logging.getLogger("core_api.invalidation")
 
-Kind = Literal["key", "workspace", "user"]
+# key, workspace, user: cached data about that thing is stale. key_list (a workspace id)
+# and workspace_list (a user id): only that list's totals are; nothing cached about any
+# one key or workspace changed, so a create does not evict its caller's own entries.
+Kind = Literal["key", "workspace", "user", "key_list", "workspace_list"]
 Target = tuple[Kind, int]
-KINDS: tuple[Kind, ...] = ("key", "workspace", "user")
-_CODES: dict[str, Kind] = {"k": "key", "w": "workspace", "u": "user"}
+KINDS: tuple[Kind, ...] = ("key", "workspace", "user", "key_list", "workspace_list")
+_CODES: dict[str, Kind] = {
+    "k": "key",
+    "w": "workspace",
+    "u": "user",
+    "l": "key_list",
+    "m": "workspace_list",
+}
+_LETTERS: dict[Kind, str] = {kind: code for code, kind in _CODES.items()}
 _FLUSH = "*"
 
 
 def encode(targets: tuple[Target, ...]) -> str:
     """The compact wire form of targets: ``k12,w3,u7``; ``*`` for a full flush."""
-    return ",".join(f"{kind[0]}{id_}" for kind, id_ in targets) if targets else _FLUSH
+    return ",".join(f"{_LETTERS[kind]}{id_}" for kind, id_ in targets) if targets else _FLUSH
 
 
 def decode(payload: str) -> list[Target] | None:

@@ -38,14 +38,17 @@ class Totals:
     """Totals of the lists scoped by one kind of invalidation target (``"user"``,
     ``"workspace"``, ...). Each list names itself, so several lists may share a scope."""
 
-    def __init__(self, invalidator: Subscribable, scope: str, max_entries: int = MAX_ENTRIES):
-        self.scope = scope
+    def __init__(
+        self, invalidator: Subscribable, scopes: tuple[str, ...], max_entries: int = MAX_ENTRIES
+    ):
+        self.scopes = scopes
         self.max_entries = max_entries
         self._totals: dict[int, dict[str, int]] = {}  # scope id -> list name -> total
         self._stamps: dict[int, int] = {}  # scope id -> tick of its last invalidation
         self._epoch = 0  # bumped by flushes: every stamp taken before is void
         self._ticks = itertools.count(1)
-        invalidator.subscribe(scope, self.invalidate)
+        for scope in scopes:  # every kind of target whose id is this list's scope id
+            invalidator.subscribe(scope, self.invalidate)
         invalidator.subscribe_flush(self.clear)
 
     async def of(

@@ -62,7 +62,7 @@ class WorkspaceService:
         invalidator.subscribe("user", self._evict_user)
         invalidator.subscribe("workspace", self._evict_workspace)
         invalidator.subscribe_flush(self._clear)
-        self.totals = Totals(invalidator, "user")  # list totals, per user
+        self.totals = Totals(invalidator, ("workspace_list", "user"))  # per user
 
     def _evict_user(self, user_id: int) -> None:
         for workspace_id in self._by_user.pop(user_id, ()):
@@ -143,7 +143,9 @@ class WorkspaceService:
                 )
                 # Access caches may remember "not a member" for this (user, new id) pair;
                 # the owner's list of workspaces grew.
-                await self.invalidator.changed(("user", user_id), ("workspace", created.id))
+                await self.invalidator.changed(
+                    ("workspace_list", user_id), ("workspace", created.id)
+                )
                 return created
             except IntegrityError:
                 if slug is not None:
@@ -233,7 +235,7 @@ class WorkspaceService:
             members = (await repo.members_of(tx, [workspace_id])).get(workspace_id, [])
             await repo.delete(tx, workspace_id)
         await self.invalidator.changed(
-            ("workspace", workspace_id), *(("user", m.user_id) for m in members)
+            ("workspace", workspace_id), *(("workspace_list", m.user_id) for m in members)
         )
 
     async def includes(
