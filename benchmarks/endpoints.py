@@ -1,6 +1,6 @@
 """Single-endpoint throughput on one worker, PostgreSQL store, against bare Falcon.
 
-Issue 8's goal 3: every endpoint below as a ratio to the bare Falcon baseline measured in
+The single-endpoint goals: every endpoint below as a ratio to the bare Falcon baseline measured in
 the same run (interleaved wrk slices, as ``peak.py`` does), and the two POSTs in absolute
 req/s. The service runs ``core-api serve --workers 1`` on a fresh PostgreSQL database.
 

@@ -1,6 +1,6 @@
 """List size: does one page of 25 cost the same from 100 rows as from 100,000 rows?
 
-Issue 8's goal 2, on both backends (SQLite and PostgreSQL, one worker each). Per backend it
+The list-size goal, on both backends (SQLite and PostgreSQL, one worker each). Per backend it
 seeds two tenants: ``small`` (a user in 100 workspaces, 100 API keys in its home
 workspace) and ``large`` (100,000 of each, written in bulk by ``benchmarks.populate``),
 then measures in interleaved wrk slices::

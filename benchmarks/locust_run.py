@@ -42,7 +42,7 @@ SCENARIOS: dict[str, tuple[list[str], int, float]] = {
     "pixel": (["PixelUser"], 10, 0.0),  # bursts of 20, unauthenticated
     "saturation": (["SaturationUser"], 4, 0.0),  # free tier, unpaced, until 429s
     "mixed": (["ReadUser", "WriteUser", "PixelUser"], 27, 10.0),
-    "mix": (["MixUser"], 200, 7.5),  # issue 8's mix (benchmarks/mix.py seeds and runs it)
+    "mix": (["MixUser"], 200, 7.5),  # the mixed load (benchmarks/mix.py seeds and runs it)
 }
 DEFAULT_SCENARIOS = ("reads", "writes", "pixel", "saturation")
 

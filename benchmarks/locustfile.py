@@ -286,7 +286,7 @@ class SaturationUser(FastHttpUser):
                 resp.failure(f"status {resp.status_code}")
 
 
-# --------------------------------------------------------------------------- issue 8 mix
+# --------------------------------------------------------------------------- mixed load
 
 # Credentials of the seeded users (JSON list of {"key", "workspace_id", ...}); each locust
 # user takes the next one, so writes spread over as many users as there are locust users.
@@ -301,7 +301,7 @@ MIX_LIST_WS = "GET /api/v1/workspaces"
 
 
 class MixUser(FastHttpUser):
-    """Issue 8's mix, one seeded user per locust user: 40 % GET /workspaces/{id} (the home
+    """The mix, one seeded user per locust user: 40 % GET /workspaces/{id} (the home
     workspace or one it created), 20 % list workspaces, 20 % list API keys, 15 % POST
     /workspaces with an Idempotency-Key (10 % of them replays of one of its last 20), 5 %
     GET /pixel/config. The pace comes from ``BENCH_USER_RPS`` (constant throughput)."""

@@ -1,4 +1,4 @@
-"""Issue 8's mixed load: ``core-api serve --workers 2`` under locust at a constant rate.
+"""The mixed load: ``core-api serve --workers 2`` under locust at a constant rate.
 
 The mix (``MixUser`` in ``locustfile.py``): 40 % GET /workspaces/{id}, 20 % list
 workspaces, 20 % list API keys, 15 % POST /workspaces with an Idempotency-Key (10 % of them
@@ -13,7 +13,7 @@ The locust user count equals the seeded users (one tenant: ``--users`` users on 
 key), each paced at ``rate / users`` req/s (``constant_throughput``). The pixel per-IP
 limit is lifted (all load comes from one loopback address).
 
-Figures per run, with the targets of the issue:
+Figures per run, with their targets:
 
 - achieved req/s >= 1,500 (``--rate``, the offered rate, defaults to 1,575: locust's
   constant_throughput paces a few per cent under it), 0 failures and p99 < 25 ms over the
@@ -53,7 +53,7 @@ STORES = ("sqlite", "postgres+redis")
 
 def cache_stats(log_text: str) -> dict[str, Any] | None:
     """Hit rates from the ``cache stats {...}`` line each serving process logs at INFO when
-    it stops (issue 8, goal 1), summed over the processes. None when the tree logs none."""
+    it stops (targeted invalidation), summed over the processes. None when the tree logs none."""
     totals: dict[str, dict[str, int]] = {}
     processes = 0
     for line in log_text.splitlines():

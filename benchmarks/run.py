@@ -6,7 +6,7 @@ Usage::
                              [--mix-seconds N] [--quick] [--strict]
 
 ``--seconds`` is the measured time per wrk target and per locust scenario (default 8).
-``--mix-seconds`` is the run time of each issue-8 mix run on each store (default 300, the
+``--mix-seconds`` is the run time of each mixed-load run on each store (default 300, the
 large-tenant runs take 120; the full run then takes about 20 minutes on 2 cores).
 ``--quick`` is a development run (2 s per wrk target, 60 s mix runs, 30 s tenant runs,
 quick micro-benchmarks). ``--strict`` exits 1 when a budget is missed. Every part writes
@@ -130,7 +130,7 @@ def summarise(summary: dict[str, Any]) -> list[str]:
         for v in summary.get(part, {}).get("verdicts", [])
     ]
     if goals:
-        print("\nissue 8 goals:")
+        print("\ngoals (single endpoints, list size, mixed load):")
         for v in goals:
             value = v["value"] if isinstance(v["value"], str) else f"{v['value']:.3f}"
             budget = f" (>= {v['budget']:g})" if "budget" in v else ""
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         common.log("[bench] list size ...")
         summary["lists"] = _guarded(lists.main, ["--seconds", str(seconds)])
     if "mix" in parts:
-        common.log("[bench] issue-8 mix ...")
+        common.log("[bench] mixed load ...")
         mix_argv = ["--quick"] if args.quick else []
         if args.mix_seconds:
             mix_argv += ["--seconds", str(args.mix_seconds)]

@@ -1,6 +1,6 @@
 """Bad input is a 422 naming the field, never a 5xx, and commits nothing; whatever is
 stored always reads back. One test per class of input from the adversarial probe
-(issue 6, findings 3, 4 and 8), on both storage backends."""
+(found by an adversarial probe of the running service), on both storage backends."""
 
 from __future__ import annotations
 
