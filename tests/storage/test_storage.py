@@ -95,10 +95,11 @@ async def make_key(
     now: int = NOW,
     expires_at: int | None = None,
 ) -> int:
-    return await keys_repo.insert(
+    made = await keys_repo.create(
         db,
         user_id=user_id,
         workspace_id=workspace_id,
+        workspace_tier="free",
         name=name,
         prefix="sk_live_abc",
         key_hash=key_hash,
@@ -107,6 +108,7 @@ async def make_key(
         expires_at=expires_at,
         now=now,
     )
+    return made.id
 
 
 @pytest.fixture

@@ -81,43 +81,6 @@ def _fields(row: Row) -> Row:
     return {**row, "scopes": tuple(orjson.loads(row["scopes"]))}
 
 
-async def insert(
-    db: Executor,
-    *,
-    user_id: int,
-    workspace_id: int,
-    name: str,
-    prefix: str,
-    key_hash: str,
-    scopes: list[str],
-    rate_limit_tier: str | None,
-    expires_at: int | None,
-    now: int,
-    rate_bucket_id: int | None = None,
-) -> int:
-    row = await db.fetch_one(
-        "INSERT INTO api_keys (user_id, workspace_id, name, prefix, key_hash, scopes, "
-        "rate_limit_tier, expires_at, created_at, updated_at, rate_bucket_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (
-            user_id,
-            workspace_id,
-            name,
-            prefix,
-            key_hash,
-            orjson.dumps(scopes).decode(),
-            rate_limit_tier,
-            expires_at,
-            now,
-            now,
-            rate_bucket_id,
-        ),
-    )
-    assert row is not None
-    key_id: int = row["id"]
-    return key_id
-
-
 async def create(
     db: Executor,
     *,

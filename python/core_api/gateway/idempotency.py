@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..clock import Clock
 from ..config import Settings
-from ..errors import ApiError, ValidationFailed
+from ..errors import ApiError, ServiceUnavailable, ValidationFailed
 from ..storage import Database
 from ..web.bodies import read_raw
 from . import idempotency_repo as repo
@@ -46,7 +46,6 @@ HEADER = "Idempotency-Key"
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 IN_FLIGHT_LOCK_MS = 60_000  # a claim whose process died is taken over after this
 REPLAYED_HEADERS = ("Content-Type", "Location")
-RETRY_AFTER_SECONDS = 5  # the same wait as for any other database outage
 _LABEL = b"idempotency-v1"
 _NONCE_BYTES = 12
 
@@ -57,14 +56,8 @@ class InFlight(ApiError):
     message = "A request with this Idempotency-Key is still being processed. Retry shortly."
 
 
-class Unavailable(ApiError):
-    status = 503
-    code = "service_unavailable"
-    message = "Idempotency records cannot be reached; the request was not run. Retry shortly."
-
-    def __init__(self) -> None:
-        super().__init__(retry_after=RETRY_AFTER_SECONDS)
-        self.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+class Unavailable(ServiceUnavailable):
+    """The claim could not be made: the request was refused before it ran."""
 
 
 @dataclass(frozen=True, slots=True)
