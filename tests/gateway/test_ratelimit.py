@@ -226,3 +226,34 @@ async def test_rotation_does_not_refill_the_budget(
     assert await count_ok(api, path, successor, 2) == 1
     again = await api.post(f"/api/v1/api-keys/{rotated.json['data']['id']}/rotate", key=admin)
     assert (await api.get(path, key=again.json["data"]["key"])).status == 429  # whole chain
+
+
+@pytest.mark.redis
+async def test_concurrent_waiters_share_one_lease_refill(redis_prefix: str, tmp_path: Path) -> None:
+    """A hot key with many requests waiting at once: they join one Redis refill instead of
+    each taking a lease, so the key's global bucket is not drained into leases that expire
+    unspent (which used to end in 429s far below the key's limit)."""
+    import redis.asyncio as aioredis
+
+    from conftest import REDIS_URL
+    from core_api import _native
+    from core_api.clock import Clock
+    from core_api.gateway.ratelimit import LocalLimiter, RedisLimiter
+    from core_api.plans import Tier
+
+    redis = aioredis.from_url(REDIS_URL)
+    try:
+        shared = _native.SharedState(str(tmp_path / "shm"))
+        limiter = RedisLimiter(redis, redis_prefix, LocalLimiter(shared, Clock()), Clock())
+        tier = Tier("hot", 600_000, 0.0)  # 10,000/s: a lease is 500 tokens, the bucket 600,000
+
+        async def one() -> bool:
+            decision = limiter.check_now(b"key:hot", tier) or await limiter.check(b"key:hot", tier)
+            return decision.allowed
+
+        allowed = [await asyncio.gather(*(one() for _ in range(200))) for _ in range(5)]
+        assert all(all(batch) for batch in allowed)
+        left = float(await redis.hget(f"{redis_prefix}rl:key:hot", "t") or 0)
+        assert left >= tier.capacity - 5 * 500 - 1000  # a few leases taken, not 1,000
+    finally:
+        await redis.aclose()

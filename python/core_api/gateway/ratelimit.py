@@ -129,6 +129,9 @@ LEASE_SECONDS = 0.05  # a lease holds about this much refill
 LEASE_TTL_NS = 1_000_000_000  # unspent lease tokens are dropped after this (bounded drift)
 REDIS_TIMEOUT = 0.25
 RETRY_REDIS_AFTER_NS = 1_000_000_000
+# Refills a waiting request may join before it is refused: with a 1-token lease (small
+# tiers) each refill serves one waiter, so a burst of waiters needs several rounds.
+MAX_REFILL_ROUNDS = 64
 
 
 @dataclass(slots=True)
@@ -139,7 +142,10 @@ class _Lease:
     expires_ns: int = 0
     denied_until_ns: int = 0
     retry_after: float = 0.0
-    refill: asyncio.Task[None] | None = None
+    refill: asyncio.Task[bool] | None = None
+
+    def denied_at(self, now_ns: int) -> bool:
+        return now_ns < self.denied_until_ns
 
 
 class RedisLimiter:
@@ -157,7 +163,9 @@ class RedisLimiter:
         if now < self.down_until_ns:
             return self.local.check_now(bucket, tier, cost)
         lease = self.leases.get(bucket)
-        if lease is None or now >= lease.expires_ns:
+        # An expired lease is dropped, unless its refill is in flight: a new lease waits for
+        # that refill too (replacing it made every waiter start a refill of its own).
+        if lease is None or (now >= lease.expires_ns and lease.refill is None):
             if len(self.leases) > 100_000:
                 self.leases.clear()  # bounded memory; dropping leases only under-admits
             lease = self.leases[bucket] = _Lease()
@@ -172,30 +180,42 @@ class RedisLimiter:
         if decision is not None:
             return decision
         lease = self.leases[bucket]
-        if lease.refill is not None:
-            await asyncio.shield(lease.refill)  # single flight: join the refill under way
-        if lease.tokens < cost and not await self._refill(bucket, lease, tier, cost):
-            return self.local.check_now(bucket, tier, cost)
-        if lease.tokens < cost:
-            return self._decision(lease, tier, False)
-        return self._spend(bucket, lease, tier, cost)
+        # Single flight: every request waiting on this lease joins one Redis call. Each
+        # waiter used to take a lease of its own, so a hot key drained its whole global
+        # bucket into leases that expired unspent, and then got 429s it never earned.
+        for _ in range(MAX_REFILL_ROUNDS):
+            if lease.tokens >= cost:
+                return self._spend(bucket, lease, tier, cost)
+            if lease.denied_at(self.clock.monotonic_ns()):
+                break
+            if not await asyncio.shield(self._start_refill(bucket, lease, tier, cost)):
+                return self.local.check_now(bucket, tier, cost)  # Redis unavailable
+        if lease.tokens >= cost:
+            return self._spend(bucket, lease, tier, cost)
+        return self._decision(lease, tier, False)
 
     def _spend(self, bucket: bytes, lease: _Lease, tier: Tier, cost: float) -> Decision:
         lease.tokens -= cost
         chunk = self._chunk(tier)
         if chunk > 1 and lease.refill is None and lease.tokens < chunk / 2:
             # Top the lease up before it runs dry, so busy keys rarely wait on Redis.
-            lease.refill = asyncio.create_task(self._background_refill(bucket, lease, tier, cost))
+            self._start_refill(bucket, lease, tier, cost)
         return self._decision(lease, tier, True)
 
     def _chunk(self, tier: Tier) -> int:
         return max(1, min(int(tier.refill_per_second * LEASE_SECONDS), int(tier.capacity // 20)))
 
-    async def _background_refill(
+    def _start_refill(
         self, bucket: bytes, lease: _Lease, tier: Tier, cost: float
-    ) -> None:
+    ) -> asyncio.Task[bool]:
+        """The lease's one refill in flight, started if none is."""
+        if lease.refill is None:
+            lease.refill = asyncio.create_task(self._refill_once(bucket, lease, tier, cost))
+        return lease.refill
+
+    async def _refill_once(self, bucket: bytes, lease: _Lease, tier: Tier, cost: float) -> bool:
         try:
-            await self._refill(bucket, lease, tier, cost)
+            return await self._refill(bucket, lease, tier, cost)
         finally:
             lease.refill = None
 
