@@ -11,14 +11,13 @@ Filtered totals (search, status, date ranges) are never cached: an update can mo
 in or out of a filter without changing the scope's size, and ``status`` depends on the
 clock. They are counted per request, over the scope's rows only.
 
-A count that was in flight when its scope was invalidated is returned but not stored
-(a per-scope stamp is compared before and after), so the cache never keeps a total older
-than the last write it was told about.
+A count that a write to its scope (or a flush) overtook is returned but not stored: the
+same ``mark()`` / ``untouched()`` guard the other caches use, read from the host's log, so
+a write committed by another process while the count ran is caught too.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -32,6 +31,8 @@ class Subscribable(Protocol):
 
     def subscribe(self, kind: Any, callback: Callable[[int], object]) -> None: ...
     def subscribe_flush(self, callback: Callable[[], object]) -> None: ...
+    def mark(self) -> int: ...
+    def untouched(self, mark: int, *targets: Any) -> bool: ...
 
 
 class Totals:
@@ -41,12 +42,8 @@ class Totals:
     def __init__(
         self, invalidator: Subscribable, scopes: tuple[str, ...], max_entries: int = MAX_ENTRIES
     ):
-        self.scopes = scopes
-        self.max_entries = max_entries
+        self.invalidator, self.scopes, self.max_entries = invalidator, scopes, max_entries
         self._totals: dict[int, dict[str, int]] = {}  # scope id -> list name -> total
-        self._stamps: dict[int, int] = {}  # scope id -> tick of its last invalidation
-        self._epoch = 0  # bumped by flushes: every stamp taken before is void
-        self._ticks = itertools.count(1)
         for scope in scopes:  # every kind of target whose id is this list's scope id
             invalidator.subscribe(scope, self.invalidate)
         invalidator.subscribe_flush(self.clear)
@@ -73,9 +70,9 @@ class Totals:
         cached = self._totals.get(scope_id)
         if cached is not None and name in cached:
             return cached[name]
-        stamp = (self._epoch, self._stamps.get(scope_id))
+        mark = self.invalidator.mark()
         value = await count()
-        if stamp == (self._epoch, self._stamps.get(scope_id)):
+        if self.invalidator.untouched(mark, *((kind, scope_id) for kind in self.scopes)):
             if len(self._totals) >= self.max_entries:
                 self.clear()
             else:
@@ -85,14 +82,9 @@ class Totals:
     def invalidate(self, scope_id: int) -> None:
         """A write changed (or may have changed) the scope's lists. Cheap: runs in sync."""
         self._totals.pop(scope_id, None)
-        if len(self._stamps) >= self.max_entries:
-            self.clear()
-        self._stamps[scope_id] = next(self._ticks)
 
     def clear(self) -> None:
         self._totals.clear()
-        self._stamps.clear()
-        self._epoch += 1
 
     def __len__(self) -> int:
         return len(self._totals)
