@@ -86,6 +86,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def report_header(kind: str, load_before: tuple[float, ...]) -> dict[str, Any]:
+    """The fields every benchmark report starts with: what, when, where, and the load."""
+    return {
+        "kind": kind,
+        "timestamp": timestamp(),
+        "machine": machine_info(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 

@@ -167,11 +167,7 @@ def run(args: Any) -> dict[str, Any]:
         if service.proc is not None and service.proc.poll() is not None:
             raise RuntimeError(f"service exited early:\n{service.tail()}")
     return {
-        "kind": "endpoints",
-        "timestamp": common.timestamp(),
-        "machine": common.machine_info(),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        **common.report_header("endpoints", load_before),
         "settings": {
             "seconds": args.seconds,
             "slices": args.slices,

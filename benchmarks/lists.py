@@ -95,11 +95,7 @@ def run(args: Any) -> dict[str, Any]:
             errors[backend] = f"{type(exc).__name__}: {exc}"
             log(f"[lists] {backend} FAILED: {errors[backend]}")
     return {
-        "kind": "lists",
-        "timestamp": common.timestamp(),
-        "machine": common.machine_info(),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        **common.report_header("lists", load_before),
         "settings": {
             "seconds": args.seconds,
             "slices": args.slices,

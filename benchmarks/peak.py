@@ -347,11 +347,7 @@ def run(args: Any) -> dict[str, Any]:
         if a.get("cpu_us_per_req") and b.get("cpu_us_per_req"):
             cpu_ratios[name] = round(b["cpu_us_per_req"] / a["cpu_us_per_req"], 3)
     return {
-        "kind": "peak",
-        "timestamp": common.timestamp(),
-        "machine": common.machine_info(),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        **common.report_header("peak", load_before),
         "settings": {
             "seconds": args.seconds,
             "slices": n,
