@@ -152,6 +152,7 @@ def test_wire_format_round_trips() -> None:
     assert decode("k12,w3,u7,l3,m7") == list(targets)
     assert encode(()) == "*" and decode("*") is None
     assert decode("") is None and decode("x1") is None and decode("k-1") is None
+    assert decode("k\u00b2") is None  # a Unicode digit is not an id (int() would raise)
 
 
 def test_key_cache_evicts_by_key_workspace_and_user() -> None:

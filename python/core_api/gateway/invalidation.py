@@ -60,7 +60,7 @@ def decode(payload: str) -> list[Target] | None:
     targets: list[Target] = []
     for item in payload.split(","):
         kind = _CODES.get(item[:1])
-        if kind is None or not item[1:].isdigit():
+        if kind is None or not (item[1:].isascii() and item[1:].isdigit()):
             return None
         targets.append((kind, int(item[1:])))
     return targets
