@@ -352,3 +352,13 @@ async def test_records_repository(database_url: str) -> None:
         assert await records.get(db, 1, "k") is None
     finally:
         await db.close()
+
+
+async def test_first_response_and_replay_are_the_same_json(api: Api) -> None:
+    """The recorded bytes are the bytes sent (serialised once), with their content type."""
+    headers = {"Idempotency-Key": "same-bytes"}
+    first = await api.post("/api/v1/workspaces", json={"name": "Bytes"}, headers=headers)
+    again = await api.post("/api/v1/workspaces", json={"name": "Bytes"}, headers=headers)
+    assert first.status == again.status == 201
+    assert first.header("content-type") == again.header("content-type") == "application/json"
+    assert again.header("Idempotent-Replayed") == "true" and again.json == first.json

@@ -235,11 +235,11 @@ class IdempotencyGuard:
         if status >= 500:
             await self.store.release(ticket)
             return
-        body = (
-            resp.data
-            if resp.data is not None
-            else (orjson.dumps(resp.media) if resp.media is not None else b"")
-        )
+        body = resp.data
+        if body is None:
+            body = orjson.dumps(resp.media) if resp.media is not None else b""
+            if resp.media is not None:
+                resp.data = body  # serialised once: Falcon sends these bytes, not the media again
         headers = {n: v for n in REPLAYED_HEADERS if (v := resp.get_header(n)) is not None}
         if body and "Content-Type" not in headers:
             headers["Content-Type"] = falcon.MEDIA_JSON
