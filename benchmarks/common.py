@@ -302,11 +302,11 @@ def postgres_store(workdir: Path, admin_url: str | None = None) -> Store:
     return store
 
 
-def redis_store(workdir: Path, redis_url: str | None = None) -> Store:
+def with_redis(store: Store, redis_url: str | None = None) -> Store:
+    """``store`` with ``CORE_API_REDIS_URL`` set under a fresh key prefix, purged afterwards."""
     import redis
 
     url = redis_url or os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
-    store = sqlite_store(workdir, "redis")
     prefix = f"core-api-bench-{secrets.token_hex(4)}:"
     store.env["CORE_API_REDIS_URL"] = url
     store.env["CORE_API_REDIS_PREFIX"] = prefix
@@ -321,29 +321,17 @@ def redis_store(workdir: Path, redis_url: str | None = None) -> Store:
 
     store.cleanups.append(purge)
     return store
+
+
+def redis_store(workdir: Path, redis_url: str | None = None) -> Store:
+    return with_redis(sqlite_store(workdir, "redis"), redis_url)
 
 
 def postgres_redis_store(workdir: Path) -> Store:
     """PostgreSQL store with ``CORE_API_REDIS_URL`` set: the multi-node configuration."""
-    import redis
-
-    url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
     store = postgres_store(workdir)
     store.label = "postgres+redis"
-    prefix = f"core-api-bench-{secrets.token_hex(4)}:"
-    store.env["CORE_API_REDIS_URL"] = url
-    store.env["CORE_API_REDIS_PREFIX"] = prefix
-    client = redis.Redis.from_url(url, socket_timeout=2)
-    client.ping()
-
-    def purge() -> None:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-        client.close()
-
-    store.cleanups.append(purge)
-    return store
+    return with_redis(store)
 
 
 STORES = {
