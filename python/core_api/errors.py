@@ -65,6 +65,17 @@ class AccessDenied(ApiError):
         super().__init__(message or f"Insufficient permissions. Required scope: {scope}")
 
 
+class FeatureLimitReached(ApiError):
+    """A tier's count limit (plans file ``[tiers.<tier>.limits]``) would be exceeded."""
+
+    status = 403
+    code = "feature_limit_reached"
+    message = "You have reached your limit for this feature."
+
+    def __init__(self, feature: str, upgrade_url: str) -> None:
+        super().__init__(feature=feature, upgrade_url=upgrade_url)
+
+
 class RateLimited(ApiError):
     status = 429
     code = "rate_limit_exceeded"

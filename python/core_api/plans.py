@@ -17,6 +17,8 @@ class Tier:
     name: str
     requests_per_minute: int
     burst: float
+    # Count limits by feature (``[tiers.<tier>.limits]``); -1 or absent means unlimited.
+    limits: dict[str, int] = field(default_factory=dict)
     # Derived once: they are read (and the strings written into headers) on every request.
     capacity: float = field(init=False)
     refill_per_second: float = field(init=False)
@@ -50,6 +52,10 @@ class Plans:
     def names(self) -> list[str]:
         return sorted(self.tiers, key=lambda n: self.tiers[n].requests_per_minute)
 
+    def limit(self, tier: str, feature: str) -> int:
+        """The tier's count limit for a feature; -1 means unlimited."""
+        return self.tiers[tier].limits.get(feature, -1)
+
     def exceeds(self, tier: str, ceiling: str) -> bool:
         return self.tiers[tier].requests_per_minute > self.tiers[ceiling].requests_per_minute
 
@@ -72,7 +78,10 @@ def _parse(data: dict[str, Any]) -> Plans:
         rpm, burst = int(spec["requests_per_minute"]), float(spec.get("burst", 0.0))
         if rpm <= 0 or burst < 0:
             raise ValueError(f"tier {name}: requests_per_minute > 0 and burst >= 0 required")
-        tiers[name] = Tier(name, rpm, burst)
+        limits = {str(k): int(v) for k, v in spec.get("limits", {}).items()}
+        if any(v < -1 for v in limits.values()):
+            raise ValueError(f"tier {name}: a limit is a count >= 0, or -1 for unlimited")
+        tiers[name] = Tier(name, rpm, burst, limits)
     default = str(data.get("default_tier", "free"))
     if default not in tiers:
         raise ValueError(f"default_tier {default!r} is not a tier")
