@@ -19,6 +19,7 @@ from .gateway.invalidation import Invalidator
 from .gateway.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .jobs import JobRunner, Kind
 from .local_files import ensure_secret_key, not_opened_yet, shared_memory_path
+from .pixel.sites import SiteDirectory
 from .plans import Plans, load_plans
 from .storage import Database, DatabaseUnavailable, Timeouts, create_database, instance
 from .storage.migrate import migrate
@@ -42,6 +43,7 @@ class Runtime:
     idempotency: Store
     workspaces: WorkspaceService
     keys: ApiKeyService
+    pixel_sites: SiteDirectory
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     runners: list[JobRunner] = field(default_factory=list)
     shm_path: str = ""  # the shared state's file, known once start() has opened it
@@ -90,6 +92,7 @@ class Runtime:
             idempotency=idempotency,
             workspaces=WorkspaceService(db, plans, clock, invalidator),
             keys=ApiKeyService(db, plans, clock, settings.secret_key, invalidator),
+            pixel_sites=SiteDirectory(db, invalidator),
         )
         runtime.auth.usage_listeners.append(runtime.keys.forget_usage)
         return runtime
