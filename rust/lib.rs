@@ -1,7 +1,7 @@
 //! `core_api._native`: the Rust hot paths of core-api.
 //!
-//! The pure modules (`error`, `keys`, `keycache`, `shm`, `invalog`, `ratelimit`) do not
-//! use pyo3 and are tested with `cargo test --no-default-features`. The
+//! The pure modules (`error`, `keys`, `keycache`, `shm`, `invalog`, `ratelimit`,
+//! `webhooks`) do not use pyo3 and are tested with `cargo test --no-default-features`. The
 //! `python` feature (on by default, used by maturin) adds the thin PyO3
 //! bindings in `python/`, one file per concern: argument conversion, the one
 //! error conversion (`NativeError` -> Python exception) and nothing else.
@@ -12,6 +12,7 @@ pub mod keycache;
 pub mod keys;
 pub mod ratelimit;
 pub mod shm;
+pub mod webhooks;
 
 #[cfg(feature = "python")]
 mod python;

@@ -16,6 +16,7 @@ __all__ = [
     "generate_key",
     "hash_key",
     "key_prefix",
+    "webhook_sign",
 ]
 
 def generate_key() -> str:
@@ -29,6 +30,11 @@ def key_prefix(key: str) -> str:
 
 def constant_time_eq(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of two byte strings."""
+
+def webhook_sign(secrets: list[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of
+    ``{msg_id}.{timestamp}.{body}`` per secret, space-separated in the order given.
+    No secrets, or an empty one, raise ValueError."""
 
 @final
 class RateTier:

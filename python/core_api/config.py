@@ -179,6 +179,8 @@ class Settings:
     )
     webhook_allow_private_networks: bool = _var(False, _Reader.boolean)
     webhook_require_https: bool = _var(True, _Reader.boolean)
+    # Seconds one webhook delivery attempt may take in all (connect, send, response).
+    webhook_timeout_seconds: int = _var(15, _Reader.integer, low=1, high=30)
     mcp_config: str | None = _var(None, _Reader.path)
     plans_file: str | None = _var(None, _Reader.path)
     pg_pool_size: int = _var(10, _Reader.integer, low=1, high=1000)

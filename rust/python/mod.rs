@@ -10,6 +10,7 @@ use crate::error::NativeError;
 mod key_cache;
 mod keys;
 mod shared_state;
+mod webhooks;
 
 /// The single mapping of native errors to Python exceptions: invalid
 /// arguments raise `ValueError`, I/O failures the matching `OSError`.
@@ -32,5 +33,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     keys::register(m)?;
     key_cache::register(m)?;
     shared_state::register(m)?;
+    webhooks::register(m)?;
     Ok(())
 }
