@@ -121,6 +121,10 @@ class Runtime:
             "key_cache": {"hits": hits, "misses": misses, "size": len(self.auth.cache)},
             "workspace_access": self.workspaces.cache_stats(),
             "api_key_get": self.keys.cache_stats(),
+            "list_pages": {
+                "workspaces": self.workspaces.pages.stats(),
+                "api_keys": self.keys.pages.stats(),
+            },
             "invalidation": self.invalidator.stats(),
         }
 

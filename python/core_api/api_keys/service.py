@@ -17,6 +17,7 @@ from ..plans import Plans
 from ..storage import Database, Executor
 from ..users import repo as users_repo
 from ..web.listing import ListQuery
+from ..web.pages import PageCache
 from ..web.totals import Totals
 from ..workspaces import repo as workspaces_repo
 from ..workspaces.repo import Workspace
@@ -83,6 +84,9 @@ class ApiKeyService:
         invalidator.subscribe("workspace", self._evict_workspace)
         invalidator.subscribe_flush(self._clear)
         self.totals = Totals(invalidator, ("key_list", "workspace"))  # per workspace
+        self.pages: PageCache[ApiKeyRecord] = PageCache(
+            invalidator, ("key_list", "workspace"), "key", lambda k: k.id
+        )
 
     def _evict_key(self, key_id: int) -> None:
         entry = self._records.pop(key_id, None)
@@ -225,7 +229,14 @@ class ApiKeyService:
         self, workspace_id: int, query: ListQuery
     ) -> tuple[list[ApiKeyRecord], int]:
         now = self.clock.now_ms()
-        page = await repo.page_in_workspace(self.db, workspace_id, query, now)
+        page = await self.pages.load(
+            workspace_id,
+            query,
+            now,
+            lambda: repo.page_in_workspace(self.db, workspace_id, query, now),
+            # last_used_at is flushed without an invalidation: re-read as often as a record.
+            lambda rows: now + RECORD_TTL_MS,
+        )
         total = await self.totals.of(
             "api_keys",
             workspace_id,

@@ -18,6 +18,7 @@ from ..users import repo as users_repo
 from ..users.repo import User
 from ..web.bodies import settings_problem
 from ..web.listing import ListQuery
+from ..web.pages import PageCache
 from ..web.totals import Totals
 from . import repo
 from .repo import Workspace
@@ -63,6 +64,9 @@ class WorkspaceService:
         invalidator.subscribe("workspace", self._evict_workspace)
         invalidator.subscribe_flush(self._clear)
         self.totals = Totals(invalidator, ("workspace_list", "user"))  # per user
+        self.pages: PageCache[Workspace] = PageCache(
+            invalidator, ("workspace_list", "user"), "workspace", lambda w: w.id
+        )
 
     def _evict_user(self, user_id: int) -> None:
         for workspace_id in self._by_user.pop(user_id, ()):
@@ -114,7 +118,12 @@ class WorkspaceService:
         return found
 
     async def list_page(self, user_id: int, query: ListQuery) -> tuple[list[Workspace], int]:
-        page = await repo.page_for_user(self.db, user_id, query)
+        page = await self.pages.load(
+            user_id,
+            query,
+            self.clock.now_ms(),
+            lambda: repo.page_for_user(self.db, user_id, query),
+        )
         total = await self.totals.of(
             "workspaces",
             user_id,
