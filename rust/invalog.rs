@@ -37,6 +37,9 @@ pub enum Kind {
     KeyList = 5,
     /// A user's list of workspaces grew or shrank (list totals only).
     WorkspaceList = 6,
+    /// A pixel site was created, changed or deleted (the site directory's host lookups).
+    /// The last free 3-bit code: another kind needs a wider field in the entry format.
+    PixelSite = 7,
 }
 
 impl Kind {
@@ -48,6 +51,7 @@ impl Kind {
             Kind::Flush => "flush",
             Kind::KeyList => "key_list",
             Kind::WorkspaceList => "workspace_list",
+            Kind::PixelSite => "pixel_site",
         }
     }
 
@@ -59,6 +63,7 @@ impl Kind {
             "user" => Some(Kind::User),
             "key_list" => Some(Kind::KeyList),
             "workspace_list" => Some(Kind::WorkspaceList),
+            "pixel_site" => Some(Kind::PixelSite),
             _ => None,
         }
     }
@@ -71,6 +76,7 @@ impl Kind {
             4 => Some(Kind::Flush),
             5 => Some(Kind::KeyList),
             6 => Some(Kind::WorkspaceList),
+            7 => Some(Kind::PixelSite),
             _ => None,
         }
     }

@@ -122,7 +122,7 @@ fn parse_targets(targets: &[(String, i64)]) -> Result<Vec<(Kind, i64)>, NativeEr
         .map(|(kind, id)| {
             Kind::parse(kind).map(|k| (k, *id)).ok_or_else(|| {
                 NativeError::invalid(format!(
-                    "target kind must be key, workspace, user, key_list or workspace_list, got {kind:?}"
+                    "target kind must be key, workspace, user, key_list, workspace_list or pixel_site, got {kind:?}"
                 ))
             })
         })

@@ -32,7 +32,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert sqlite_path(s.database_url) == tmp_path / "data" / "core-api.db"
     assert s.redis_url is None
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 1)
-    assert s.webhook_retry_schedule == (5, 300, 1800, 7200, 18000, 36000)
+    assert s.webhook_retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
     assert s.webhook_allow_private_networks is False
     assert s.webhook_require_https is True
     assert s.pixel_rate_limit == 300

@@ -147,9 +147,16 @@ def test_untouched_guards_inserts_against_changes_during_a_read(tmp_path: Path) 
 
 
 def test_wire_format_round_trips() -> None:
-    targets = (("key", 12), ("workspace", 3), ("user", 7), ("key_list", 3), ("workspace_list", 7))
-    assert encode(targets) == "k12,w3,u7,l3,m7"  # type: ignore[arg-type]
-    assert decode("k12,w3,u7,l3,m7") == list(targets)
+    targets = (
+        ("key", 12),
+        ("workspace", 3),
+        ("user", 7),
+        ("key_list", 3),
+        ("workspace_list", 7),
+        ("pixel_site", 9),
+    )
+    assert encode(targets) == "k12,w3,u7,l3,m7,p9"  # type: ignore[arg-type]
+    assert decode("k12,w3,u7,l3,m7,p9") == list(targets)
     assert encode(()) == "*" and decode("*") is None
     assert decode("") is None and decode("x1") is None and decode("k-1") is None
     assert decode("k\u00b2") is None  # a Unicode digit is not an id (int() would raise)

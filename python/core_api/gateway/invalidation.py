@@ -34,15 +34,24 @@ log = logging.getLogger("core_api.invalidation")
 # key, workspace, user: cached data about that thing is stale. key_list (a workspace id)
 # and workspace_list (a user id): only that list's totals are; nothing cached about any
 # one key or workspace changed, so a create does not evict its caller's own entries.
-Kind = Literal["key", "workspace", "user", "key_list", "workspace_list"]
+# pixel_site: a site's settings (the pixel site directory).
+Kind = Literal["key", "workspace", "user", "key_list", "workspace_list", "pixel_site"]
 Target = tuple[Kind, int]
-KINDS: tuple[Kind, ...] = ("key", "workspace", "user", "key_list", "workspace_list")
+KINDS: tuple[Kind, ...] = (
+    "key",
+    "workspace",
+    "user",
+    "key_list",
+    "workspace_list",
+    "pixel_site",
+)
 _CODES: dict[str, Kind] = {
     "k": "key",
     "w": "workspace",
     "u": "user",
     "l": "key_list",
     "m": "workspace_list",
+    "p": "pixel_site",
 }
 _LETTERS: dict[Kind, str] = {kind: code for code, kind in _CODES.items()}
 _FLUSH = "*"
