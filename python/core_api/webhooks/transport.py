@@ -261,8 +261,8 @@ class _GuardedResolver(AbstractResolver):
     """The system resolver, refusing a name if any of its addresses is internal (one
     internal address is enough: connection attempts fall through the list)."""
 
-    def __init__(self) -> None:
-        self._inner = aiohttp.ThreadedResolver()
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or aiohttp.ThreadedResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
