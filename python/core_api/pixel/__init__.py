@@ -1,18 +1,40 @@
-"""Pixel tracking: public, limited per client IP."""
+"""Pixel tracking: sites (authenticated CRUD), the public config and pixel.js, stats.
+
+The ingest path (track) registers its own routes and jobs here too."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from ..web.routing import ID
+from .maintenance import JOBS as SITE_JOBS
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..jobs import Job
     from ..runtime import Runtime
 
-JOBS: tuple[Job, ...] = ()
+JOBS: tuple[Job, ...] = SITE_JOBS
 
 
 def register(app: Any, runtime: Runtime, settings: Settings) -> None:
-    from .resources import PixelConfig  # here: importing a repo must not pull in HTTP
+    from .resources import (  # here: importing a repo must not pull in HTTP
+        PixelConfig,
+        PixelScript,
+        PixelStatsResource,
+        SiteCollection,
+        SiteItem,
+    )
+    from .service import PixelSiteService
+    from .stats import PixelStats
 
-    app.add_route("/api/v1/pixel/config", PixelConfig())
+    sites = PixelSiteService(
+        runtime.db, runtime.plans, runtime.clock, runtime.invalidator, settings.upgrade_url
+    )
+    workspaces = runtime.workspaces
+    app.add_route("/api/v1/pixel/sites", SiteCollection(settings, workspaces, sites))
+    app.add_route(f"/api/v1/pixel/sites/{ID}", SiteItem(settings, workspaces, sites))
+    app.add_route("/api/v1/pixel/config", PixelConfig(runtime.pixel_sites))
+    app.add_route("/api/v1/pixel/pixel.js", PixelScript())
+    stats = PixelStats(runtime.db, runtime.clock)
+    app.add_route("/api/v1/pixel/stats", PixelStatsResource(workspaces, sites, stats))

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..storage.base import Database, Executor, fetch_value
+from ..storage.base import Database, Executor, Row, fetch_value
 from ..web.listing import ListQuery, ListSpec
 from .sites import Site
 
@@ -229,24 +229,26 @@ async def count_in_workspace(db: Executor, workspace_id: int, query: ListQuery) 
 
 async def cached_days(
     db: Executor, site_id: int, timezone: str, first: str, last: str
-) -> dict[str, str]:
-    """Stored day payloads (JSON text) for ``first``..``last`` (ISO dates, inclusive)."""
+) -> dict[str, tuple[str, int]]:
+    """Stored days for ``first``..``last`` (ISO dates, inclusive): (payload JSON text,
+    computed_at)."""
     rows = await db.fetch_all(
-        "SELECT day, payload FROM pixel_stats_days "
+        "SELECT day, payload, computed_at FROM pixel_stats_days "
         "WHERE site_id = ? AND timezone = ? AND day >= ? AND day <= ?",
         (site_id, timezone, first, last),
     )
-    return {r["day"]: r["payload"] for r in rows}
+    return {r["day"]: (r["payload"], int(r["computed_at"])) for r in rows}
 
 
 async def store_day(
     db: Executor, site_id: int, timezone: str, day: str, payload: str, now: int
 ) -> None:
-    """Insert a computed day; a concurrent computation of the same day wrote the same."""
+    """Insert or replace a computed day (a site deleted meanwhile stores nothing)."""
     await db.execute(
         "INSERT INTO pixel_stats_days (site_id, timezone, day, payload, computed_at) "
         "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM pixel_sites WHERE id = ?) "
-        "ON CONFLICT (site_id, timezone, day) DO NOTHING",
+        "ON CONFLICT (site_id, timezone, day) DO UPDATE "
+        "SET payload = excluded.payload, computed_at = excluded.computed_at",
         (site_id, timezone, day, payload, now, site_id),
     )
 
@@ -276,3 +278,62 @@ async def purge_events(db: Database, site_id: int, batch: int) -> int:
             (site_id, site_id),
         )
     return deleted
+
+
+# --- stats over pixel_events (one day of one site at a time) -------------------------------
+
+_RANGE = "site_id = ? AND ts >= ? AND ts < ?"
+
+
+async def day_sessions(db: Executor, site_id: int, start: int, end: int) -> list[Row]:
+    """One row per session: its visitor, first and last event, pageviews, the referrer it
+    came from (internal navigation has none) and the browser and device it was seen with."""
+    return await db.fetch_all(
+        "SELECT visitor_id, MIN(ts) AS first_ts, MAX(ts) AS last_ts, "  # noqa: S608
+        "SUM(CASE WHEN name = 'pageview' THEN 1 ELSE 0 END) AS pageviews, "
+        "COUNT(*) AS events, MAX(referrer_source) AS source, MAX(browser) AS browser, "
+        f"MAX(device) AS device FROM pixel_events WHERE {_RANGE} "
+        "GROUP BY session_id, visitor_id",
+        (site_id, start, end),
+    )
+
+
+async def day_pages(db: Executor, site_id: int, start: int, end: int, limit: int) -> list[Row]:
+    return await db.fetch_all(
+        "SELECT path, COUNT(*) AS pageviews, COUNT(DISTINCT visitor_id) AS visitors "  # noqa: S608
+        f"FROM pixel_events WHERE {_RANGE} AND name = 'pageview' "
+        "GROUP BY path ORDER BY pageviews DESC, path LIMIT ?",
+        (site_id, start, end, limit),
+    )
+
+
+async def day_custom_events(
+    db: Executor, site_id: int, start: int, end: int, limit: int
+) -> list[Row]:
+    return await db.fetch_all(
+        "SELECT name, COUNT(*) AS count, COUNT(DISTINCT visitor_id) AS visitors "  # noqa: S608
+        f"FROM pixel_events WHERE {_RANGE} AND name <> 'pageview' "
+        "GROUP BY name ORDER BY count DESC, name LIMIT ?",
+        (site_id, start, end, limit),
+    )
+
+
+async def day_hours(db: Executor, site_id: int, start: int, end: int, offset: int) -> list[Row]:
+    """Pageviews and visitors per local hour: ``offset`` (the zone's UTC offset at the
+    day's start, ms) aligns the buckets; a DST shift of whole hours keeps them aligned."""
+    return await db.fetch_all(
+        "SELECT (ts + ?) / 3600000 AS bucket, COUNT(*) AS pageviews, "  # noqa: S608
+        f"COUNT(DISTINCT visitor_id) AS visitors FROM pixel_events WHERE {_RANGE} "
+        "AND name = 'pageview' GROUP BY (ts + ?) / 3600000",
+        (offset, site_id, start, end, offset),
+    )
+
+
+async def sites_with_settings(db: Executor, after_id: int, limit: int) -> list[tuple[int, str]]:
+    """(site id, its workspace's settings JSON), in id order from ``after_id``."""
+    rows = await db.fetch_all(
+        "SELECT s.id, w.settings FROM pixel_sites s JOIN workspaces w ON w.id = s.workspace_id "
+        "WHERE s.id > ? ORDER BY s.id LIMIT ?",
+        (after_id, limit),
+    )
+    return [(int(r["id"]), r["settings"]) for r in rows]
