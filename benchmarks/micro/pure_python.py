@@ -7,6 +7,7 @@ Rust code; not used by the service.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -112,3 +113,20 @@ class TokenBuckets:
             b[1] = updated
         retry = 0.0 if allowed else max(0.0, min(cost, capacity) - tokens) / refill
         return allowed, max(tokens, 0.0), retry, max(0.0, capacity - tokens) / refill
+
+
+def webhook_sign(secrets: list[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks signatures the obvious way: hmac.new per secret + base64."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        for key in secrets
+    )
+
+
+def webhook_sign_fast(secrets: list[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """A tuned variant: hmac.digest (one-shot, in C) and one join."""
+    signed = b"".join((msg_id.encode(), b".", str(timestamp).encode(), b".", body))
+    return " ".join(
+        "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in secrets
+    )
