@@ -10,6 +10,7 @@ pub mod error;
 pub mod invalog;
 pub mod keycache;
 pub mod keys;
+pub mod pixel;
 pub mod ratelimit;
 pub mod shm;
 pub mod webhooks;

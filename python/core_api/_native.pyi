@@ -9,13 +9,18 @@ from os import PathLike
 from typing import ClassVar, Self, final
 
 __all__ = [
+    "PIXEL_COLUMNS",
     "KeyCache",
+    "PixelBatch",
+    "PixelBuffer",
+    "PixelSessions",
     "RateTier",
     "SharedState",
     "constant_time_eq",
     "generate_key",
     "hash_key",
     "key_prefix",
+    "pixel_visitor_hash",
     "webhook_sign",
 ]
 
@@ -160,3 +165,90 @@ class KeyCache:
 
     def drain_last_used(self) -> list[tuple[int, int]]:
         """``(key_id, last_used_ms)`` of entries used since the last drain."""
+
+# --- pixel ingest (rust/pixel.rs) ---------------------------------------------------------
+
+PIXEL_COLUMNS: list[str]
+"""The ``pixel_events`` columns, in the order of :meth:`PixelBatch.copy_binary` and
+:meth:`PixelBatch.rows`."""
+
+def pixel_visitor_hash(key: bytes, site_id: int, ip: str, user_agent: str) -> int:
+    """SipHash-2-4 under ``key`` (16 bytes, else ValueError) of (site id, IP, user agent),
+    length-delimited, as a signed 64-bit integer."""
+
+@final
+class PixelBatch:
+    """Events taken from a :class:`PixelBuffer` for one write; pass it back to
+    :meth:`PixelBuffer.commit` or :meth:`PixelBuffer.restore` exactly once (empty after)."""
+
+    def __len__(self) -> int: ...
+    def copy_binary(self) -> bytes:
+        """The batch as one PostgreSQL binary COPY payload (header, rows, trailer)."""
+
+    def rows(
+        self,
+    ) -> list[
+        tuple[int, int, str, str, str | None, int, int | None, str, str, str | None]
+    ]:
+        """The batch as ``executemany`` parameter tuples, columns in ``PIXEL_COLUMNS`` order."""
+
+@final
+class PixelBuffer:
+    """Bounded FIFO of tracked events: buffered plus in-flight events never exceed
+    ``capacity`` (>= 1, else ValueError). One event loop uses it: no lock."""
+
+    def __new__(cls, capacity: int) -> Self: ...
+    def push(
+        self,
+        site_id: int,
+        ts: int,
+        name: str,
+        path: str,
+        referrer_source: str | None,
+        visitor_id: int,
+        session_id: int | None,
+        browser: str,
+        device: str,
+        props: str | None,
+    ) -> bool:
+        """Append one event; False when full (the event is not kept)."""
+
+    def take(self, max: int) -> PixelBatch:
+        """Up to ``max`` (>= 1) of the oldest events, now in flight."""
+
+    def commit(self, batch: PixelBatch) -> int:
+        """The batch was written: it stops counting against the capacity; its size."""
+
+    def restore(self, batch: PixelBatch) -> int:
+        """The write failed: the batch goes back to the front, in order; its size."""
+
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    def is_full(self) -> bool: ...
+
+@final
+class PixelSessions:
+    """Per-process session table (visitor id -> session id, last event time), at most
+    ``capacity`` entries; a visitor idle more than ``idle_ms`` starts a new session."""
+
+    def __new__(cls, capacity: int, idle_ms: int = 1_800_000) -> Self: ...
+    def identify(
+        self,
+        key: bytes,
+        previous: bytes | None,
+        site_id: int,
+        ip: str,
+        user_agent: str,
+        now_ms: int,
+    ) -> tuple[int, int]:
+        """``(visitor_id, session_id)``: keyed hashes under today's 16-byte key, or
+        yesterday's (``previous``) when that visitor's session is still running."""
+
+    def sweep(self, now_ms: int) -> int:
+        """Forget sessions idle longer than the window; how many were dropped."""
+
+    def __len__(self) -> int: ...

@@ -173,6 +173,12 @@ class Settings:
         (), _Reader.networks
     )
     pixel_rate_limit: int = _var(300, _Reader.integer, low=0)
+    # Pixel ingest, per worker process (docs/pixel.md): events held before a 503 (buffered
+    # plus being written), rows per write (COPY / executemany), and the longest an event
+    # waits for its write to start (ms; a full batch is written at once).
+    pixel_buffer_size: int = _var(100_000, _Reader.integer, low=1, high=10_000_000)
+    pixel_batch_size: int = _var(5_000, _Reader.integer, low=1, high=1_000_000)
+    pixel_flush_ms: int = _var(500, _Reader.integer, low=10, high=60_000)
     auth_failure_limit: int = _var(30, _Reader.integer, low=0)
     webhook_retry_schedule: tuple[int, ...] = _var(
         (5, 300, 1800, 7200, 18000, 36000), _Reader.schedule

@@ -9,6 +9,7 @@ use crate::error::NativeError;
 
 mod key_cache;
 mod keys;
+mod pixel;
 mod shared_state;
 mod webhooks;
 
@@ -32,6 +33,7 @@ fn non_negative(name: &str, v: i64) -> Result<u64, NativeError> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     keys::register(m)?;
     key_cache::register(m)?;
+    pixel::register(m)?;
     shared_state::register(m)?;
     webhooks::register(m)?;
     Ok(())

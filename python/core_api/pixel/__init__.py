@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..web.routing import ID
+from .jobs import JOBS as INGEST_JOBS
 from .maintenance import JOBS as SITE_JOBS
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from ..jobs import Job
     from ..runtime import Runtime
 
-JOBS: tuple[Job, ...] = SITE_JOBS
+JOBS: tuple[Job, ...] = SITE_JOBS + INGEST_JOBS
 
 
 def register(app: Any, runtime: Runtime, settings: Settings) -> None:
@@ -38,3 +39,9 @@ def register(app: Any, runtime: Runtime, settings: Settings) -> None:
     app.add_route("/api/v1/pixel/pixel.js", PixelScript())
     stats = PixelStats(runtime.db, runtime.clock)
     app.add_route("/api/v1/pixel/stats", PixelStatsResource(workspaces, sites, stats))
+    from .ingest import ingest_of
+    from .track import PixelTrack, PixelTrackGif
+
+    ingest = ingest_of(runtime)
+    app.add_route("/api/v1/pixel/track", PixelTrack(settings, ingest))
+    app.add_route("/api/v1/pixel/track.gif", PixelTrackGif(settings, ingest))

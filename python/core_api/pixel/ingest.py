@@ -1,0 +1,359 @@
+"""The pixel ingest service: validate an event, apply the site's rules, hand it to the
+per-process buffer. No HTTP here (``track.py``), no SQL (``ingest_repo.py``).
+
+Order of the rules (the first that applies decides):
+
+1. malformed event -> 422 ``validation_failed`` (nothing stored, nothing counted);
+2. no site for the page's host, or a disabled one -> 404 ``not_found``;
+3. an ``Origin`` (or, for the GIF, a ``Referer``) that the site does not allow -> 403;
+4. bots and headless browsers -> ``{"tracked": false}``, counted per site and day;
+5. ``DNT: 1`` / ``Sec-GPC: 1`` when the site honours them, an excluded path, a feature
+   the site switched off -> ``{"tracked": false}``;
+6. database down or buffer full -> 503 with ``Retry-After`` (never a silent drop);
+7. the site's sample rate, per visitor (a sampled visitor's whole visit is kept);
+8. otherwise buffered: ``{"tracked": true}``, durable within about a second.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+
+from .. import _native
+from ..clock import Clock
+from ..config import Settings
+from ..errors import AccessDenied, NotFound, ServiceUnavailable, ValidationFailed
+from ..storage import Database
+from . import privacy, useragent
+from .buffer import EventQueue
+from .writer import EventWriter, create_writer
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+MAX_BODY_BYTES = 8192
+MAX_URL = 2048
+MAX_NAME = 120
+MAX_DOMAIN = 253
+MAX_PROPS = 30
+MAX_PROP_KEY = 64
+MAX_PROP_VALUE = 500
+MAX_PROPS_BYTES = 2048
+SESSION_IDLE_MS = 30 * 60_000
+SESSIONS_PER_PROCESS = 500_000
+RETRY_AFTER_FULL = 1  # seconds: a batch is written well within it
+RETRY_AFTER_DOWN = 5
+FIELDS = frozenset({"event", "url", "referrer", "user_agent", "properties", "domain"})
+PAGEVIEW = "pageview"
+
+
+class SiteLike(Protocol):
+    id: int
+    domain: str
+    enabled: bool
+    features: dict[str, bool]
+    sample_rate: float
+    honor_dnt: bool
+    excluded_paths: tuple[str, ...]
+
+    def allows_origin(self, host: str) -> bool: ...
+
+
+class Sites(Protocol):
+    async def for_host(self, host: str) -> Any: ...  # SiteLike | None (pixel/sites.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A validated event as the client sent it."""
+
+    name: str
+    url: str
+    host: str  # the page's host, lower case
+    path: str
+    referrer: str | None
+    user_agent: str | None
+    props: str | None  # JSON text
+    domain: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What the request says about its sender (never stored)."""
+
+    ip: str
+    user_agent: str
+    origin_host: str | None  # Origin (POST) or Referer (GIF) host, if sent
+    dnt: str | None
+    gpc: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    tracked: bool
+    reason: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"tracked": True} if self.tracked else {"tracked": False, "reason": self.reason}
+
+
+TRACKED = Outcome(True)
+
+
+def _url_problem(value: str, name: str) -> tuple[str | None, Any]:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return f"The {name} must be a valid URL.", None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"The {name} must be an absolute http(s) URL.", None
+    return None, parts
+
+
+def _string(
+    media: dict[str, Any], name: str, limit: int, errors: dict[str, list[str]]
+) -> str | None:
+    value = media.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors[name] = [f"The {name} must be a string."]
+        return None
+    if len(value) > limit:
+        errors[name] = [f"The {name} may not be greater than {limit} characters."]
+        return None
+    if "\x00" in value:
+        errors[name] = [f"The {name} may not contain NUL characters."]
+        return None
+    return value
+
+
+def _props(value: Any, errors: dict[str, list[str]]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        errors["properties"] = ["The properties must be an object."]
+        return None
+    if not value:
+        return None
+    if len(value) > MAX_PROPS:
+        errors["properties"] = [f"The properties may not have more than {MAX_PROPS} keys."]
+        return None
+    for key, item in value.items():
+        if not key or len(key) > MAX_PROP_KEY or "\x00" in key:
+            errors["properties"] = [
+                f"Each properties key must be 1 to {MAX_PROP_KEY} characters (no NUL)."
+            ]
+            return None
+        if isinstance(item, str):
+            if len(item) > MAX_PROP_VALUE or "\x00" in item:
+                errors["properties"] = [
+                    f"The properties.{key} may not be greater than {MAX_PROP_VALUE} characters"
+                    " (no NUL)."
+                ]
+                return None
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                errors["properties"] = [f"The properties.{key} must be a finite number."]
+                return None
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not -(2**63) <= item < 2**63:
+                errors["properties"] = [f"The properties.{key} must fit in 64 bits."]
+                return None
+        elif item is not None and not isinstance(item, bool):
+            errors["properties"] = [
+                f"The properties.{key} must be a string, number, boolean or null."
+            ]
+            return None
+    encoded = orjson.dumps(value).decode()
+    if len(encoded) > MAX_PROPS_BYTES:
+        errors["properties"] = [f"The properties may not exceed {MAX_PROPS_BYTES} bytes as JSON."]
+        return None
+    return encoded
+
+
+def parse_hit(media: Any) -> Hit:
+    """The event in a body (or the GIF's query), or one 422 listing every problem."""
+    if not isinstance(media, dict):
+        raise ValidationFailed.field("body", "The request body must be a JSON object.")
+    errors: dict[str, list[str]] = {}
+    for name in media:
+        if name not in FIELDS:
+            errors[str(name)] = [f"The {name} field is not recognised."]
+    name = _string(media, "event", MAX_NAME, errors)
+    if name is not None:
+        name = name.strip()
+        if not name or not name.isprintable():
+            errors["event"] = ["The event must be 1 to 120 printable characters."]
+    url = _string(media, "url", MAX_URL, errors)
+    parts: Any = None
+    if url is None and "url" not in errors:
+        errors["url"] = ["The url field is required."]
+    elif url is not None:
+        problem, parts = _url_problem(url.strip(), "url")
+        if problem:
+            errors["url"] = [problem]
+    referrer = _string(media, "referrer", MAX_URL, errors)
+    if referrer is not None:
+        referrer = referrer.strip() or None
+        if referrer is not None:
+            try:
+                ok = bool(urlsplit(referrer).netloc)
+            except ValueError:
+                ok = False
+            if not ok:
+                errors["referrer"] = ["The referrer must be an absolute URL or empty."]
+    agent = _string(media, "user_agent", useragent.MAX_LENGTH, errors)
+    domain = _string(media, "domain", MAX_DOMAIN, errors)
+    props = _props(media.get("properties"), errors)
+    if errors:
+        raise ValidationFailed(errors)
+    assert url is not None and parts is not None
+    path = parts.path or "/"
+    fragment = parts.fragment
+    if fragment.startswith(("/", "!/")):  # a hash-routed single-page app: the route
+        path = f"{path}#{fragment}"
+    return Hit(
+        name=name or PAGEVIEW,
+        url=url,
+        host=parts.hostname,
+        path=path[:MAX_URL],
+        referrer=referrer,
+        user_agent=agent.strip() if agent else None,
+        props=props,
+        domain=domain.strip().lower() if domain else None,
+    )
+
+
+def host_of(url: str | None) -> str | None:
+    """The lower-case host of a URL (Origin, Referer), or None."""
+    if not url or url == "null":
+        return None
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def _bare(host: str) -> str:
+    return host[4:] if host.startswith("www.") else host
+
+
+class PixelIngest:
+    """Per process: the salts, the session table, the bot counters and the queue."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        sites: Sites,
+        writer: EventWriter | None = None,
+    ) -> None:
+        self.sites, self.clock = sites, clock
+        self.salts = privacy.DailySalts(db, clock, settings.secret_key)
+        self.sessions = _native.PixelSessions(SESSIONS_PER_PROCESS, SESSION_IDLE_MS)
+        self.queue = EventQueue(
+            writer or create_writer(settings), settings.pixel_buffer_size, settings.pixel_batch_size
+        )
+        self.bots: Counter[tuple[int, int]] = Counter()  # (site_id, day) -> dropped
+        self.flush_seconds = settings.pixel_flush_ms / 1000
+        self.flushed_at = time.monotonic()
+
+    async def track(self, hit: Hit, client: Client) -> Outcome:
+        site: SiteLike | None = await self.sites.for_host(hit.domain or hit.host)
+        if site is None or not site.enabled:
+            raise NotFound(f"No enabled pixel site for {hit.domain or hit.host}.")
+        if hit.domain is not None and not site.allows_origin(hit.host):
+            raise AccessDenied(message=f"The page's host {hit.host} is not allowed for this site.")
+        origin = client.origin_host
+        if origin is not None and not site.allows_origin(origin):
+            raise AccessDenied(message=f"The origin {origin} is not allowed for this site.")
+        agent = useragent.classify(hit.user_agent or client.user_agent)
+        now = self.clock.now_ms()
+        if agent.bot:
+            self.bots[(site.id, privacy.day_of(now))] += 1
+            return Outcome(False, "bot")
+        if site.honor_dnt and privacy.refuses_tracking(client.dnt, client.gpc):
+            return Outcome(False, "do_not_track")
+        if privacy.excluded(hit.path, site.excluded_paths):
+            return Outcome(False, "excluded_path")
+        features = site.features
+        if not features.get("pageviews" if hit.name == PAGEVIEW else "events", True):
+            return Outcome(False, "feature_disabled")
+        queue = self.queue
+        if queue.down:
+            raise ServiceUnavailable(RETRY_AFTER_DOWN)
+        if queue.buffer.is_full():
+            queue.refused += 1
+            raise ServiceUnavailable(RETRY_AFTER_FULL)
+        keys = self.salts.keys_for(now) or await self.salts.ensure(now)
+        ua = hit.user_agent or client.user_agent
+        visitor, session = self.sessions.identify(keys[0], keys[1], site.id, client.ip, ua, now)
+        rate = site.sample_rate
+        if rate < 1.0 and (visitor & 0xFFFFFFFF) >= rate * 4_294_967_296:
+            return Outcome(False, "sampled_out")
+        referrer = host_of(hit.referrer)
+        if referrer is not None:
+            referrer = _bare(referrer)
+            if referrer == _bare(hit.host) or site.allows_origin(referrer):
+                referrer = None  # internal navigation is not a source
+        if not queue.push(
+            site.id,
+            now,
+            hit.name,
+            hit.path,
+            referrer,
+            visitor,
+            session if features.get("sessions", True) else None,
+            agent.browser,
+            agent.device,
+            hit.props,
+        ):
+            raise ServiceUnavailable(RETRY_AFTER_FULL)
+        return TRACKED
+
+    async def flush(self, *, due_only: bool = False) -> int:
+        """Write the buffered events and the bot counters. ``due_only`` (the flush job's
+        ticks): only once ``pixel_flush_ms`` passed since the last flush (full batches
+        do not wait for it: the queue starts their write on push)."""
+        if due_only and time.monotonic() - self.flushed_at < self.flush_seconds:
+            return 0
+        self.flushed_at = time.monotonic()
+        written = await self.queue.flush()
+        if self.bots:
+            counts, self.bots = self.bots, Counter()
+            rows = [(site, day, n) for (site, day), n in counts.items()]
+            try:
+                await self.queue.writer.add_bot_counts(rows)
+            except Exception:
+                self.bots.update(counts)  # kept for the next flush
+                raise
+        return written
+
+    async def maintain(self) -> str | None:
+        """The salts job: rotate salts, forget idle sessions."""
+        self.sessions.sweep(self.clock.now_ms())
+        return await self.salts.rotate()
+
+    async def close(self) -> None:
+        await self.queue.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.queue.stats(), "sessions": len(self.sessions)}
+
+
+def ingest_of(runtime: Runtime) -> PixelIngest:
+    """The runtime's ingest (``runtime.pixel_ingest`` once the runtime builds it; until
+    then made here on first use and kept on the runtime)."""
+    found = runtime.__dict__.get("pixel_ingest")
+    if found is None:
+        found = PixelIngest(runtime.settings, runtime.db, runtime.clock, runtime.pixel_sites)
+        runtime.__dict__["pixel_ingest"] = found
+    return found
