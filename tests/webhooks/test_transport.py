@@ -197,6 +197,14 @@ async def test_a_silent_receiver_is_cut_at_the_timeout(receiver: Receiver) -> No
     assert outcome.error.startswith("timeout:") and 400 <= outcome.duration_ms < 2000
 
 
+@pytest.mark.parametrize("asked", [0.0, -1.0])
+async def test_a_zero_or_negative_timeout_still_bounds(receiver: Receiver, asked: float) -> None:
+    started = time.monotonic()
+    outcome = await post(OPEN, receiver.url("/slow"), timeout_s=asked)
+    assert time.monotonic() - started < 2.0
+    assert outcome.error is not None and outcome.error.startswith("timeout:")
+
+
 async def test_a_dripping_body_is_cut_at_the_timeout(receiver: Receiver) -> None:
     started = time.monotonic()
     outcome = await post(OPEN, receiver.url("/drip"), timeout_s=0.5)

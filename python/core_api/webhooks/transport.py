@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BODY_LIMIT",
+    "MAX_TIMEOUT_S",
     "MAX_URL_LENGTH",
     "BlockedAddressError",
     "Outcome",
@@ -48,6 +49,7 @@ __all__ = [
 
 BODY_LIMIT = 4096  # bytes of a response body kept (and read)
 MAX_URL_LENGTH = 2048
+MAX_TIMEOUT_S = 30.0  # one attempt, whatever the caller asks
 RESOLVE_TIMEOUT_S = 3.0  # a create-time DNS lookup that takes longer is not judged
 _ERROR_LIMIT = 300  # characters of an error description
 USER_AGENT = "core-api-webhooks/1"
@@ -323,8 +325,10 @@ class Transport:
     async def post(
         self, url: str, headers: dict[str, str], body: bytes, timeout_s: float
     ) -> Outcome:
-        """POST ``body`` to ``url``; the whole attempt takes at most ``timeout_s``."""
+        """POST ``body`` to ``url``; the whole attempt takes at most ``timeout_s`` (kept
+        within 1 ms..30 s: a zero or negative total would mean no timeout to aiohttp)."""
         started = time.perf_counter()
+        timeout_s = min(max(timeout_s, 0.001), MAX_TIMEOUT_S)
         problem = url_problem(url, self._settings)
         if problem is not None:
             return _failed(started, f"invalid url: {problem}")
