@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import ipaddress
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -80,6 +82,7 @@ _BLOCKED_NETWORKS = tuple(
         "ff00::/8",
     )
 )
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")  # no spaces, controls or non-ASCII
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # Cloud metadata services' names (their addresses are link-local and refused anyway).
 _INTERNAL_NAMES = frozenset(
@@ -139,16 +142,24 @@ def url_problem(url: str, settings: Settings) -> str | None:
         return "must be a URL"
     if len(url) > MAX_URL_LENGTH:
         return f"must be at most {MAX_URL_LENGTH} characters"
-    if not url.isascii() or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    return _url_problem(
+        url, settings.webhook_require_https, settings.webhook_allow_private_networks
+    )
+
+
+# Every delivery re-checks its URL; endpoints are few, so the verdicts are cached.
+@functools.lru_cache(maxsize=4096)
+def _url_problem(url: str, require_https: bool, allow_private: bool) -> str | None:
+    if _PRINTABLE.fullmatch(url) is None:
         return "must contain only printable ASCII characters (encode the rest)"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return "is not a valid URL (check the host and port)"
-    schemes = ("https",) if settings.webhook_require_https else ("http", "https")
+    schemes = ("https",) if require_https else ("http", "https")
     if parts.scheme.lower() not in schemes:
-        return "must use https" if settings.webhook_require_https else "must use http or https"
+        return "must use https" if require_https else "must use http or https"
     if "@" in parts.netloc:
         return "must not contain a user name or password"
     host = parts.hostname
@@ -162,7 +173,7 @@ def url_problem(url: str, settings: Settings) -> str | None:
             return "must use a host name or a canonical IP address"
         if not _valid_name(host):
             return "is not a valid URL (check the host and port)"
-    if settings.webhook_allow_private_networks:
+    if allow_private:
         return None
     if ip is not None and is_blocked_address(ip):
         return "must not point to a private, loopback, link-local or other internal address"
