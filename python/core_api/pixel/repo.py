@@ -324,8 +324,8 @@ async def day_hours(db: Executor, site_id: int, start: int, end: int, offset: in
     return await db.fetch_all(
         "SELECT (ts + ?) / 3600000 AS bucket, COUNT(*) AS pageviews, "  # noqa: S608
         f"COUNT(DISTINCT visitor_id) AS visitors FROM pixel_events WHERE {_RANGE} "
-        "AND name = 'pageview' GROUP BY (ts + ?) / 3600000",
-        (offset, site_id, start, end, offset),
+        "AND name = 'pageview' GROUP BY 1",
+        (offset, site_id, start, end),
     )
 
 
