@@ -322,6 +322,11 @@ INTERNAL_HOSTS = [
     "[::ffff:7f00:1]",
     "[2002:7f00:1::]",  # 6to4 of 127.0.0.1
     "[64:ff9b::a00:1]",  # NAT64 of 10.0.0.1
+    "[64:ff9b:1::a00:1]",  # local-use NAT64
+    "[::127.0.0.1]",  # IPv4-compatible (deprecated) forms
+    "[::808:808]",
+    "[::ffff:0:7f00:1]",  # SIIT
+    "[5f00::1]",  # reserved, unallocated
     "localhost",
     "LOCALHOST.",
     "hooks.localhost",

@@ -74,8 +74,8 @@ _BLOCKED_NETWORKS = tuple(
         "198.18.0.0/15",
         "224.0.0.0/4",
         "240.0.0.0/4",
-        "::/128",
-        "::1/128",
+        "::/8",  # unspecified, loopback, IPv4-compatible ::a.b.c.d, SIIT
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215)
         "fc00::/7",
         "fe80::/10",
         "fec0::/10",
@@ -103,14 +103,15 @@ _INTERNAL_NAMES = frozenset(
 def is_blocked_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """True if ``address`` is internal: private, loopback, link-local, CGNAT, ULA,
     multicast, unspecified or reserved, including IPv6 forms that embed such an IPv4
-    address (IPv4-mapped, 6to4, NAT64). Unparsable text counts as blocked."""
+    address (IPv4-mapped, 6to4, NAT64) and IPv4-compatible ones (all of ``::/8``).
+    Unparsable text counts as blocked."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return True
     if isinstance(ip, ipaddress.IPv6Address):
         ip = ip.ipv4_mapped or ip.sixtofour or _nat64_embedded(ip) or ip
-    if ip.is_multicast or not ip.is_global:
+    if ip.is_multicast or ip.is_reserved or not ip.is_global:
         return True
     return any(ip in network for network in _BLOCKED_NETWORKS)
 
