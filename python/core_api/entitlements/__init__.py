@@ -1,0 +1,27 @@
+"""Entitlements and usage metering: /api/v1/entitlements/check, /usage, /summary.
+
+Other features use ``runtime.entitlements``: ``enforce_count(tx, feature, workspace_id)``
+inside a creating transaction, and ``meter.record_api_call(workspace_id)`` /
+``meter.add(workspace_id, feature, n)`` for counts flushed in the background."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .jobs import JOBS
+from .service import EntitlementService
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..runtime import Runtime
+
+__all__ = ["JOBS", "EntitlementService", "register"]
+
+
+def register(app: Any, runtime: Runtime, settings: Settings) -> None:
+    from .resources import Check, Summary, Usage
+
+    service, workspaces = runtime.entitlements, runtime.workspaces
+    app.add_route("/api/v1/entitlements/check", Check(service, workspaces))
+    app.add_route("/api/v1/entitlements/usage", Usage(settings, service, workspaces))
+    app.add_route("/api/v1/entitlements/summary", Summary(service, workspaces))

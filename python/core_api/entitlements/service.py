@@ -1,0 +1,566 @@
+"""Entitlements: what a workspace may use (its tier's plan plus operators' overrides),
+how much it has used, and the atomic check-and-record.
+
+- A limit is resolved per workspace and feature: the tier's allowance (plans.toml), or
+  the newest live ``set`` override instead, plus every live ``grant``; -1 is unlimited.
+- ``record`` is one conditional upsert on the period's counter row (repo.add_usage) and
+  a ledger row, in one transaction: concurrent calls cannot overrun a hard limit, and an
+  ``event_id`` already recorded in the period returns its first result and counts once.
+- ``check`` is advisory and cheap: it answers from a per-process cache that this
+  process's own writes keep exact and that re-reads what other processes wrote after
+  ``CACHE_SECONDS``.
+- Crossing 80 % and 100 % of a limit publishes ``entitlement.threshold_reached`` /
+  ``entitlement.limit_reached`` once per period (an ``entitlement_notices`` row decides).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..clock import Clock, iso
+from ..errors import FeatureLimitReached, NotFound, ValidationFailed
+from ..events import Notifier, publish
+from ..plans import UNLIMITED, Feature, Plans
+from ..storage.base import Database, Executor, IntegrityError
+from ..workspaces.repo import Workspace
+from . import repo
+from .meter import Meter
+from .periods import DAY_MS, bounds
+
+CACHE_SECONDS = 1.0  # how stale check/limits may be w.r.t. other processes' writes
+CACHE_MAX = 100_000
+LEDGER_DAYS = 35  # ledger rows of features without a period are kept this long
+MAX_QUANTITY = 10**15
+THRESHOLD, LIMIT = 80, 100
+EVENT_TYPES = {THRESHOLD: "entitlement.threshold_reached", LIMIT: "entitlement.limit_reached"}
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    feature: Feature
+    limit: int  # -1 unlimited; a boolean is 1 (on) or 0 (off)
+    hard: bool
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit == UNLIMITED
+
+
+class _Duplicate(Exception):
+    """Raised inside the usage transaction to roll it back: the event_id was recorded."""
+
+
+def label(feature: str) -> str:
+    """``posts`` -> ``Post``, ``api_calls`` -> ``API call``: for the documented message."""
+    words = feature.split("_")
+    last = words[-1]
+    if last.endswith("s") and not last.endswith("ss") and len(last) > 3:
+        words[-1] = last[:-1]
+    words = [w.upper() if w in {"api", "mcp", "url"} else w for w in words]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+def percentage(used: int, limit: int) -> float | int:
+    value = round(used * 100 / limit, 2) if limit > 0 else (0 if used == 0 else 100)
+    return int(value) if float(value).is_integer() else value
+
+
+class EntitlementService:
+    def __init__(
+        self, db: Database, plans: Plans, clock: Clock, upgrade_url: str, events: Notifier
+    ) -> None:
+        self.db, self.plans, self.clock, self.events = db, plans, clock, events
+        self.upgrade_url = upgrade_url
+        self.meter = Meter()
+        # (workspace, feature, period_start) -> (valid until, monotonic s; used)
+        self._usage: dict[tuple[int, str, int], tuple[float, int]] = {}
+        self._overrides: dict[int, tuple[float, list[repo.Override]]] = {}
+        self._noticed: set[tuple[int, str, int, int]] = set()
+
+    # -- features and limits ------------------------------------------------------------
+
+    def feature(self, name: str | None, field: str = "feature") -> Feature:
+        found = self.plans.features.get(name or "")
+        if found is None:
+            valid = ", ".join(self.plans.features)
+            raise ValidationFailed.field(
+                field, f"The selected {field} is invalid. Valid features: {valid}."
+            )
+        return found
+
+    async def _overrides_of(self, workspace_id: int, db: Executor | None) -> list[repo.Override]:
+        if db is not None:  # inside a transaction: exact, never cached
+            return await repo.overrides(db, workspace_id)
+        now = time.monotonic()
+        hit = self._overrides.get(workspace_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await repo.overrides(self.db, workspace_id)
+        if len(self._overrides) >= CACHE_MAX:
+            self._overrides.clear()
+        self._overrides[workspace_id] = (now + CACHE_SECONDS, found)
+        return found
+
+    async def effective(
+        self, workspace_id: int, tier: str, feature: Feature, db: Executor | None = None
+    ) -> Effective:
+        allowance = (
+            self.plans.allowance(tier, feature.name)
+            if tier in self.plans.tiers
+            else self.plans.allowance(self.plans.default_tier, feature.name)
+        )
+        now = self.clock.now_ms()
+        live = [
+            o
+            for o in await self._overrides_of(workspace_id, db)
+            if o.feature == feature.name and (o.expires_at is None or o.expires_at > now)
+        ]
+        limit = allowance.limit
+        sets = [o.amount for o in live if o.kind == "set"]
+        if sets:
+            limit = sets[-1]
+        if limit != UNLIMITED:
+            limit += sum(o.amount for o in live if o.kind == "grant")
+        if feature.kind == "boolean" and limit != UNLIMITED:
+            limit = 1 if limit > 0 else 0
+        return Effective(feature, limit, allowance.hard)
+
+    # -- usage --------------------------------------------------------------------------
+
+    async def _used(self, workspace: Workspace, feature: Feature, period_start: int) -> int:
+        key = (workspace.id, feature.name, period_start)
+        now = time.monotonic()
+        hit = self._usage.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if feature.name in repo.COUNTED:
+            subject = workspace.owner_id if feature.name == "workspaces" else workspace.id
+            used = await repo.count(self.db, feature.name, subject, self.clock.now_ms())
+        else:
+            used = await repo.used(self.db, workspace.id, feature.name, period_start)
+        self._remember(key, used)
+        return used
+
+    def _remember(self, key: tuple[int, str, int], used: int) -> None:
+        if len(self._usage) >= CACHE_MAX:
+            self._usage.clear()
+        self._usage[key] = (time.monotonic() + CACHE_SECONDS, used)
+
+    def forget(self, workspace_id: int | None = None) -> None:
+        """Drop cached limits and usage (all, or one workspace's)."""
+        if workspace_id is None:
+            self._usage.clear()
+            self._overrides.clear()
+            return
+        self._overrides.pop(workspace_id, None)
+        for key in [k for k in self._usage if k[0] == workspace_id]:
+            del self._usage[key]
+
+    async def check(self, workspace: Workspace, name: str, quantity: int) -> dict[str, Any]:
+        """The documented check body (allowed, or LIMIT_EXCEEDED with upgrade_url)."""
+        feature = self.feature(name)
+        eff = await self.effective(workspace.id, workspace.tier, feature)
+        if feature.kind == "boolean":
+            if eff.limit != 0:
+                return {"allowed": True, "feature": name, "enabled": True}
+            return {
+                "allowed": False,
+                "feature": name,
+                "reason": "NOT_INCLUDED",
+                "message": f"{label(name)} is not included in your plan.",
+                "enabled": False,
+                "upgrade_url": self.upgrade_url,
+            }
+        period_start, reset_at = bounds(feature.period, self.clock.now_ms())
+        used = await self._used(workspace, feature, period_start)
+        body: dict[str, Any] = {"allowed": True, "feature": name, "current_usage": used}
+        if eff.unlimited:
+            body |= {"limit": None, "available": None}
+        else:
+            body |= {"limit": eff.limit, "available": max(eff.limit - used, 0)}
+            over = used + quantity - eff.limit
+            if over > 0 and eff.hard:
+                body = {
+                    "allowed": False,
+                    "feature": name,
+                    "reason": "LIMIT_EXCEEDED",
+                    "message": (f"{label(name)} limit exceeded. Used: {used}, Limit: {eff.limit}"),
+                    "current_usage": used,
+                    "limit": eff.limit,
+                    "available": max(eff.limit - used, 0),
+                    "upgrade_url": self.upgrade_url,
+                }
+            elif over > 0:
+                body["overage"] = over  # a soft limit: allowed, the overage reported
+        if reset_at is not None:
+            body["reset_at"] = iso(reset_at)
+        return body
+
+    def recordable(self, feature: Feature) -> None:
+        if feature.kind == "boolean":
+            raise ValidationFailed.field(
+                "feature", f"The feature {feature.name} is on or off; it has no usage."
+            )
+        if feature.name in repo.COUNTED:
+            raise ValidationFailed.field(
+                "feature",
+                f"The feature {feature.name} is counted by core-api; it cannot be recorded.",
+            )
+
+    async def record(
+        self,
+        workspace: Workspace,
+        name: str,
+        quantity: int,
+        metadata: dict[str, Any] | None,
+        event_id: str | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Check and record in one atomic step; ``(body, duplicate)``. A hard limit that
+        the quantity would exceed raises FeatureLimitReached and records nothing."""
+        feature = self.feature(name)
+        self.recordable(feature)
+        if quantity == 0 or (quantity < 0 and feature.kind == "metered"):
+            low = "1" if feature.kind == "metered" else "a non-zero integer"
+            raise ValidationFailed.field("quantity", f"The quantity must be at least {low}.")
+        now = self.clock.now_ms()
+        period_start, reset_at = bounds(feature.period, now)
+        if event_id is not None:
+            first = await repo.find_event(self.db, workspace.id, name, period_start, event_id)
+            if first is not None:
+                return self._recorded(name, first.used_after, first.limit_value), True
+        eff = await self.effective(workspace.id, workspace.tier, feature)
+        ceiling = eff.limit if eff.hard and not eff.unlimited else repo.NO_LIMIT
+        expires = reset_at if reset_at is not None else now + LEDGER_DAYS * DAY_MS
+        published = False
+        try:
+            async with self.db.transaction() as tx:
+                used = await repo.add_usage(
+                    tx, workspace.id, name, period_start, quantity, ceiling, now
+                )
+                if used is not None:
+                    if not await repo.insert_event(
+                        tx,
+                        workspace_id=workspace.id,
+                        feature=name,
+                        period_start=period_start,
+                        event_id=event_id,
+                        quantity=quantity,
+                        used_after=used,
+                        limit_value=eff.limit,
+                        metadata=orjson.dumps(metadata or {}).decode(),
+                        expires_at=expires,
+                        now=now,
+                    ):
+                        raise _Duplicate()
+                    published = await self._notices(
+                        tx, workspace.id, eff, period_start, reset_at, used - quantity, used, now
+                    )
+        except _Duplicate:
+            first = await repo.find_event(self.db, workspace.id, name, period_start, event_id or "")
+            if first is None:  # purged meanwhile: cannot happen within the period
+                raise
+            return self._recorded(name, first.used_after, first.limit_value), True
+        if published:
+            self.events.notify()
+        if used is None:
+            if event_id is not None:  # a concurrent duplicate filled the last unit
+                first = await repo.find_event(self.db, workspace.id, name, period_start, event_id)
+                if first is not None:
+                    return self._recorded(name, first.used_after, first.limit_value), True
+            await self._refused(workspace.id, eff, period_start, reset_at, now)
+            raise FeatureLimitReached(name, self.upgrade_url)
+        self._remember((workspace.id, name, period_start), used)
+        body = self._recorded(name, used, eff.limit)
+        if not eff.unlimited and used > eff.limit:
+            body["overage"] = used - eff.limit
+        return body, False
+
+    @staticmethod
+    def _recorded(name: str, used: int, limit: int) -> dict[str, Any]:
+        return {
+            "recorded": True,
+            "feature": name,
+            "current_usage": used,
+            "limit": None if limit == UNLIMITED else limit,
+        }
+
+    # -- notices ------------------------------------------------------------------------
+
+    async def _notices(
+        self,
+        tx: Executor,
+        workspace_id: int,
+        eff: Effective,
+        period_start: int,
+        reset_at: int | None,
+        before: int,
+        after: int,
+        now: int,
+    ) -> bool:
+        """Publish the levels this change crossed (once per period); True if any was."""
+        if eff.unlimited or eff.limit <= 0 or after <= before:
+            return False
+        published = False
+        for level in (THRESHOLD, LIMIT):
+            mark = eff.limit * level  # compare in integers: used * 100 >= limit * level
+            if before * 100 < mark <= after * 100:
+                published |= await self._notice(
+                    tx, workspace_id, eff, period_start, reset_at, level, after, now
+                )
+        return published
+
+    async def _notice(
+        self,
+        tx: Executor,
+        workspace_id: int,
+        eff: Effective,
+        period_start: int,
+        reset_at: int | None,
+        level: int,
+        used: int,
+        now: int,
+    ) -> bool:
+        # Features without a period notify once per calendar month.
+        notice_period = period_start if eff.feature.period else bounds("month", now)[0]
+        key = (workspace_id, eff.feature.name, notice_period, level)
+        if key in self._noticed:
+            return False
+        if not await repo.add_notice(tx, workspace_id, eff.feature.name, notice_period, level, now):
+            self._noticed.add(key)
+            return False
+        if len(self._noticed) >= CACHE_MAX:
+            self._noticed.clear()
+        self._noticed.add(key)
+        await publish(
+            tx,
+            workspace_id=workspace_id,
+            type=EVENT_TYPES[level],
+            data={
+                "feature": eff.feature.name,
+                "threshold": level,
+                "used": used,
+                "limit": eff.limit,
+                "enforcement": "hard" if eff.hard else "soft",
+                "period_start": iso(period_start) if eff.feature.period else None,
+                "reset_at": iso(reset_at),
+            },
+            now=now,
+        )
+        return True
+
+    async def _refused(
+        self, workspace_id: int, eff: Effective, period_start: int, reset_at: int | None, now: int
+    ) -> None:
+        """A hard refusal means the limit is reached: say so once per period."""
+        try:
+            async with self.db.transaction() as tx:
+                used = await repo.used(tx, workspace_id, eff.feature.name, period_start)
+                sent = await self._notice(
+                    tx, workspace_id, eff, period_start, reset_at, LIMIT, used, now
+                )
+        except IntegrityError:  # the workspace was deleted meanwhile
+            return
+        if sent:
+            self.events.notify()
+
+    # -- counts of core-api's own resources ----------------------------------------------
+
+    async def enforce_count(
+        self, tx: Executor, feature: str, workspace_id: int, *, user_id: int | None = None
+    ) -> None:
+        """Call inside the transaction that creates one more ``feature`` thing, before the
+        insert: ``workspaces`` (``workspace_id`` = the acting workspace, whose tier and
+        overrides apply; ``user_id`` = the new owner), ``api_keys``, ``webhooks``,
+        ``pixel_sites``. Serialises concurrent creations (row lock on PostgreSQL), raises
+        FeatureLimitReached at a hard limit, and publishes threshold events in ``tx``
+        (call ``runtime.events.notify()`` after the commit)."""
+        found = await repo.workspace_row(tx, workspace_id)
+        if found is None:
+            raise NotFound()
+        subject = workspace_id
+        if feature == "workspaces":
+            subject = user_id if user_id is not None else int(found["owner_id"])
+            await repo.lock_user(tx, subject, self.db.dialect)
+        else:
+            await repo.lock_workspace(tx, workspace_id, self.db.dialect)
+        definition = self.plans.features.get(feature) or Feature(feature, "limit")
+        eff = await self.effective(workspace_id, str(found["tier"]), definition, tx)
+        if eff.unlimited:
+            return
+        now = self.clock.now_ms()
+        current = await repo.count(tx, feature, subject, now)
+        if current + 1 > eff.limit and eff.hard:
+            raise FeatureLimitReached(feature, self.upgrade_url)
+        self._usage.pop((workspace_id, feature, 0), None)
+        await self._notices(tx, workspace_id, eff, 0, None, current, current + 1, now)
+
+    # -- summary ------------------------------------------------------------------------
+
+    async def summary(self, workspace: Workspace) -> dict[str, Any]:
+        now = self.clock.now_ms()
+        rows = await repo.usage_rows(self.db, workspace.id)
+        items: dict[str, Any] = {}
+        for name, feature in self.plans.features.items():
+            eff = await self.effective(workspace.id, workspace.tier, feature)
+            if feature.kind == "boolean":
+                items[name] = {"enabled": eff.limit != 0}
+                continue
+            period_start, reset_at = bounds(feature.period, now)
+            if name in repo.COUNTED:
+                subject = workspace.owner_id if name == "workspaces" else workspace.id
+                used = await repo.count(self.db, name, subject, now)
+            else:
+                used = rows.get((name, period_start), 0)
+            item: dict[str, Any] = {"used": used}
+            if eff.unlimited:
+                item |= {"limit": None, "available": None, "percentage": None}
+            else:
+                item |= {
+                    "limit": eff.limit,
+                    "available": max(eff.limit - used, 0),
+                    "percentage": percentage(used, eff.limit),
+                }
+                if used > eff.limit:
+                    item["overage"] = used - eff.limit
+            if reset_at is not None:
+                item["reset_at"] = iso(reset_at)
+            if feature.unit:
+                item["unit"] = feature.unit
+            items[name] = item
+        return {"workspace_id": workspace.id, "tier": workspace.tier, "entitlements": items}
+
+    # -- metering (api_calls and other per-process counts) -------------------------------
+
+    async def flush(self) -> int:
+        """Write this process's metered counts (one transaction); on failure they are
+        kept for the next flush, so an outage loses nothing."""
+        counts = self.meter.drain()
+        if not counts:
+            return 0
+        try:
+            return await self._flush(counts)
+        except BaseException:
+            self.meter.restore(counts)
+            raise
+
+    async def _flush(self, counts: dict[tuple[int, str], int]) -> int:
+        now = self.clock.now_ms()
+        tiers = await repo.workspace_tiers(self.db, sorted({ws for ws, _ in counts}))
+        rows = []
+        for (workspace_id, name), n in counts.items():
+            if workspace_id not in tiers:
+                continue  # deleted since: its usage went with it
+            feature = self.plans.features.get(name) or Feature(name, "metered", "month")
+            rows.append((workspace_id, name, bounds(feature.period, now)[0], n))
+        if not rows:
+            return 0
+        limits = {}
+        for workspace_id, name, _, _ in rows:
+            feature = self.plans.features.get(name) or Feature(name, "metered", "month")
+            limits[workspace_id, name] = await self.effective(
+                workspace_id, tiers[workspace_id], feature
+            )
+        published = False
+        async with self.db.transaction() as tx:
+            totals = await repo.add_counts(tx, rows, now)
+            for workspace_id, name, n, used in totals:
+                eff = limits[workspace_id, name]
+                period_start, reset_at = bounds(eff.feature.period, now)
+                published |= await self._notices(
+                    tx, workspace_id, eff, period_start, reset_at, used - n, used, now
+                )
+        for workspace_id, name, _, used in totals:
+            period_start = bounds(limits[workspace_id, name].feature.period, now)[0]
+            self._remember((workspace_id, name, period_start), used)
+        if published:
+            self.events.notify()
+        return sum(n for _, _, _, n in rows)
+
+    async def purge(self, batch: int = 5_000) -> int:
+        return await repo.purge_events(self.db, self.clock.now_ms(), batch)
+
+    # -- operators (core-api entitlements ...) -------------------------------------------
+
+    async def _operator_workspace(self, workspace_id: int) -> dict[str, Any]:
+        found = await repo.workspace_row(self.db, workspace_id)
+        if found is None:
+            raise ValidationFailed.field("workspace", f"No workspace has the id {workspace_id}.")
+        return found
+
+    async def add_override(
+        self,
+        workspace_id: int,
+        name: str,
+        kind: str,
+        amount: int,
+        expires_at: int | None,
+        note: str = "",
+    ) -> repo.Override:
+        """``set``: the limit becomes ``amount`` (-1 unlimited; a boolean 0 or 1);
+        ``grant``: ``amount`` more (> 0) on top. Either may expire."""
+        feature = self.feature(name)
+        await self._operator_workspace(workspace_id)
+        now = self.clock.now_ms()
+        if kind == "grant" and amount <= 0:
+            raise ValidationFailed.field("amount", "A grant adds a positive amount.")
+        if kind == "set" and (amount < UNLIMITED or (feature.kind == "boolean" and amount > 1)):
+            valid = "0 or 1" if feature.kind == "boolean" else "a count >= 0, or -1 (unlimited)"
+            raise ValidationFailed.field("limit", f"The limit must be {valid}.")
+        if expires_at is not None and expires_at <= now:
+            raise ValidationFailed.field("expires", "The expiry must be in the future.")
+        async with self.db.transaction() as tx:
+            created = await repo.add_override(
+                tx,
+                workspace_id=workspace_id,
+                feature=name,
+                kind=kind,
+                amount=amount,
+                expires_at=expires_at,
+                note=note,
+                now=now,
+            )
+        self.forget(workspace_id)
+        return created
+
+    async def clear_overrides(self, workspace_id: int, name: str) -> int:
+        self.feature(name)
+        removed = await repo.delete_overrides(self.db, workspace_id, name)
+        self.forget(workspace_id)
+        return removed
+
+    async def show(self, workspace_id: int) -> dict[str, Any]:
+        found = await self._operator_workspace(workspace_id)
+        workspace = Workspace(
+            id=workspace_id,
+            name="",
+            slug="",
+            tier=str(found["tier"]),
+            settings="{}",
+            owner_id=int(found["owner_id"]),
+            created_at=0,
+            updated_at=0,
+            role="owner",
+        )
+        self.forget(workspace_id)
+        now = self.clock.now_ms()
+        return {
+            **await self.summary(workspace),
+            "overrides": [
+                {
+                    "id": o.id,
+                    "feature": o.feature,
+                    "kind": o.kind,
+                    "amount": o.amount,
+                    "expires_at": iso(o.expires_at),
+                    "expired": o.expires_at is not None and o.expires_at <= now,
+                    "note": o.note,
+                    "created_at": iso(o.created_at),
+                }
+                for o in await repo.overrides(self.db, workspace_id)
+            ],
+        }
