@@ -68,9 +68,7 @@ async def test_a_pageview_is_stored_with_derived_fields_only(api: Api, runtime: 
     assert isinstance(row["visitor_id"], int) and isinstance(row["session_id"], int)
 
 
-async def test_custom_events_hash_routes_and_internal_referrers(
-    api: Api, runtime: Runtime
-) -> None:
+async def test_custom_events_hash_routes_and_internal_referrers(api: Api, runtime: Runtime) -> None:
     await make_site(api)
     body = event("https://example.com/#/settings", referrer="https://example.com/")
     assert (await track(api, body)).status == 200
@@ -145,8 +143,19 @@ async def test_gif_variant_uses_the_referer_as_page(api: Api, runtime: Runtime) 
         (event(properties={f"k{i}": i for i in range(31)}), "properties"),
         (event(properties={"k": "v" * 501}), "properties"),
         (event(properties={"k": {"nested": 1}}), "properties"),
-        (event(properties={"a": "v" * 400, "b": "v" * 400, "c": "v" * 400, "d": "v" * 400,
-                           "e": "v" * 400, "f": "v" * 400}), "properties"),
+        (
+            event(
+                properties={
+                    "a": "v" * 400,
+                    "b": "v" * 400,
+                    "c": "v" * 400,
+                    "d": "v" * 400,
+                    "e": "v" * 400,
+                    "f": "v" * 400,
+                }
+            ),
+            "properties",
+        ),
         (event(user_agent="u" * 513), "user_agent"),
         (event(url="https://example.com/\x00"), "url"),
         ([event()], "body"),
@@ -178,9 +187,7 @@ async def test_bad_bodies_are_4xx(api: Api, runtime: Runtime) -> None:
     assert await count(runtime) == 0
 
 
-async def test_unknown_disabled_and_foreign_origin_are_refused(
-    api: Api, runtime: Runtime
-) -> None:
+async def test_unknown_disabled_and_foreign_origin_are_refused(api: Api, runtime: Runtime) -> None:
     site = await make_site(api, allowed_origins=["*.example.org"])
     unknown = await track(api, event("https://unknown.test/"))
     assert unknown.status == 404 and unknown.json["error"] == "not_found"
@@ -193,7 +200,9 @@ async def test_unknown_disabled_and_foreign_origin_are_refused(
     assert staged.status == 200, staged.json
     other_page = await track(api, event("https://evil.test/", domain="example.com"))
     assert other_page.status == 403
-    assert (await api.patch(f"/api/v1/pixel/sites/{site['id']}", json={"enabled": False})).status == 200
+    assert (
+        await api.patch(f"/api/v1/pixel/sites/{site['id']}", json={"enabled": False})
+    ).status == 200
     disabled = await track(api, event())
     assert disabled.status == 404
     assert await count(runtime) == 2
@@ -231,7 +240,9 @@ async def test_sampling_keeps_whole_visitors(api: Api, runtime: Runtime) -> None
         if got.json["tracked"]:
             kept += 1
             # The same visitor again: sampled in again.
-            again = await track(api, event("https://example.com/2"), ip=f"10.0.{i // 250}.{i % 250}")
+            again = await track(
+                api, event("https://example.com/2"), ip=f"10.0.{i // 250}.{i % 250}"
+            )
             assert again.json["tracked"] is True
         else:
             assert got.json["reason"] == "sampled_out"
@@ -283,9 +294,7 @@ async def test_features_switched_off(api: Api, runtime: Runtime) -> None:
 
 
 async def test_cors_preflight(api: Api) -> None:
-    got = await api.request(
-        "OPTIONS", TRACK, headers={"Origin": "https://example.com"}, auth=False
-    )
+    got = await api.request("OPTIONS", TRACK, headers={"Origin": "https://example.com"}, auth=False)
     assert got.status == 204
     assert got.header("access-control-allow-origin") == "https://example.com"
     assert "POST" in (got.header("access-control-allow-methods") or "")
@@ -297,7 +306,11 @@ async def test_the_per_ip_limit(
 ) -> None:
     await make_site(api)
     limited = make_settings(
-        database_url, tmp_path, trusted_proxies=LOOPBACK, pixel_rate_limit=5, shm_path=str(tmp_path / "shm2")
+        database_url,
+        tmp_path,
+        trusted_proxies=LOOPBACK,
+        pixel_rate_limit=5,
+        shm_path=str(tmp_path / "shm2"),
     )
     async with serving(limited, clock) as (_, client):
         statuses = [(await track(client, event(), ip="10.9.9.9")).status for _ in range(6)]
