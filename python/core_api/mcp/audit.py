@@ -1,0 +1,120 @@
+"""The audit log's writer: calls are recorded in memory and written in batches.
+
+A tool call must not wait on a database write (the gateway's built-in tools answer in
+well under a millisecond), so each process keeps a bounded buffer and writes it every
+``FLUSH_SECONDS`` (or at ``BATCH`` rows) in one transaction: the audit rows and, for
+every executed call, its ``mcp.tool.executed`` event through the outbox, so the audit
+row and the event commit together. A failed write is retried with the next batch; a
+graceful stop writes what is left. A crash loses at most the last interval's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ..clock import Clock
+from ..events import Notifier, publish
+from ..storage.base import Database, DatabaseUnavailable
+from . import repo
+from .repo import AuditRow
+
+log = logging.getLogger("core_api.mcp")
+
+FLUSH_SECONDS = 0.5
+BATCH = 2_000
+MAX_PENDING = 100_000  # beyond this (database down for long) the oldest are dropped
+EXECUTED = frozenset({"ok", "error", "timeout"})  # outcomes that publish mcp.tool.executed
+
+
+class AuditLog:
+    def __init__(self, db: Database, clock: Clock, events: Notifier) -> None:
+        self.db, self.clock, self.events = db, clock, events
+        self.pending: list[AuditRow] = []
+        self.dropped = 0
+        self.written = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._closing = False
+
+    def record(self, row: AuditRow) -> None:
+        self.pending.append(row)
+        if len(self.pending) > MAX_PENDING:
+            drop = len(self.pending) - MAX_PENDING
+            del self.pending[:drop]
+            self.dropped += drop
+        if self._task is None and not self._closing:
+            self._task = asyncio.create_task(self._run(), name="mcp:audit")
+        if len(self.pending) >= BATCH:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except DatabaseUnavailable as exc:
+                log.warning("mcp audit write deferred: %s", exc)
+            except Exception:
+                log.exception("mcp audit write failed; retried with the next batch")
+
+    async def flush(self) -> int:
+        """Write what is pending now; returns the number of rows written."""
+        async with self._lock:
+            rows, self.pending = self.pending, []
+            if not rows:
+                return 0
+            try:
+                published = await self._write(rows)
+            except BaseException:
+                self.pending[:0] = rows  # first in, first written next time
+                raise
+            self.written += len(rows)
+            if published:
+                self.events.notify()
+            return len(rows)
+
+    async def _write(self, rows: list[AuditRow]) -> int:
+        published = 0
+        async with self.db.transaction() as tx:
+            for start in range(0, len(rows), BATCH):
+                await repo.insert_audit(tx, rows[start : start + BATCH])
+            for row in rows:
+                if row.outcome in EXECUTED and row.kind == "tool":
+                    await publish(
+                        tx,
+                        workspace_id=row.workspace_id,
+                        type="mcp.tool.executed",
+                        data=event_data(row),
+                        now=row.created_at,
+                    )
+                    published += 1
+        return published
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+
+def event_data(row: AuditRow) -> dict[str, Any]:
+    return {
+        "server": row.server,
+        "tool": row.tool,
+        "outcome": row.outcome,
+        "duration_ms": round(row.duration_ms, 3),
+        "api_key_id": row.key_id,
+        "transport": row.transport,
+        "request_id": row.request_id,
+    }

@@ -1,0 +1,102 @@
+"""What every MCP server behind the gateway offers, built in or upstream: a catalogue
+(tools with their input schemas, resources), tool calls and resource reads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import mcp_types as types
+
+from ..errors import ApiError
+from ..gateway.auth import Principal
+from .registry import ServerSpec
+
+
+class ServerUnavailable(ApiError):
+    """The server could not be started or reached (or is waiting to be restarted)."""
+
+    status = 503
+    code = "mcp_server_unavailable"
+    message = "The MCP server is unavailable."
+
+    def __init__(self, server_id: str, why: str = "") -> None:
+        text = f"The MCP server {server_id} is unavailable" + (f": {why}" if why else ".")
+        super().__init__(text, server=server_id, retry_after=5)
+        self.headers["Retry-After"] = "5"
+
+
+class ToolTimeout(ApiError):
+    status = 504
+    code = "mcp_timeout"
+    message = "The MCP tool call did not finish in time."
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"The MCP call did not finish within {seconds:g} seconds.")
+
+
+class ToolRefused(Exception):
+    """A built-in tool refuses its (schema-valid) input: path outside the root, file too
+    large. REST answers 422 on ``arguments.<field>``; MCP clients get an error result."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the key, the workspace it acts in, and its bearer token (the
+    ``core`` server calls this service's own endpoints with it)."""
+
+    principal: Principal
+    workspace_id: int
+    token: str
+
+
+@dataclass(slots=True)
+class Catalogue:
+    tools: list[types.Tool]
+    resources: list[types.Resource] = field(default_factory=list)
+    templates: list[types.ResourceTemplate] = field(default_factory=list)
+    fetched_at: float = field(default_factory=time.monotonic)
+
+    def tool(self, name: str) -> types.Tool | None:
+        for tool in self.tools:
+            if tool.name == name:
+                return tool
+        return None
+
+
+class Backend(Protocol):
+    spec: ServerSpec
+
+    @property
+    def available(self) -> bool:
+        """False while the server is known to be down (failed start, backing off)."""
+
+    async def catalogue(self) -> Catalogue: ...
+
+    async def call(
+        self, tool: str, arguments: Mapping[str, Any], caller: Caller, seconds: float
+    ) -> types.CallToolResult: ...
+
+    async def read(self, uri: str, caller: Caller, seconds: float) -> types.ReadResourceResult: ...
+
+    async def close(self) -> None: ...
+
+
+def structured(data: Any, *, error: bool = False) -> types.CallToolResult:
+    """A result carrying JSON data both ways: structured content, and the same JSON as
+    one text block for clients that only read text."""
+    import orjson
+
+    text = orjson.dumps(data).decode()
+    payload = data if isinstance(data, dict) else {"result": data}
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content=payload,
+        is_error=error,
+    )

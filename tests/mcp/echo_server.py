@@ -1,0 +1,45 @@
+"""A real external MCP server for the gateway's tests and benchmark, written with the SDK:
+run as ``python echo_server.py`` it speaks MCP over stdio."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import anyio
+
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("echo", instructions="Echoes its input; tells its process id.")
+
+
+@server.tool(description="Echo the message back.")
+def echo(message: str, times: int = 1) -> str:
+    return message * times
+
+
+@server.tool(description="The server process's id.")
+def pid() -> int:
+    return os.getpid()
+
+
+@server.tool(description="Sleep, then answer (tests the gateway's timeout).")
+async def slow(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return "done"
+
+
+@server.tool(description="Exit the server process (tests the gateway's restart).")
+def crash() -> str:
+    os._exit(3)
+
+
+@server.resource("echo://notes/{name}", description="A note by name.")
+def note(name: str) -> str:
+    return f"note {name}"
+
+
+if __name__ == "__main__":
+    if "--fail" in sys.argv:
+        sys.exit(2)
+    server.run("stdio")

@@ -1,0 +1,76 @@
+"""MCP gateway test fixtures (imported by the test modules): a registry file with a
+temporary filesystem root and the real stdio echo server (echo_server.py, on the SDK)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import make_settings
+from core_api.config import Settings
+
+ECHO = Path(__file__).with_name("echo_server.py")
+
+
+def registry_text(root: Path, extra: str = "") -> str:
+    return f"""
+[gateway]
+call_timeout_seconds = 2
+catalogue_ttl_seconds = 60
+connect_timeout_seconds = 10
+audit_arguments = true
+allowed_origins = ["https://app.example.com"]
+
+[builtin.filesystem]
+root = "{root}"
+max_file_bytes = 1024
+
+[[servers]]
+id = "echo"
+name = "Echo"
+description = "The test echo server"
+tool_limits = {{ echo = 100000 }}
+[servers.transport]
+type = "stdio"
+command = "{sys.executable}"
+args = ["{ECHO}"]
+
+[[servers]]
+id = "broken"
+name = "Broken"
+description = "Exits at once"
+[servers.transport]
+type = "stdio"
+command = "{sys.executable}"
+args = ["{ECHO}", "--fail"]
+{extra}
+"""
+
+
+@pytest.fixture
+def fs_root(tmp_path: Path) -> Path:
+    root = tmp_path / "files"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def mcp_extra() -> str:
+    return ""
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, fs_root: Path, mcp_extra: str) -> Settings:
+    config = tmp_path / "mcp.toml"
+    config.write_text(registry_text(fs_root, mcp_extra))
+    return make_settings(database_url, tmp_path, mcp_config=str(config))
+
+
+async def call(api: Any, server: str, tool: str, arguments: Any = None, **kw: Any) -> Any:
+    body: dict[str, Any] = {"server": server, "tool": tool}
+    if arguments is not None:
+        body["arguments"] = arguments
+    return await api.post("/api/v1/mcp/tools/call", json=body, **kw)
