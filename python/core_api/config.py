@@ -180,11 +180,27 @@ class Settings:
     pixel_batch_size: int = _var(5_000, _Reader.integer, low=1, high=1_000_000)
     pixel_flush_ms: int = _var(500, _Reader.integer, low=10, high=60_000)
     auth_failure_limit: int = _var(30, _Reader.integer, low=0)
+    # Seconds before each retry (Standard Webhooks / Svix): 8 attempts in all, +-20 % jitter.
     webhook_retry_schedule: tuple[int, ...] = _var(
-        (5, 300, 1800, 7200, 18000, 36000), _Reader.schedule
+        (5, 300, 1800, 7200, 18000, 36000, 36000), _Reader.schedule
     )
     webhook_allow_private_networks: bool = _var(False, _Reader.boolean)
     webhook_require_https: bool = _var(True, _Reader.boolean)
+    # Webhook delivery (docs/webhooks.md): a Retry-After longer than the cap is cut to it;
+    # an endpoint is disabled after N consecutive failed attempts spanning >= H hours;
+    # deliveries and events are purged after the retention; an event's envelope is capped.
+    webhook_retry_after_max_seconds: int = _var(3600, _Reader.integer, low=0, high=86_400)
+    webhook_disable_after_failures: int = _var(10, _Reader.integer, low=1)
+    webhook_disable_after_hours: int = _var(24, _Reader.integer, low=0)
+    webhook_retention_days: int = _var(30, _Reader.integer, low=1)
+    webhook_max_payload_bytes: int = _var(65_536, _Reader.integer, low=1024, high=1_048_576)
+    # Requests in flight per worker process, and per endpoint (1 keeps each endpoint's
+    # deliveries in creation order; more trades order for one endpoint's throughput).
+    webhook_max_in_flight: int = _var(256, _Reader.integer, low=1, high=10_000)
+    webhook_endpoint_concurrency: int = _var(1, _Reader.integer, low=1, high=64)
+    # Seconds a claimed delivery stays leased; renewed while held, so only a dead worker's
+    # deliveries wait this long before another worker takes them.
+    webhook_lease_seconds: int = _var(30, _Reader.integer, low=2, high=3600)
     # Seconds one webhook delivery attempt may take in all (connect, send, response).
     webhook_timeout_seconds: int = _var(15, _Reader.integer, low=1, high=30)
     mcp_config: str | None = _var(None, _Reader.path)

@@ -40,6 +40,10 @@ log = logging.getLogger("core_api.jobs")
 class Kind(enum.Enum):
     PER_PROCESS = "per-process"
     CLUSTER = "cluster"
+    # Long-running work every worker process runs at once (webhook delivery), coordinated
+    # per item by row leases rather than by a job lease; restarted after ``interval`` if
+    # it ever returns or fails. Runs where cluster jobs run.
+    WORKER = "worker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +82,13 @@ class JobRunner:
         if self.kind is Kind.PER_PROCESS:
             for job in self.jobs:
                 await self.run_once(job)
-        elif self.jobs:
+        elif self.kind is Kind.CLUSTER and self.jobs:
             with contextlib.suppress(DatabaseUnavailable):
                 await leases.release(self.runtime.db, [j.name for j in self.jobs], self.holder)
 
     async def _loop(self, job: Job) -> None:
         while True:  # first run at start: a worker that just came up catches up at once
-            if self.kind is Kind.PER_PROCESS or await self._claim(job):
+            if self.kind is not Kind.CLUSTER or await self._claim(job):
                 await self.run_once(job)
             await asyncio.sleep(job.interval)
 

@@ -13,6 +13,7 @@ from . import _native
 from .api_keys.service import ApiKeyService
 from .clock import Clock
 from .config import Settings
+from .events import Notifier
 from .gateway.auth import Authenticator
 from .gateway.idempotency import Store
 from .gateway.invalidation import Invalidator
@@ -23,6 +24,8 @@ from .pixel.sites import SiteDirectory
 from .plans import Plans, load_plans
 from .storage import Database, DatabaseUnavailable, Timeouts, create_database, instance
 from .storage.migrate import migrate
+from .webhooks.secrets import SecretBox
+from .webhooks.service import WebhookService
 from .workspaces.service import WorkspaceService
 
 log = logging.getLogger("core_api.runtime")
@@ -43,6 +46,8 @@ class Runtime:
     idempotency: Store
     workspaces: WorkspaceService
     keys: ApiKeyService
+    events: Notifier  # wakes this process's webhook delivery worker after a commit
+    webhooks: WebhookService
     pixel_sites: SiteDirectory
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     runners: list[JobRunner] = field(default_factory=list)
@@ -78,6 +83,7 @@ class Runtime:
         limiter: Limiter = local
         if redis is not None:
             limiter = RedisLimiter(redis, settings.redis_prefix, local, clock)
+        events = Notifier()
         runtime = cls(
             settings=settings,
             db=db,
@@ -92,6 +98,10 @@ class Runtime:
             idempotency=idempotency,
             workspaces=WorkspaceService(db, plans, clock, invalidator),
             keys=ApiKeyService(db, plans, clock, settings.secret_key, invalidator),
+            events=events,
+            webhooks=WebhookService(
+                db, plans, clock, settings, SecretBox(settings.secret_key), events
+            ),
             pixel_sites=SiteDirectory(db, invalidator),
         )
         runtime.auth.usage_listeners.append(runtime.keys.forget_usage)
@@ -146,7 +156,7 @@ class Runtime:
         process; cluster jobs too where this process is also a worker."""
         from .features import all_jobs
 
-        kinds = [Kind.PER_PROCESS] + ([Kind.CLUSTER] if cluster_jobs else [])
+        kinds = [Kind.PER_PROCESS] + ([Kind.CLUSTER, Kind.WORKER] if cluster_jobs else [])
         for kind in kinds:
             runner = JobRunner(self, all_jobs(), kind)
             runner.start()
@@ -166,6 +176,7 @@ class Runtime:
         for runner in self.runners:  # per-process jobs flush once more here
             await runner.stop()
         self.runners.clear()
+        await self.webhooks.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.close()

@@ -23,15 +23,19 @@ log = logging.getLogger("core_api.worker")
 async def run_worker(settings: Settings) -> None:
     runtime = await Runtime.open(settings, run_migrations=False)
     runner = JobRunner(runtime, all_jobs(), Kind.CLUSTER)
+    workers = JobRunner(runtime, all_jobs(), Kind.WORKER)  # webhook delivery
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner.start()
-    log.info("worker started: %s", ", ".join(job.name for job in runner.jobs))
+    workers.start()
+    names = [job.name for job in (*runner.jobs, *workers.jobs)]
+    log.info("worker started: %s", ", ".join(names))
     try:
         await stop.wait()
     finally:
+        await workers.stop()
         await runner.stop()
         await runtime.close()
         log.info("worker stopped")

@@ -46,6 +46,10 @@ EXPECTED_TABLES = {
     "pixel_sites",
     "pixel_stats_days",
     "pixel_site_purges",
+    "webhook_endpoints",
+    "events",
+    "webhook_deliveries",
+    "webhook_attempts",
 }
 
 # ---------------------------------------------------------------------------------------
