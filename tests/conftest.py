@@ -29,6 +29,10 @@ ADMIN_URL = os.environ.get("CORE_API_TEST_DATABASE_URL", "postgresql://127.0.0.1
 REDIS_URL = os.environ.get("CORE_API_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = b"test-secret-key-that-is-long-enough-0123456789"
 TABLES = [
+    "seo_issue_counts",
+    "seo_totals",
+    "seo_issues",
+    "seo_reports",
     "webhook_attempts",
     "webhook_deliveries",
     "events",

@@ -3,10 +3,10 @@ its package exposes ``register(app, runtime, settings)`` (routes) and ``JOBS`` (
 
 from __future__ import annotations
 
-from . import api_keys, events, gateway, health, pixel, webhooks, workspaces
+from . import api_keys, events, gateway, health, pixel, seo, webhooks, workspaces
 from .jobs import Job
 
-FEATURES = (health, pixel, workspaces, api_keys, events, webhooks)
+FEATURES = (health, pixel, workspaces, api_keys, events, webhooks, seo)
 
 
 def all_jobs() -> tuple[Job, ...]:

@@ -50,6 +50,10 @@ EXPECTED_TABLES = {
     "events",
     "webhook_deliveries",
     "webhook_attempts",
+    "seo_reports",
+    "seo_issues",
+    "seo_totals",
+    "seo_issue_counts",
 }
 
 # ---------------------------------------------------------------------------------------
