@@ -13,11 +13,24 @@ def _ms(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
+# The current period per kind: computing one costs microseconds, and checks ask every time.
+_CURRENT: dict[str, tuple[int, int]] = {}
+
+
 def bounds(period: str | None, now_ms: int) -> tuple[int, int | None]:
     """``(period_start, reset_at)`` in epoch ms; ``(0, None)`` for a feature without a
     period (one running total). Weeks start on Monday."""
     if period is None:
         return 0, None
+    known = _CURRENT.get(period)
+    if known is not None and known[0] <= now_ms < known[1]:
+        return known
+    found = _compute(period, now_ms)
+    _CURRENT[period] = found
+    return found
+
+
+def _compute(period: str, now_ms: int) -> tuple[int, int]:
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "day":

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ..clock import Clock, iso
+from ..clock import MAX_MS, Clock, iso
 from ..errors import FeatureLimitReached, NotFound, ValidationFailed
 from ..events import Notifier, publish
 from ..plans import UNLIMITED, Feature, Plans
@@ -80,6 +80,8 @@ class EntitlementService:
         # (workspace, feature, period_start) -> (valid until, monotonic s; used)
         self._usage: dict[tuple[int, str, int], tuple[float, int]] = {}
         self._overrides: dict[int, tuple[float, list[repo.Override]]] = {}
+        # (workspace, tier, feature) -> (valid until, monotonic s; until, epoch ms; limit)
+        self._effective: dict[tuple[int, str, str], tuple[float, int, Effective]] = {}
         self._noticed: set[tuple[int, str, int, int]] = set()
 
     # -- features and limits ------------------------------------------------------------
@@ -109,12 +111,19 @@ class EntitlementService:
     async def effective(
         self, workspace_id: int, tier: str, feature: Feature, db: Executor | None = None
     ) -> Effective:
+        """The workspace's limit for a feature. Cached per process (CACHE_SECONDS, and never
+        past the next override's expiry); exact and uncached inside a transaction."""
+        now = self.clock.now_ms()
+        key = (workspace_id, tier, feature.name)
+        if db is None:
+            hit = self._effective.get(key)
+            if hit is not None and hit[0] > time.monotonic() and now < hit[1]:
+                return hit[2]
         allowance = (
             self.plans.allowance(tier, feature.name)
             if tier in self.plans.tiers
             else self.plans.allowance(self.plans.default_tier, feature.name)
         )
-        now = self.clock.now_ms()
         live = [
             o
             for o in await self._overrides_of(workspace_id, db)
@@ -128,7 +137,13 @@ class EntitlementService:
             limit += sum(o.amount for o in live if o.kind == "grant")
         if feature.kind == "boolean" and limit != UNLIMITED:
             limit = 1 if limit > 0 else 0
-        return Effective(feature, limit, allowance.hard)
+        found = Effective(feature, limit, allowance.hard)
+        if db is None:
+            ends = min((o.expires_at for o in live if o.expires_at is not None), default=MAX_MS)
+            if len(self._effective) >= CACHE_MAX:
+                self._effective.clear()
+            self._effective[key] = (time.monotonic() + CACHE_SECONDS, ends, found)
+        return found
 
     # -- usage --------------------------------------------------------------------------
 
@@ -156,8 +171,11 @@ class EntitlementService:
         if workspace_id is None:
             self._usage.clear()
             self._overrides.clear()
+            self._effective.clear()
             return
         self._overrides.pop(workspace_id, None)
+        for limit_key in [k for k in self._effective if k[0] == workspace_id]:
+            del self._effective[limit_key]
         for key in [k for k in self._usage if k[0] == workspace_id]:
             del self._usage[key]
 
@@ -229,10 +247,6 @@ class EntitlementService:
             raise ValidationFailed.field("quantity", f"The quantity must be at least {low}.")
         now = self.clock.now_ms()
         period_start, reset_at = bounds(feature.period, now)
-        if event_id is not None:
-            first = await repo.find_event(self.db, workspace.id, name, period_start, event_id)
-            if first is not None:
-                return self._recorded(name, first.used_after, first.limit_value), True
         eff = await self.effective(workspace.id, workspace.tier, feature)
         ceiling = eff.limit if eff.hard and not eff.unlimited else repo.NO_LIMIT
         expires = reset_at if reset_at is not None else now + LEDGER_DAYS * DAY_MS
@@ -268,7 +282,7 @@ class EntitlementService:
         if published:
             self.events.notify()
         if used is None:
-            if event_id is not None:  # a concurrent duplicate filled the last unit
+            if event_id is not None:  # a retry of an event recorded when there was room
                 first = await repo.find_event(self.db, workspace.id, name, period_start, event_id)
                 if first is not None:
                     return self._recorded(name, first.used_after, first.limit_value), True
