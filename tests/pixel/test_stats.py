@@ -12,6 +12,7 @@ from pixel_sites_support import SITES, STATS, Event, events_table, insert_events
 from conftest import Api
 from core_api.clock import ManualClock
 from core_api.pixel import maintenance
+from core_api.pixel.stats import LIVE_VERIFY_MS
 from core_api.runtime import Runtime
 
 NY = ZoneInfo("America/New_York")
@@ -151,15 +152,26 @@ async def test_past_days_are_stored_and_today_is_live(
     # The stored days answer without the events (proof they are read, not recomputed)...
     await runtime.db.execute("DELETE FROM pixel_events WHERE ts < ?", (at("2026-01-10 00:00"),))
     assert (await stats(api, site_id=str(site), **span))["totals"] == first["totals"]
-    # ...and today is live.
-    await insert_events(runtime, site, [Event(ts=at("2026-01-10 09:30"), visitor=4, session=41)])
+    # ...and today is live: the newest events show at once, and keep showing once folded.
+    now = clock.now_ms()
+    await insert_events(runtime, site, [Event(ts=now - 1000, visitor=4, session=41)])
     assert (await stats(api, site_id=str(site), **span))["totals"]["pageviews"] == 5
+    clock.advance(60)
+    assert (await stats(api, site_id=str(site), **span))["totals"]["pageviews"] == 5
+    await insert_events(runtime, site, [Event(ts=clock.now_ms() - 2000, visitor=4, session=41)])
+    live = (await stats(api, site_id=str(site), **span))["totals"]
+    assert (live["pageviews"], live["visitors"], live["sessions"]) == (6, 4, 4)
+    # An event written long after its time (an outage) shows once today is verified.
+    await insert_events(runtime, site, [Event(ts=at("2026-01-10 09:30"), visitor=5, session=51)])
+    assert (await stats(api, site_id=str(site), **span))["totals"]["pageviews"] == 6
+    clock.advance(LIVE_VERIFY_MS / 1000)
+    assert (await stats(api, site_id=str(site), **span))["totals"]["pageviews"] == 7
     # Another timezone is another set of days.
     await api.patch(
         f"/api/v1/workspaces/{boot['workspace']['id']}", json={"settings": {"timezone": "UTC"}}
     )
     utc = await stats(api, site_id=str(site), **span)
-    assert utc["timezone"] == "UTC" and utc["totals"]["pageviews"] == 2  # today's only
+    assert utc["timezone"] == "UTC" and utc["totals"]["pageviews"] == 4  # what is left
 
 
 async def test_late_events_within_the_recheck_window_count(

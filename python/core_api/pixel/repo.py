@@ -280,53 +280,25 @@ async def purge_events(db: Database, site_id: int, batch: int) -> int:
     return deleted
 
 
-# --- stats over pixel_events (one day of one site at a time) -------------------------------
-
-_RANGE = "site_id = ? AND ts >= ? AND ts < ?"
+# --- stats over pixel_events --------------------------------------------------------------
 
 
-async def day_sessions(db: Executor, site_id: int, start: int, end: int) -> list[Row]:
-    """One row per session: its visitor, first and last event, pageviews, the referrer it
-    came from (internal navigation has none) and the browser and device it was seen with."""
+async def events_between(db: Executor, site_id: int, start: int, end: int) -> list[Row]:
+    """A site's events with ``start <= ts < end`` (walks the (site_id, ts) index)."""
     return await db.fetch_all(
-        "SELECT visitor_id, MIN(ts) AS first_ts, MAX(ts) AS last_ts, "  # noqa: S608
-        "SUM(CASE WHEN name = 'pageview' THEN 1 ELSE 0 END) AS pageviews, "
-        "COUNT(*) AS events, MAX(referrer_source) AS source, MAX(browser) AS browser, "
-        f"MAX(device) AS device FROM pixel_events WHERE {_RANGE} "
-        "GROUP BY session_id, visitor_id",
+        "SELECT ts, name, path, referrer_source, visitor_id, session_id, browser, device "
+        "FROM pixel_events WHERE site_id = ? AND ts >= ? AND ts < ?",
         (site_id, start, end),
     )
 
 
-async def day_pages(db: Executor, site_id: int, start: int, end: int, limit: int) -> list[Row]:
-    return await db.fetch_all(
-        "SELECT path, COUNT(*) AS pageviews, COUNT(DISTINCT visitor_id) AS visitors "  # noqa: S608
-        f"FROM pixel_events WHERE {_RANGE} AND name = 'pageview' "
-        "GROUP BY path ORDER BY pageviews DESC, path LIMIT ?",
-        (site_id, start, end, limit),
+async def count_between(db: Executor, site_id: int, start: int, end: int) -> int:
+    value = await fetch_value(
+        db,
+        "SELECT COUNT(*) AS n FROM pixel_events WHERE site_id = ? AND ts >= ? AND ts < ?",
+        (site_id, start, end),
     )
-
-
-async def day_custom_events(
-    db: Executor, site_id: int, start: int, end: int, limit: int
-) -> list[Row]:
-    return await db.fetch_all(
-        "SELECT name, COUNT(*) AS count, COUNT(DISTINCT visitor_id) AS visitors "  # noqa: S608
-        f"FROM pixel_events WHERE {_RANGE} AND name <> 'pageview' "
-        "GROUP BY name ORDER BY count DESC, name LIMIT ?",
-        (site_id, start, end, limit),
-    )
-
-
-async def day_hours(db: Executor, site_id: int, start: int, end: int, offset: int) -> list[Row]:
-    """Pageviews and visitors per local hour: ``offset`` (the zone's UTC offset at the
-    day's start, ms) aligns the buckets; a DST shift of whole hours keeps them aligned."""
-    return await db.fetch_all(
-        "SELECT (ts + ?) / 3600000 AS bucket, COUNT(*) AS pageviews, "  # noqa: S608
-        f"COUNT(DISTINCT visitor_id) AS visitors FROM pixel_events WHERE {_RANGE} "
-        "AND name = 'pageview' GROUP BY 1",
-        (offset, site_id, start, end),
-    )
+    return int(value or 0)
 
 
 async def sites_with_settings(db: Executor, after_id: int, limit: int) -> list[tuple[int, str]]:

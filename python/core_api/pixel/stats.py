@@ -14,7 +14,7 @@ buffer) are counted; later than that they are not (docs/pixel.md).
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,11 +23,15 @@ import orjson
 
 from ..clock import Clock
 from ..storage import Database
+from ..storage.base import Row
 from . import repo
 
 DAY_PAGES = 1000  # pages kept per stored day (a range's top pages merge these)
 DAY_EVENTS = 100  # custom event names kept per stored day
 RECHECK_MS = 3_600_000
+LIVE_LAG_MS = 5_000  # events are durable within about a second of arriving
+LIVE_VERIFY_MS = 30_000  # how often today's folded events are counted again
+MAX_LIVE_DAYS = 256  # today's states kept per process (one per site and zone)
 MAX_DAYS = 366
 MAX_HOURLY_DAYS = 31
 HOUR_MS = 3_600_000
@@ -61,46 +65,204 @@ def day_bounds(day: dt.date, tz: ZoneInfo) -> tuple[int, int, int]:
     )
 
 
+class DayState:
+    """One local day's events folded into what its figures need: the day's visitors,
+    its sessions (first and last event, pageviews, entry source, browser, device), and
+    per page, hour and custom event the count and the visitors. Events fold in any order,
+    so a day can be built in pieces (today grows as events arrive)."""
+
+    def __init__(self, start: int, offset: int) -> None:
+        self.start, self.offset = start, offset
+        self.watermark = start  # events with ts < watermark are folded in
+        self.verified_at = 0
+        self.count = 0  # events folded in
+        self.visitors: set[int] = set()
+        # (session id, visitor id) -> [visitor, first ts, last ts, pageviews, events,
+        #  source, browser, device]
+        self.sessions: dict[tuple[Any, int], list[Any]] = {}
+        self.pages: dict[str, list[Any]] = {}  # path -> [pageviews, visitors]
+        self.hours: dict[int, list[Any]] = {}  # local hour bucket -> [pageviews, visitors]
+        self.custom: dict[str, list[Any]] = {}  # name -> [count, visitors]
+        self._owned: set[tuple[str, Any]] | None = None  # set in overlays: copy on write
+
+    def overlay(self) -> DayState:
+        """A copy to fold a few more events into without changing this state: entries
+        are shared until the overlay writes to them."""
+        twin = DayState(self.start, self.offset)
+        twin.watermark, twin.verified_at, twin.count = self.watermark, self.verified_at, self.count
+        twin.visitors = set(self.visitors)
+        twin.sessions, twin.pages = dict(self.sessions), dict(self.pages)
+        twin.hours, twin.custom = dict(self.hours), dict(self.custom)
+        twin._owned = set()
+        return twin
+
+    def _entry(self, kind: str, table: dict[Any, list[Any]], key: Any, new: list[Any]) -> list[Any]:
+        entry = table.get(key)
+        if entry is None:
+            table[key] = entry = new
+        elif self._owned is not None and (kind, key) not in self._owned:
+            table[key] = entry = [v.copy() if isinstance(v, set) else v for v in entry]
+        else:
+            return entry
+        if self._owned is not None:
+            self._owned.add((kind, key))
+        return entry
+
+    def fold(self, rows: list[Row]) -> None:
+        self.count += len(rows)
+        if self._owned is not None:
+            self._fold_shared(rows)
+            return
+        # The hot loop of building a day: locals, no calls but dict and set operations.
+        add_visitor, sessions, pages, hours, custom = (
+            self.visitors.add,
+            self.sessions,
+            self.pages,
+            self.hours,
+            self.custom,
+        )
+        offset = self.offset
+        for r in rows:
+            ts, visitor, name = r["ts"], r["visitor_id"], r["name"]
+            add_visitor(visitor)
+            key = (r["session_id"], visitor)
+            session = sessions.get(key)
+            if session is None:
+                source = r["referrer_source"]
+                sessions[key] = session = [visitor, ts, ts, 0, 0, source, r["browser"], r["device"]]
+            elif ts < session[1]:
+                session[1] = ts
+            elif ts > session[2]:
+                session[2] = ts
+            session[4] += 1
+            if session[5] is None:
+                session[5] = r["referrer_source"]
+            if name == "pageview":
+                session[3] += 1
+                path = r["path"]
+                page = pages.get(path)
+                if page is None:
+                    pages[path] = page = [0, set()]
+                page[0] += 1
+                page[1].add(visitor)
+                bucket = (ts + offset) // HOUR_MS
+                hour = hours.get(bucket)
+                if hour is None:
+                    hours[bucket] = hour = [0, set()]
+                hour[0] += 1
+                hour[1].add(visitor)
+            else:
+                event = custom.get(name)
+                if event is None:
+                    custom[name] = event = [0, set()]
+                event[0] += 1
+                event[1].add(visitor)
+
+    def _fold_shared(self, rows: list[Row]) -> None:
+        """:meth:`fold` for an overlay: entries shared with its origin are copied first."""
+        for r in rows:
+            ts, visitor, pageview = r["ts"], r["visitor_id"], r["name"] == "pageview"
+            self.visitors.add(visitor)
+            session = self._entry(
+                "s",
+                self.sessions,
+                (r["session_id"], visitor),
+                [visitor, ts, ts, 0, 0, r["referrer_source"], r["browser"], r["device"]],
+            )
+            session[1], session[2] = min(session[1], ts), max(session[2], ts)
+            session[3] += pageview
+            session[4] += 1
+            if session[5] is None:
+                session[5] = r["referrer_source"]
+            if pageview:
+                page = self._entry("p", self.pages, r["path"], [0, set()])
+                page[0] += 1
+                page[1].add(visitor)
+                hour = self._entry("h", self.hours, (ts + self.offset) // HOUR_MS, [0, set()])
+                hour[0] += 1
+                hour[1].add(visitor)
+            else:
+                event = self._entry("c", self.custom, r["name"], [0, set()])
+                event[0] += 1
+                event[1].add(visitor)
+
+    def fold_state(self, other: DayState) -> None:
+        """Fold in another state of the same day (built over a disjoint span of time)."""
+        self.count += other.count
+        self.visitors |= other.visitors
+        for key, theirs in other.sessions.items():
+            mine = self.sessions.get(key)
+            if mine is None:
+                self.sessions[key] = theirs
+                continue
+            mine[1], mine[2] = min(mine[1], theirs[1]), max(mine[2], theirs[2])
+            mine[3] += theirs[3]
+            mine[4] += theirs[4]
+            if mine[5] is None:
+                mine[5] = theirs[5]
+        tables: list[tuple[dict[Any, list[Any]], dict[Any, list[Any]]]] = [
+            (self.pages, other.pages),
+            (self.hours, other.hours),
+            (self.custom, other.custom),
+        ]
+        for table, incoming in tables:
+            for name, (count, seen) in incoming.items():
+                entry = table.get(name)
+                if entry is None:
+                    table[name] = [count, seen]
+                else:
+                    entry[0] += count
+                    entry[1] |= seen
+
+    def payload(self) -> dict[str, Any]:
+        sources: dict[str | None, list[Any]] = {}
+        browsers: dict[str, set[int]] = {}
+        devices: dict[str, set[int]] = {}
+        pageviews = bounces = duration = events = 0
+        for visitor, first, last, views, count, source, browser, device in self.sessions.values():
+            pageviews += views
+            events += count
+            bounces += views <= 1
+            duration += last - first
+            entry = sources.setdefault(source, [set(), 0])
+            entry[0].add(visitor)
+            entry[1] += 1
+            browsers.setdefault(browser or "Unknown", set()).add(visitor)
+            devices.setdefault(device or "other", set()).add(visitor)
+        pages = sorted(self.pages.items(), key=lambda kv: (-kv[1][0], kv[0]))[:DAY_PAGES]
+        custom = sorted(self.custom.items(), key=lambda kv: (-kv[1][0], kv[0]))[:DAY_EVENTS]
+        return {
+            "pageviews": pageviews,
+            "events": events - pageviews,
+            "visitors": len(self.visitors),
+            "sessions": len(self.sessions),
+            "bounces": bounces,
+            "duration_ms": duration,
+            "pages": [[path, v[0], len(v[1])] for path, v in pages],
+            "sources": [[k, len(v[0]), v[1]] for k, v in sources.items()],
+            "browsers": [[k, len(v)] for k, v in browsers.items()],
+            "devices": [[k, len(v)] for k, v in devices.items()],
+            "custom": [[name, v[0], len(v[1])] for name, v in custom],
+            "hours": sorted(
+                [bucket * HOUR_MS - self.offset, v[0], len(v[1])]
+                for bucket, v in self.hours.items()
+            ),
+        }
+
+
+async def fold_events(db: Database, site_id: int, state: DayState, start: int, end: int) -> None:
+    """Fold a site's events in [start, end) an hour at a time (bounded memory per read)."""
+    while start < end:
+        stop = min(end, start + HOUR_MS)
+        state.fold(await repo.events_between(db, site_id, start, stop))
+        start = stop
+
+
 async def compute_day(db: Database, site_id: int, day: dt.date, tz: ZoneInfo) -> dict[str, Any]:
     start, end, offset = day_bounds(day, tz)
-    sessions = await repo.day_sessions(db, site_id, start, end)
-    pages = await repo.day_pages(db, site_id, start, end, DAY_PAGES)
-    custom = await repo.day_custom_events(db, site_id, start, end, DAY_EVENTS)
-    hours = await repo.day_hours(db, site_id, start, end, offset)
-    visitors: set[int] = set()
-    sources: dict[str | None, list[Any]] = {}
-    browsers: dict[str, set[int]] = {}
-    devices: dict[str, set[int]] = {}
-    pageviews = bounces = duration = events = 0
-    for s in sessions:
-        visitor = s["visitor_id"]
-        visitors.add(visitor)
-        pageviews += int(s["pageviews"])
-        events += int(s["events"])
-        bounces += int(s["pageviews"]) <= 1
-        duration += int(s["last_ts"]) - int(s["first_ts"])
-        entry = sources.setdefault(s["source"], [set(), 0])
-        entry[0].add(visitor)
-        entry[1] += 1
-        browsers.setdefault(s["browser"] or "Unknown", set()).add(visitor)
-        devices.setdefault(s["device"] or "other", set()).add(visitor)
-    return {
-        "pageviews": pageviews,
-        "events": events - pageviews,
-        "visitors": len(visitors),
-        "sessions": len(sessions),
-        "bounces": bounces,
-        "duration_ms": duration,
-        "pages": [[r["path"], int(r["pageviews"]), int(r["visitors"])] for r in pages],
-        "sources": [[k, len(v[0]), v[1]] for k, v in sources.items()],
-        "browsers": [[k, len(v)] for k, v in browsers.items()],
-        "devices": [[k, len(v)] for k, v in devices.items()],
-        "custom": [[r["name"], int(r["count"]), int(r["visitors"])] for r in custom],
-        "hours": sorted(
-            [int(r["bucket"]) * HOUR_MS - offset, int(r["pageviews"]), int(r["visitors"])]
-            for r in hours
-        ),
-    }
+    state = DayState(start, offset)
+    await fold_events(db, site_id, state, start, end)
+    return state.payload()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +276,49 @@ class StatsQuery:
 class PixelStats:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db, self.clock = db, clock
+        # (site, zone, day) -> today's state, folded up to its watermark (per process).
+        self._live: OrderedDict[tuple[int, str, str], DayState] = OrderedDict()
+
+    async def live_day(
+        self, site_id: int, tz_name: str, day: dt.date, tz: ZoneInfo, now: int
+    ) -> dict[str, Any]:
+        """Today: the state kept in this process gains the events that settled since its
+        last query (older than :data:`LIVE_LAG_MS`); the newest seconds are read on top
+        without keeping them. Every :data:`LIVE_VERIFY_MS` the settled span's events are
+        counted again: a different count means events were written late (after a database
+        outage), and the state is built again."""
+        start, end, offset = day_bounds(day, tz)
+        key = (site_id, tz_name, day.isoformat())
+        state = self._live.get(key)
+        if state is not None and now - state.verified_at >= LIVE_VERIFY_MS:
+            counted = await repo.count_between(self.db, site_id, start, state.watermark)
+            if counted != state.count:
+                state = None
+            else:
+                state.verified_at = now
+        if state is None:
+            state = DayState(start, offset)
+            state.verified_at = now
+            self._live[key] = state
+        self._live.move_to_end(key)
+        while len(self._live) > MAX_LIVE_DAYS:
+            self._live.popitem(last=False)
+        settled = min(end, now - LIVE_LAG_MS)
+        folded_to = state.watermark
+        if settled > folded_to:
+            fresh = DayState(start, offset)
+            await fold_events(self.db, site_id, fresh, folded_to, settled)
+            # A concurrent query may have folded the same span meanwhile: fold only once.
+            if state.watermark == folded_to:
+                state.fold_state(fresh)
+                state.watermark = settled
+        view = state
+        if state.watermark <= now:
+            tail = await repo.events_between(self.db, site_id, state.watermark, min(end, now + 1))
+            if tail:
+                view = state.overlay()
+                view.fold(tail)
+        return view.payload()
 
     def today(self, tz: ZoneInfo) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock.now_ms() / 1000, tz).date()
@@ -133,19 +338,20 @@ class PixelStats:
             cached = stored.get(day.isoformat())
             if start > now:
                 payload: dict[str, Any] | None = None  # the future: nothing yet
+            elif end > now:
+                payload = await self.live_day(site_id, tz_name, day, tz, now)
             elif cached is not None and not (cached[1] < end + RECHECK_MS <= now):
                 payload = orjson.loads(cached[0])
             else:
                 payload = await compute_day(self.db, site_id, day, tz)
-                if end <= now:
-                    await repo.store_day(
-                        self.db,
-                        site_id,
-                        tz_name,
-                        day.isoformat(),
-                        orjson.dumps(payload).decode(),
-                        now,
-                    )
+                await repo.store_day(
+                    self.db,
+                    site_id,
+                    tz_name,
+                    day.isoformat(),
+                    orjson.dumps(payload).decode(),
+                    now,
+                )
             if payload is not None:
                 out.append((day, payload))
             day += dt.timedelta(days=1)
