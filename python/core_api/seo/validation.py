@@ -230,10 +230,6 @@ class IssueFilter:
     issue_types: tuple[str, ...] = ()
     url: str | None = None
 
-    @property
-    def narrowed(self) -> bool:
-        return bool(self.severities or self.issue_types or self.url)
-
 
 def _terms(raw: str) -> list[str]:
     return [t.strip() for t in raw.split(",") if t.strip()]
