@@ -20,7 +20,7 @@ def registry_text(root: Path, extra: str = "") -> str:
 [gateway]
 call_timeout_seconds = 2
 catalogue_ttl_seconds = 60
-connect_timeout_seconds = 10
+connect_timeout_seconds = 30  # a loaded CI machine takes seconds to import the SDK
 audit_arguments = true
 allowed_origins = ["https://app.example.com"]
 
