@@ -3,6 +3,7 @@ that are over are stored and reused; late events within the recheck window count
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -260,3 +261,22 @@ async def test_validation(api: Api, runtime: Runtime, boot: dict[str, Any]) -> N
         assert result.status == 422, (params, result.json)
         assert field in result.json["errors"], (params, result.json)
     assert (await api.get(STATS, params={"site_id": "424242"})).status == 404
+
+
+async def test_concurrent_queries_count_today_once(
+    api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
+) -> None:
+    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
+    site = await setup(api, runtime, boot, "America/New_York")
+    now = clock.now_ms()
+    events = [Event(ts=now - i * 600_000, visitor=i % 7, session=i % 11) for i in range(40)]
+    events += [Event(ts=now - 1000, visitor=99, session=99)]  # not settled yet
+    await insert_events(runtime, site, events)
+    span = {"site_id": str(site), "from": "2026-01-10", "to": "2026-01-10"}
+    results = await asyncio.gather(*(api.get(STATS, params=span) for _ in range(6)))
+    for result in results:
+        assert result.status == 200
+        assert result.json["data"]["totals"]["pageviews"] == 41, result.json["data"]["totals"]
+    clock.advance(10)
+    again = await asyncio.gather(*(api.get(STATS, params=span) for _ in range(6)))
+    assert {r.json["data"]["totals"]["pageviews"] for r in again} == {41}

@@ -32,6 +32,7 @@ RECHECK_MS = 3_600_000
 LIVE_LAG_MS = 5_000  # events are durable within about a second of arriving
 LIVE_VERIFY_MS = 30_000  # how often today's folded events are counted again
 MAX_LIVE_DAYS = 256  # today's states kept per process (one per site and zone)
+MAX_CACHED_DAYS = 2_000  # finished days remembered per process
 MAX_DAYS = 366
 MAX_HOURLY_DAYS = 31
 HOUR_MS = 3_600_000
@@ -278,6 +279,8 @@ class PixelStats:
         self.db, self.clock = db, clock
         # (site, zone, day) -> today's state, folded up to its watermark (per process).
         self._live: OrderedDict[tuple[int, str, str], DayState] = OrderedDict()
+        # (site, zone, day) -> (a finished day's figures, computed at), as stored.
+        self._days: OrderedDict[tuple[int, str, str], tuple[dict[str, Any], int]] = OrderedDict()
 
     async def live_day(
         self, site_id: int, tz_name: str, day: dt.date, tz: ZoneInfo, now: int
@@ -305,56 +308,73 @@ class PixelStats:
             self._live.popitem(last=False)
         settled = min(end, now - LIVE_LAG_MS)
         folded_to = state.watermark
-        if settled > folded_to:
+        if settled - folded_to > HOUR_MS:  # a first build: an hour's read at a time
             fresh = DayState(start, offset)
             await fold_events(self.db, site_id, fresh, folded_to, settled)
-            # A concurrent query may have folded the same span meanwhile: fold only once.
-            if state.watermark == folded_to:
+            if state.watermark == folded_to:  # a concurrent query did not fold it first
                 state.fold_state(fresh)
-                state.watermark = settled
-        view = state
-        if state.watermark <= now:
-            tail = await repo.events_between(self.db, site_id, state.watermark, min(end, now + 1))
-            if tail:
-                view = state.overlay()
-                view.fold(tail)
+                state.watermark = folded_to = settled
+        # One read for the rest: what settled since (kept) and the newest seconds (not).
+        rows = await repo.events_between(self.db, site_id, folded_to, min(end, now + 1))
+        kept = [r for r in rows if r["ts"] < settled]
+        if settled > folded_to and state.watermark == folded_to:
+            state.fold(kept)
+            state.watermark = settled
+        newest = [r for r in rows if r["ts"] >= state.watermark]
+        if not newest:
+            return state.payload()
+        view = state.overlay()
+        view.fold(newest)
         return view.payload()
 
     def today(self, tz: ZoneInfo) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock.now_ms() / 1000, tz).date()
 
+    def _remember(self, key: tuple[int, str, str], payload: dict[str, Any], at: int) -> None:
+        self._days[key] = (payload, at)
+        self._days.move_to_end(key)
+        while len(self._days) > MAX_CACHED_DAYS:
+            self._days.popitem(last=False)
+
     async def days(
         self, site_id: int, tz_name: str, tz: ZoneInfo, first: dt.date, last: dt.date
     ) -> list[tuple[dt.date, dict[str, Any]]]:
-        """Each local day's figures: stored, computed and stored, or (today) live."""
+        """Each local day's figures: remembered by this process, stored, computed and
+        stored, or (today) live. A stored day is final unless it was computed within
+        :data:`RECHECK_MS` of its end; then it is computed again once, later."""
         now = self.clock.now_ms()
-        stored = await repo.cached_days(
-            self.db, site_id, tz_name, first.isoformat(), last.isoformat()
-        )
-        out = []
+        out: list[tuple[dt.date, dict[str, Any]]] = []
+        missing: list[dt.date] = []
         day = first
         while day <= last:
             start, end, _ = day_bounds(day, tz)
-            cached = stored.get(day.isoformat())
+            known = self._days.get((site_id, tz_name, day.isoformat()))
             if start > now:
-                payload: dict[str, Any] | None = None  # the future: nothing yet
+                pass  # the future: nothing yet
             elif end > now:
-                payload = await self.live_day(site_id, tz_name, day, tz, now)
-            elif cached is not None and not (cached[1] < end + RECHECK_MS <= now):
-                payload = orjson.loads(cached[0])
+                out.append((day, await self.live_day(site_id, tz_name, day, tz, now)))
+            elif known is not None and not known[1] < end + RECHECK_MS <= now:
+                out.append((day, known[0]))
             else:
-                payload = await compute_day(self.db, site_id, day, tz)
-                await repo.store_day(
-                    self.db,
-                    site_id,
-                    tz_name,
-                    day.isoformat(),
-                    orjson.dumps(payload).decode(),
-                    now,
-                )
-            if payload is not None:
-                out.append((day, payload))
+                missing.append(day)
             day += dt.timedelta(days=1)
+        if missing:
+            stored = await repo.cached_days(
+                self.db, site_id, tz_name, missing[0].isoformat(), missing[-1].isoformat()
+            )
+            for day in missing:
+                _, end, _ = day_bounds(day, tz)
+                key = (site_id, tz_name, day.isoformat())
+                row = stored.get(day.isoformat())
+                if row is not None and not row[1] < end + RECHECK_MS <= now:
+                    payload, at = orjson.loads(row[0]), row[1]
+                else:
+                    payload, at = await compute_day(self.db, site_id, day, tz), now
+                    text = orjson.dumps(payload).decode()
+                    await repo.store_day(self.db, site_id, tz_name, day.isoformat(), text, now)
+                self._remember(key, payload, at)
+                out.append((day, payload))
+            out.sort(key=lambda item: item[0])
         return out
 
     async def report(
