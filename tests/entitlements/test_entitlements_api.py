@@ -33,7 +33,7 @@ async def use(api: Api, feature: str, quantity: int = 1, **extra: object) -> tup
 async def test_count_recorded_through_usage_both_bodies_and_hard_limit(
     settings: Settings, clock: ManualClock, tmp_path: Path
 ) -> None:
-    async with small_tenant(settings, clock, tmp_path) as (_, api, _boot):
+    async with small_tenant(settings, clock, tmp_path) as (runtime, api, _boot):
         assert await check(api, "posts") == {
             "allowed": True,
             "feature": "posts",
@@ -46,6 +46,18 @@ async def test_count_recorded_through_usage_both_bodies_and_hard_limit(
             200,
             {"recorded": True, "feature": "posts", "current_usage": 4, "limit": 10},
         )
+        ledger = await runtime.db.fetch_all(
+            "SELECT quantity, used_after, limit_value, metadata, event_id FROM entitlement_events"
+        )
+        assert ledger == [
+            {
+                "quantity": 4,
+                "used_after": 4,
+                "limit_value": 10,
+                "metadata": '{"endpoint":"/api/v1/posts"}',
+                "event_id": None,
+            }
+        ]
         assert await check(api, "posts", 7) == {
             "allowed": False,
             "feature": "posts",

@@ -112,41 +112,87 @@ async def usage_rows(db: Executor, workspace_id: int) -> dict[tuple[str, int], i
     return {(r["feature"], int(r["period_start"])): int(r["used"]) for r in rows}
 
 
-async def insert_event(
-    tx: Executor,
-    *,
-    workspace_id: int,
-    feature: str,
-    period_start: int,
-    event_id: str | None,
-    quantity: int,
-    used_after: int,
-    limit_value: int,
-    metadata: str,
-    expires_at: int,
-    now: int,
-) -> bool:
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One usage to record: the ledger row's values and the counter's ceiling."""
+
+    workspace_id: int
+    feature: str
+    period_start: int
+    event_id: str | None
+    quantity: int
+    limit_value: int  # the limit it was judged against (-1 unlimited), kept for replays
+    ceiling: int  # the counter may not exceed this (NO_LIMIT when soft or unlimited)
+    metadata: str
+    expires_at: int
+    now: int
+
+
+_LEDGER = (
+    "INSERT INTO entitlement_events (workspace_id, feature, period_start, event_id, "
+    "quantity, used_after, limit_value, metadata, expires_at, created_at) "
+)
+
+
+async def insert_event(tx: Executor, e: Entry, used_after: int) -> bool:
     """The ledger row; False when ``event_id`` was already recorded in this period."""
     row = await tx.fetch_one(
-        "INSERT INTO entitlement_events (workspace_id, feature, period_start, event_id, "
-        "quantity, used_after, limit_value, metadata, expires_at, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        _LEDGER + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (workspace_id, feature, period_start, event_id) "
         "WHERE event_id IS NOT NULL DO NOTHING RETURNING id",
         (
-            workspace_id,
-            feature,
-            period_start,
-            event_id,
-            quantity,
+            e.workspace_id,
+            e.feature,
+            e.period_start,
+            e.event_id,
+            e.quantity,
             used_after,
-            limit_value,
-            metadata,
-            expires_at,
-            now,
+            e.limit_value,
+            e.metadata,
+            e.expires_at,
+            e.now,
         ),
     )
     return row is not None
+
+
+async def record_at_once(db: Executor, e: Entry) -> int | None:
+    """PostgreSQL, no event_id: :func:`add_usage` and the ledger row in one statement (a
+    data-modifying CTE, so one round trip and no transaction); the new total or None."""
+    first = max(e.quantity, 0)
+    row = await db.fetch_one(
+        "WITH u AS (INSERT INTO entitlement_usage (workspace_id, feature, period_start, used, "  # noqa: S608
+        "updated_at) SELECT ?, ?, ?, ?, ? WHERE ? <= ? "
+        "ON CONFLICT (workspace_id, feature, period_start) DO UPDATE SET "
+        "used = CASE WHEN entitlement_usage.used + ? < 0 THEN 0 "
+        "ELSE entitlement_usage.used + ? END, updated_at = excluded.updated_at "
+        "WHERE ? <= 0 OR entitlement_usage.used + ? <= ? RETURNING used) "
+        + _LEDGER
+        + "SELECT ?, ?, ?, NULL, ?, u.used, ?, ?, ?, ? FROM u RETURNING used_after",
+        (
+            e.workspace_id,
+            e.feature,
+            e.period_start,
+            first,
+            e.now,
+            first,
+            e.ceiling,
+            e.quantity,
+            e.quantity,
+            e.quantity,
+            e.quantity,
+            e.ceiling,
+            e.workspace_id,
+            e.feature,
+            e.period_start,
+            e.quantity,
+            e.limit_value,
+            e.metadata,
+            e.expires_at,
+            e.now,
+        ),
+    )
+    return None if row is None else int(row["used_after"])
 
 
 async def find_event(

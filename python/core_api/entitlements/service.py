@@ -83,6 +83,7 @@ class EntitlementService:
         # (workspace, tier, feature) -> (valid until, monotonic s; until, epoch ms; limit)
         self._effective: dict[tuple[int, str, str], tuple[float, int, Effective]] = {}
         self._noticed: set[tuple[int, str, int, int]] = set()
+        self._writes = 0  # this process's usage writes so far (see _used/_wrote)
 
     # -- features and limits ------------------------------------------------------------
 
@@ -153,18 +154,23 @@ class EntitlementService:
         hit = self._usage.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        mark = self._writes
         if feature.name in repo.COUNTED:
             subject = workspace.owner_id if feature.name == "workspaces" else workspace.id
             used = await repo.count(self.db, feature.name, subject, self.clock.now_ms())
         else:
             used = await repo.used(self.db, workspace.id, feature.name, period_start)
-        self._remember(key, used)
+        if self._writes == mark:  # no write of this process overlapped the read
+            if len(self._usage) >= CACHE_MAX:
+                self._usage.clear()
+            self._usage[key] = (now + CACHE_SECONDS, used)
         return used
 
-    def _remember(self, key: tuple[int, str, int], used: int) -> None:
-        if len(self._usage) >= CACHE_MAX:
-            self._usage.clear()
-        self._usage[key] = (time.monotonic() + CACHE_SECONDS, used)
+    def _wrote(self, key: tuple[int, str, int]) -> None:
+        """This process changed a count: drop it (writes finish out of order, so their
+        results cannot be cached) and refuse reads that overlapped the write."""
+        self._writes += 1
+        self._usage.pop(key, None)
 
     def forget(self, workspace_id: int | None = None) -> None:
         """Drop cached limits and usage (all, or one workspace's)."""
@@ -250,35 +256,53 @@ class EntitlementService:
         eff = await self.effective(workspace.id, workspace.tier, feature)
         ceiling = eff.limit if eff.hard and not eff.unlimited else repo.NO_LIMIT
         expires = reset_at if reset_at is not None else now + LEDGER_DAYS * DAY_MS
+        entry = repo.Entry(
+            workspace_id=workspace.id,
+            feature=name,
+            period_start=period_start,
+            event_id=event_id,
+            quantity=quantity,
+            limit_value=eff.limit,
+            ceiling=ceiling,
+            metadata=orjson.dumps(metadata or {}).decode(),
+            expires_at=expires,
+            now=now,
+        )
         published = False
-        try:
-            async with self.db.transaction() as tx:
-                used = await repo.add_usage(
-                    tx, workspace.id, name, period_start, quantity, ceiling, now
-                )
-                if used is not None:
-                    if not await repo.insert_event(
-                        tx,
-                        workspace_id=workspace.id,
-                        feature=name,
-                        period_start=period_start,
-                        event_id=event_id,
-                        quantity=quantity,
-                        used_after=used,
-                        limit_value=eff.limit,
-                        metadata=orjson.dumps(metadata or {}).decode(),
-                        expires_at=expires,
-                        now=now,
-                    ):
-                        raise _Duplicate()
+        if event_id is None and self.db.dialect == "postgresql":
+            # Nothing to deduplicate: counter and ledger in one statement, one round trip.
+            used = await repo.record_at_once(self.db, entry)
+            if used is not None and self._crossed(eff, used - quantity, used):
+                async with self.db.transaction() as tx:
                     published = await self._notices(
                         tx, workspace.id, eff, period_start, reset_at, used - quantity, used, now
                     )
-        except _Duplicate:
-            first = await repo.find_event(self.db, workspace.id, name, period_start, event_id or "")
-            if first is None:  # purged meanwhile: cannot happen within the period
-                raise
-            return self._recorded(name, first.used_after, first.limit_value), True
+        else:
+            try:
+                async with self.db.transaction() as tx:
+                    used = await repo.add_usage(
+                        tx, workspace.id, name, period_start, quantity, ceiling, now
+                    )
+                    if used is not None:
+                        if not await repo.insert_event(tx, entry, used):
+                            raise _Duplicate()  # rolls the counter back
+                        published = await self._notices(
+                            tx,
+                            workspace.id,
+                            eff,
+                            period_start,
+                            reset_at,
+                            used - quantity,
+                            used,
+                            now,
+                        )
+            except _Duplicate:
+                first = await repo.find_event(
+                    self.db, workspace.id, name, period_start, event_id or ""
+                )
+                if first is None:  # purged meanwhile: cannot happen within the period
+                    raise
+                return self._recorded(name, first.used_after, first.limit_value), True
         if published:
             self.events.notify()
         if used is None:
@@ -288,7 +312,7 @@ class EntitlementService:
                     return self._recorded(name, first.used_after, first.limit_value), True
             await self._refused(workspace.id, eff, period_start, reset_at, now)
             raise FeatureLimitReached(name, self.upgrade_url)
-        self._remember((workspace.id, name, period_start), used)
+        self._wrote((workspace.id, name, period_start))
         body = self._recorded(name, used, eff.limit)
         if not eff.unlimited and used > eff.limit:
             body["overage"] = used - eff.limit
@@ -317,16 +341,20 @@ class EntitlementService:
         now: int,
     ) -> bool:
         """Publish the levels this change crossed (once per period); True if any was."""
-        if eff.unlimited or eff.limit <= 0 or after <= before:
-            return False
         published = False
-        for level in (THRESHOLD, LIMIT):
-            mark = eff.limit * level  # compare in integers: used * 100 >= limit * level
-            if before * 100 < mark <= after * 100:
-                published |= await self._notice(
-                    tx, workspace_id, eff, period_start, reset_at, level, after, now
-                )
+        for level in self._crossed(eff, before, after):
+            published |= await self._notice(
+                tx, workspace_id, eff, period_start, reset_at, level, after, now
+            )
         return published
+
+    @staticmethod
+    def _crossed(eff: Effective, before: int, after: int) -> list[int]:
+        """The levels (80, 100) a change from ``before`` to ``after`` crossed."""
+        if eff.unlimited or eff.limit <= 0 or after <= before:
+            return []
+        # In integers: used * 100 >= limit * level.
+        return [lv for lv in (THRESHOLD, LIMIT) if before * 100 < eff.limit * lv <= after * 100]
 
     async def _notice(
         self,
@@ -410,7 +438,7 @@ class EntitlementService:
         current = await repo.count(tx, feature, subject, now)
         if current + 1 > eff.limit and eff.hard:
             raise FeatureLimitReached(feature, self.upgrade_url)
-        self._usage.pop((workspace_id, feature, 0), None)
+        self._wrote((workspace_id, feature, 0))
         await self._notices(tx, workspace_id, eff, 0, None, current, current + 1, now)
 
     # -- summary ------------------------------------------------------------------------
@@ -488,9 +516,9 @@ class EntitlementService:
                 published |= await self._notices(
                     tx, workspace_id, eff, period_start, reset_at, used - n, used, now
                 )
-        for workspace_id, name, _, used in totals:
+        for workspace_id, name, _, _total in totals:
             period_start = bounds(limits[workspace_id, name].feature.period, now)[0]
-            self._remember((workspace_id, name, period_start), used)
+            self._wrote((workspace_id, name, period_start))
         if published:
             self.events.notify()
         return sum(n for _, _, _, n in rows)
