@@ -16,12 +16,13 @@ Order of the rules (the first that applies decides):
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -35,6 +36,7 @@ from .buffer import EventQueue
 from .writer import EventWriter, create_writer
 
 if TYPE_CHECKING:
+    from ..gateway.invalidation import Invalidator
     from ..runtime import Runtime
 
 MAX_BODY_BYTES = 8192
@@ -46,6 +48,7 @@ MAX_PROP_KEY = 64
 MAX_PROP_VALUE = 500
 MAX_PROPS_BYTES = 2048
 SESSION_IDLE_MS = 30 * 60_000
+MAX_CACHED_ORIGINS = 10_000
 SESSIONS_PER_PROCESS = 500_000
 RETRY_AFTER_FULL = 1  # seconds: a batch is written well within it
 RETRY_AFTER_DOWN = 5
@@ -61,15 +64,18 @@ class SiteLike(Protocol):
     sample_rate: float
     honor_dnt: bool
     excluded_paths: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
 
     def allows_origin(self, host: str) -> bool: ...
 
 
 class Sites(Protocol):
+    invalidator: Invalidator
+
     async def for_host(self, host: str) -> Any: ...  # SiteLike | None (pixel/sites.py)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hit:
     """A validated event as the client sent it."""
 
@@ -83,7 +89,7 @@ class Hit:
     domain: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Client:
     """What the request says about its sender (never stored)."""
 
@@ -106,14 +112,27 @@ class Outcome:
 TRACKED = Outcome(True)
 
 
-def _url_problem(value: str, name: str) -> tuple[str | None, Any]:
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return f"The {name} must be a valid URL.", None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"The {name} must be an absolute http(s) URL.", None
-    return None, parts
+# scheme://authority path [?query] [#fragment]: the parts an event needs, in one match.
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#\s]*)([^?#\s]*)(?:\?[^#]*)?(?:#(.*))?", re.S)
+_HOST = re.compile(r"[a-z0-9._\-]+|\[[0-9a-f:.]+\]")
+
+
+@functools.lru_cache(maxsize=8192)
+def split_url(url: str) -> tuple[str, str, str, str] | None:
+    """(scheme, host, path, fragment) of an absolute URL with a plausible host, lower-case
+    scheme and host, no port or credentials; None otherwise. Cached: pages repeat."""
+    match = _URL.fullmatch(url)
+    if match is None:
+        return None
+    scheme, authority, path, fragment = match.groups()
+    host = authority.rpartition("@")[2].lower()
+    if not host.startswith("["):
+        host, _, port = host.partition(":")
+        if port and not port.isdigit():
+            return None
+    if not host or not _HOST.fullmatch(host):
+        return None
+    return scheme.lower(), host.rstrip("."), path, fragment or ""
 
 
 def _string(
@@ -183,46 +202,45 @@ def parse_hit(media: Any) -> Hit:
     if not isinstance(media, dict):
         raise ValidationFailed.field("body", "The request body must be a JSON object.")
     errors: dict[str, list[str]] = {}
-    for name in media:
-        if name not in FIELDS:
-            errors[str(name)] = [f"The {name} field is not recognised."]
-    name = _string(media, "event", MAX_NAME, errors)
+    if not FIELDS.issuperset(media):
+        for name in media:
+            if name not in FIELDS:
+                errors[str(name)] = [f"The {name} field is not recognised."]
+    get = media.get  # absent optional fields cost one lookup each
+    name = None if get("event") is None else _string(media, "event", MAX_NAME, errors)
     if name is not None:
         name = name.strip()
         if not name or not name.isprintable():
             errors["event"] = ["The event must be 1 to 120 printable characters."]
     url = _string(media, "url", MAX_URL, errors)
-    parts: Any = None
+    parts = None
     if url is None and "url" not in errors:
         errors["url"] = ["The url field is required."]
     elif url is not None:
-        problem, parts = _url_problem(url.strip(), "url")
-        if problem:
-            errors["url"] = [problem]
-    referrer = _string(media, "referrer", MAX_URL, errors)
+        parts = split_url(url.strip())
+        if parts is None or parts[0] not in ("http", "https"):
+            errors["url"] = ["The url must be an absolute http(s) URL."]
+    referrer = None if get("referrer") is None else _string(media, "referrer", MAX_URL, errors)
     if referrer is not None:
         referrer = referrer.strip() or None
-        if referrer is not None:
-            try:
-                ok = bool(urlsplit(referrer).netloc)
-            except ValueError:
-                ok = False
-            if not ok:
-                errors["referrer"] = ["The referrer must be an absolute URL or empty."]
-    agent = _string(media, "user_agent", useragent.MAX_LENGTH, errors)
-    domain = _string(media, "domain", MAX_DOMAIN, errors)
-    props = _props(media.get("properties"), errors)
+        if referrer is not None and split_url(referrer) is None:
+            errors["referrer"] = ["The referrer must be an absolute URL or empty."]
+    agent = None
+    if get("user_agent") is not None:
+        agent = _string(media, "user_agent", useragent.MAX_LENGTH, errors)
+    domain = None if get("domain") is None else _string(media, "domain", MAX_DOMAIN, errors)
+    props = None if get("properties") is None else _props(media["properties"], errors)
     if errors:
         raise ValidationFailed(errors)
     assert url is not None and parts is not None
-    path = parts.path or "/"
-    fragment = parts.fragment
+    _, host, path, fragment = parts
+    path = path or "/"
     if fragment.startswith(("/", "!/")):  # a hash-routed single-page app: the route
         path = f"{path}#{fragment}"
     return Hit(
         name=name or PAGEVIEW,
         url=url,
-        host=parts.hostname,
+        host=host,
         path=path[:MAX_URL],
         referrer=referrer,
         user_agent=agent.strip() if agent else None,
@@ -235,10 +253,8 @@ def host_of(url: str | None) -> str | None:
     """The lower-case host of a URL (Origin, Referer), or None."""
     if not url or url == "null":
         return None
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None
+    parts = split_url(url)
+    return None if parts is None else parts[1]
 
 
 def _bare(host: str) -> str:
@@ -264,16 +280,18 @@ class PixelIngest:
         )
         self.bots: Counter[tuple[int, int]] = Counter()  # (site_id, day) -> dropped
         self.flush_seconds = settings.pixel_flush_ms / 1000
+        self._origins: dict[tuple[int, str, tuple[str, ...], str], bool] = {}
+        self._hosts: dict[str, tuple[int, SiteLike | None]] = {}
         self.flushed_at = time.monotonic()
 
     async def track(self, hit: Hit, client: Client) -> Outcome:
-        site: SiteLike | None = await self.sites.for_host(hit.domain or hit.host)
+        site = await self._site(hit.domain or hit.host)
         if site is None or not site.enabled:
             raise NotFound(f"No enabled pixel site for {hit.domain or hit.host}.")
-        if hit.domain is not None and not site.allows_origin(hit.host):
+        if hit.domain is not None and not self._allows(site, hit.host):
             raise AccessDenied(message=f"The page's host {hit.host} is not allowed for this site.")
         origin = client.origin_host
-        if origin is not None and not site.allows_origin(origin):
+        if origin is not None and origin != hit.host and not self._allows(site, origin):
             raise AccessDenied(message=f"The origin {origin} is not allowed for this site.")
         agent = useragent.classify(hit.user_agent or client.user_agent)
         now = self.clock.now_ms()
@@ -302,7 +320,7 @@ class PixelIngest:
         referrer = host_of(hit.referrer)
         if referrer is not None:
             referrer = _bare(referrer)
-            if referrer == _bare(hit.host) or site.allows_origin(referrer):
+            if referrer == _bare(hit.host) or self._allows(site, referrer):
                 referrer = None  # internal navigation is not a source
         if not queue.push(
             site.id,
@@ -318,6 +336,31 @@ class PixelIngest:
         ):
             raise ServiceUnavailable(RETRY_AFTER_FULL)
         return TRACKED
+
+    async def _site(self, host: str) -> SiteLike | None:
+        """``sites.for_host(host)``, remembered until the host's invalidation log moves:
+        the directory's own cache changes only then, and one atomic load here is cheaper
+        than its per-call host normalisation on every event."""
+        head = self.sites.invalidator.shared.log_head()
+        found = self._hosts.get(host)
+        if found is not None and found[0] == head:
+            return found[1]
+        site: SiteLike | None = await self.sites.for_host(host)
+        if len(self._hosts) >= MAX_CACHED_ORIGINS:
+            self._hosts.clear()
+        self._hosts[host] = (head, site)
+        return site
+
+    def _allows(self, site: SiteLike, host: str) -> bool:
+        """``site.allows_origin(host)``, cached (keyed by what the answer depends on, so an
+        edited site gets fresh answers)."""
+        key = (site.id, site.domain, site.allowed_origins, host)
+        found = self._origins.get(key)
+        if found is None:
+            if len(self._origins) >= MAX_CACHED_ORIGINS:
+                self._origins.clear()
+            found = self._origins[key] = site.allows_origin(host)
+        return found
 
     async def flush(self, *, due_only: bool = False) -> int:
         """Write the buffered events and the bot counters. ``due_only`` (the flush job's

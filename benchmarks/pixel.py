@@ -1,0 +1,548 @@
+"""Pixel ingest benchmarks, one run, four parts (``--parts track,writer,rss,micro``):
+
+| part   | what                                                               | budget        |
+|--------|--------------------------------------------------------------------|---------------|
+| track  | POST /api/v1/pixel/track on 1 worker (PostgreSQL) vs bare Falcon,   | >= 0.70       |
+|        | interleaved wrk slices in the same run                             |               |
+| writer | the batch writer alone: binary COPY batches into PostgreSQL        | >= 100k ev/s  |
+| rss    | a burst of 1M events through the ingest service (in process, real  | flat: after - |
+|        | PostgreSQL writes): RSS before, peak and after                     | before < 64MB |
+| micro  | Rust COPY encoder and visitor hash vs their pure-Python twins      | >= 3x         |
+
+``track``: the service runs ``core-api serve --workers 1`` on a fresh PostgreSQL database
+with a per-IP pixel limit of 10^9/min (the limiter is consulted and debited on every
+request, never refuses); wrk posts a pageview JSON body with a browser user agent, as the
+snippet's ``fetch`` does. Every event is written (the report gives the rows counted after
+the server stopped, which must equal the 200 answers).
+
+Usage::
+
+    python -m benchmarks.pixel [--seconds 8] [--slices 4] [--parts track,writer,rss,micro]
+                               [--events 300000] [--burst 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import hashlib
+import os
+import secrets
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import common
+from .common import HOST, log
+from .peak import parse_wrk
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+TRACK_BODY = (
+    '{"event":"pageview","url":"https://bench.example/blog/post-1",'
+    '"referrer":"https://www.google.com/","properties":{"title":"Post 1"}}'
+)
+LUA = f"""
+wrk.method = "POST"
+wrk.body = '{TRACK_BODY}'
+wrk.headers["Content-Type"] = "text/plain;charset=UTF-8"
+wrk.headers["User-Agent"] = "{CHROME}"
+wrk.headers["Origin"] = "https://bench.example"
+"""
+BUDGETS = {"track/baseline": 0.70, "writer_events_per_s": 100_000.0, "micro_min_speedup": 3.0}
+RSS_GROWTH_BUDGET_MB = 64.0
+
+
+# ----------------------------------------------------------------------------- track
+
+
+def wrk(url: str, seconds: float, connections: int, script: Path | None) -> dict[str, Any]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    argv += ["--timeout", "5s"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    argv.append(url)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    return parse_wrk(out.stdout)
+
+
+def count_events(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM pixel_events").fetchone()
+        return int(row[0]) if row else 0
+
+
+def run_track(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    import httpx
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found (apt-get install -y wrk)")
+    store = common.postgres_store(workdir)
+    stack.callback(store.close)
+    store.env["CORE_API_PIXEL_RATE_LIMIT"] = "1000000000"
+    creds = common.bootstrap(store.env, "pixel-bench", "enterprise")
+    service = common.service_server(store, workdir, workers=1)
+    baseline = common.baseline_server(workdir)
+    fast_env = {
+        **store.env,
+        "PYTHONPATH": str(common.ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    fast_port = common.free_port()
+    fast = common.Server(
+        "service+fastpath", common.granian_argv("benchmarks.pixel_app:app", fast_port),
+        fast_port, fast_env, workdir / "fast.log",
+    )  # fmt: skip
+    for server, path in (
+        (service, "/health"), (fast, "/health"), (baseline, "/api/v1/workspaces/1")
+    ):  # fmt: skip
+        server.start()
+        stack.callback(server.stop)
+        server.wait_ready(path, {})
+    made = httpx.post(
+        f"http://{HOST}:{service.port}/api/v1/pixel/sites",
+        json={"domain": "bench.example", "name": "bench"},
+        headers={"Authorization": f"Bearer {creds.key}"},
+        timeout=10,
+    )
+    if made.status_code != 201:
+        raise RuntimeError(f"site create failed: {made.status_code} {made.text}")
+    script = workdir / "track.lua"
+    script.write_text(LUA)
+    targets = {
+        "baseline": (f"http://{HOST}:{baseline.port}/api/v1/workspaces/1", None),
+        "track": (f"http://{HOST}:{service.port}/api/v1/pixel/track", script),
+        "track_fast": (f"http://{HOST}:{fast_port}/api/v1/pixel/track", script),
+    }
+    slices: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    answered = 0  # 2xx answers of every wrk run, warm-up included
+    for name, (url, lua) in targets.items():
+        warm = wrk(url, args.warmup, args.connections, lua)
+        if name != "baseline":
+            answered += warm.get("requests", 0) - warm["non_2xx"]
+    per_slice = max(1.0, args.seconds / max(1, args.slices))
+    for i in range(max(1, args.slices)):
+        for name, (url, lua) in targets.items():
+            slices[name].append(wrk(url, per_slice, args.connections, lua))
+        text = ", ".join(f"{n} {s[-1]['rps']:.0f}" for n, s in slices.items())
+        log(f"[pixel] slice {i + 1}/{args.slices}: {text} req/s")
+    results: dict[str, Any] = {}
+    for name, runs in slices.items():
+        requests = sum(r.get("requests", 0) for r in runs)
+        duration = sum(r.get("duration_ms", 0.0) for r in runs) / 1e3
+        results[name] = {
+            "rps": round(requests / duration, 1) if duration else 0.0,
+            "requests": requests,
+            "rps_slices": [r["rps"] for r in runs],
+            "p50_ms": sorted(r.get("p50_ms", 0) for r in runs)[len(runs) // 2],
+            "p99_ms": sorted(r.get("p99_ms", 0) for r in runs)[len(runs) // 2],
+            "non_2xx": sum(r["non_2xx"] for r in runs),
+            "socket_errors": sum(r["socket_errors"] for r in runs),
+        }
+    service.stop()  # SIGINT: graceful, the final flush writes what is buffered
+    fast.stop()
+    for name in ("track", "track_fast"):
+        answered += results[name]["requests"] - results[name]["non_2xx"]
+    stored = count_events(store.env["CORE_API_DATABASE_URL"])
+    ratio = results["track"]["rps"] / results["baseline"]["rps"]
+    fast_ratio = results["track_fast"]["rps"] / results["baseline"]["rps"]
+    return {
+        "targets": results,
+        "ratio": round(ratio, 3),
+        "fast_ratio": round(fast_ratio, 3),
+        "events_stored": stored,
+        # wrk counts answers read before its clock stopped; a request already sent when
+        # it stopped may still be tracked, so stored can exceed answered by a few.
+        "track_answered_200": answered,
+        "all_written": stored >= answered and results["track"]["non_2xx"] == 0,
+    }
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+def make_events(n: int) -> list[tuple[Any, ...]]:
+    paths = [f"/blog/post-{i}" for i in range(500)]
+    refs = [None, "google.com", "news.ycombinator.com", "twitter.com"]
+    return [
+        (
+            1 + i % 7,
+            1_767_225_600_000 + i,
+            "pageview" if i % 10 else "Signup",
+            paths[i % 500],
+            refs[i % 4],
+            (i * 0x9E3779B97F4A7C15) % (2**63),
+            (i * 0xBF58476D1CE4E5B9) % (2**63) if i % 5 else None,
+            "Chrome" if i % 3 else "Firefox",
+            "desktop" if i % 4 else "mobile",
+            '{"title":"Post"}' if i % 8 == 0 else None,
+        )
+        for i in range(n)
+    ]
+
+
+async def run_writer(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    from core_api import _native
+    from core_api.config import Settings
+    from core_api.pixel.writer import PostgresWriter
+    from core_api.storage import open_database
+    from core_api.storage.migrate import migrate
+
+    store = common.postgres_store(workdir)
+    stack.callback(store.close)
+    url = store.env["CORE_API_DATABASE_URL"]
+    db = await open_database(url)
+    await migrate(db)
+    await db.close()
+    settings = Settings(database_url=url, secret_key=b"x" * 40, pg_statement_timeout=0)
+    writer = PostgresWriter(settings)
+    events = make_events(args.events)
+    buffer = _native.PixelBuffer(len(events))
+    for e in events:
+        buffer.push(*e)
+    await writer.ping()  # connected before the clock starts
+    batch_size = args.batch
+    started = time.perf_counter()
+    encode_s = 0.0
+    while buffer.pending:
+        batch = buffer.take(batch_size)
+        t0 = time.perf_counter()
+        batch.copy_binary()  # timed apart: the share of encoding in the write
+        encode_s += time.perf_counter() - t0
+        await writer.write(batch)
+        buffer.commit(batch)
+    elapsed = time.perf_counter() - started - encode_s  # write() encodes once more itself
+    await writer.close()
+    stored = count_events(url)
+    return {
+        "events": len(events),
+        "batch_size": batch_size,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(len(events) / elapsed),
+        "encode_share": round(encode_s / (elapsed + encode_s), 3),
+        "stored": stored,
+    }
+
+
+# ----------------------------------------------------------------------------- rss
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def run_rss(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    from core_api.api_keys.service import bootstrap
+    from core_api.config import Settings
+    from core_api.pixel import service as site_service
+    from core_api.pixel.ingest import Client, PixelIngest, parse_hit
+    from core_api.runtime import Runtime
+    from core_api.web.bodies import Fields
+
+    store = common.postgres_store(workdir)
+    stack.callback(store.close)
+    url = store.env["CORE_API_DATABASE_URL"]
+    settings = Settings(
+        database_url=url,
+        secret_key=b"x" * 40,
+        shm_path=str(workdir / "rss-shm"),
+        pixel_buffer_size=100_000,
+    )
+    runtime = await Runtime.open(settings, run_migrations=True)
+    try:
+        boot = await bootstrap(
+            runtime.db, runtime.keys, runtime.plans, runtime.clock,
+            name="rss", tier="enterprise", email=None,
+        )  # fmt: skip
+        sites = site_service.PixelSiteService(
+            runtime.db, runtime.plans, runtime.clock, runtime.invalidator, settings.upgrade_url
+        )
+        workspace = await runtime.workspaces.get(boot["user"]["id"], boot["workspace"]["id"])
+        await sites.create(
+            workspace, Fields({"domain": "bench.example", "name": "b"}, {"domain", "name"})
+        )
+        ingest = PixelIngest(settings, runtime.db, runtime.clock, runtime.pixel_sites)
+        hits = [
+            parse_hit({"event": "pageview", "url": f"https://bench.example/p/{i}"})
+            for i in range(1000)
+        ]
+        stop = asyncio.Event()
+
+        async def flusher() -> None:
+            while not stop.is_set():
+                await ingest.flush()
+                await asyncio.sleep(0.05)
+
+        async def burst(n: int, offset: int) -> int:
+            refused = 0
+            for i in range(n):
+                client = Client(f"10.{(offset + i) >> 16 & 255}.{(offset + i) >> 8 & 255}."
+                                f"{(offset + i) & 255}", CHROME, None, None, None)  # fmt: skip
+                while True:
+                    try:
+                        await ingest.track(hits[i % 1000], client)
+                        break
+                    except Exception as exc:  # 503 (buffer full): yield to the writer
+                        if getattr(exc, "status", 0) != 503:
+                            raise
+                        refused += 1
+                        await asyncio.sleep(0.01)
+                if i % 2000 == 0:
+                    await asyncio.sleep(0)
+            return refused
+
+        task = asyncio.create_task(flusher())
+        await burst(20_000, 0)  # warm: caches, salts, allocator arenas
+        gc.collect()
+        before = rss_mb()
+        peak = before
+        started = time.perf_counter()
+        refused = 0
+        step = 50_000
+        for done in range(0, args.burst, step):
+            refused += await burst(min(step, args.burst - done), 20_000 + done)
+            peak = max(peak, rss_mb())
+        tracked_s = time.perf_counter() - started
+        stop.set()
+        await task
+        await ingest.flush()
+        await ingest.close()
+        gc.collect()
+        after = rss_mb()
+        stored = int(
+            (await runtime.db.fetch_one("SELECT count(*) AS n FROM pixel_events") or {"n": 0})["n"]
+        )
+    finally:
+        await runtime.close()
+    return {
+        "events": args.burst,
+        "seconds": round(tracked_s, 1),
+        "events_per_s": round(args.burst / tracked_s),
+        "rss_before_mb": round(before, 1),
+        "rss_peak_mb": round(peak, 1),
+        "rss_after_mb": round(after, 1),
+        "growth_mb": round(after - before, 1),
+        "refused_503_retried": refused,
+        "stored": stored,
+        "expected_stored": args.burst + 20_000,
+    }
+
+
+# ----------------------------------------------------------------------------- micro
+
+
+def py_copy_binary(events: list[tuple[Any, ...]]) -> bytes:
+    """The obvious pure-Python twin of PixelBatch.copy_binary."""
+    out = [b"PGCOPY\n\xff\r\n\x00", struct.pack("!ii", 0, 0)]
+    i64 = struct.Struct("!iq").pack
+    for e in events:
+        out.append(b"\x00\x0a")
+        for j, v in enumerate(e):
+            if v is None:
+                out.append(b"\xff\xff\xff\xff")
+            elif j in (0, 1, 5, 6):
+                out.append(i64(8, v))
+            else:
+                data = v.encode()
+                out.append(struct.pack("!i", len(data)) + data)
+    out.append(b"\xff\xff")
+    return b"".join(out)
+
+
+def best(fn: Any, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def run_micro(args: Any) -> dict[str, Any]:
+    from core_api import _native
+
+    events = make_events(5000)
+    buffer = _native.PixelBuffer(len(events))
+    for e in events:
+        buffer.push(*e)
+    batch = buffer.take(len(events))
+    assert batch.copy_binary() == py_copy_binary(events), "twins disagree"
+    rust_encode = best(batch.copy_binary)
+    py_encode = best(lambda: py_copy_binary(events))
+
+    key = secrets.token_bytes(16)
+    inputs = [(1, f"10.0.{i >> 8 & 255}.{i & 255}", CHROME) for i in range(20_000)]
+    sessions = _native.PixelSessions(100_000)
+
+    def rust_hash() -> None:
+        h = _native.pixel_visitor_hash
+        for site, ip, ua in inputs:
+            h(key, site, ip, ua)
+
+    def py_hash() -> None:
+        # The obvious Python keyed hash: BLAKE2b (C) with a key, 8-byte digest.
+        b2 = hashlib.blake2b
+        for site, ip, ua in inputs:
+            int.from_bytes(
+                b2(f"{site}\x00{ip}\x00{ua}".encode(), key=key, digest_size=8).digest(),
+                "little",
+                signed=True,
+            )
+
+    def rust_identify() -> None:
+        ident = sessions.identify
+        for site, ip, ua in inputs:
+            ident(key, None, site, ip, ua, 1000)
+
+    py_sessions: dict[int, tuple[int, int]] = {}
+
+    def py_identify() -> None:
+        b2 = hashlib.blake2b
+        for site, ip, ua in inputs:
+            v = int.from_bytes(
+                b2(f"{site}\x00{ip}\x00{ua}".encode(), key=key, digest_size=8).digest(), "little"
+            )
+            found = py_sessions.get(v)
+            if found is None or 1000 - found[1] > 1_800_000:
+                sid = int.from_bytes(
+                    b2(f"s{v}:1000".encode(), key=key, digest_size=8).digest(), "little"
+                )
+                found = (sid, 1000)
+            py_sessions[v] = (found[0], 1000)
+
+    results = {
+        "copy_encode_5000": {"rust_s": rust_encode, "python_s": py_encode},
+        "visitor_hash_20000": {"rust_s": best(rust_hash), "python_s": best(py_hash)},
+        "identify_20000": {"rust_s": best(rust_identify), "python_s": best(py_identify)},
+    }
+    for r in results.values():
+        r["speedup"] = round(r["python_s"] / r["rust_s"], 2)
+        r["rust_s"] = round(r["rust_s"], 6)
+        r["python_s"] = round(r["python_s"], 6)
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    if "track" in report:
+        t = report["track"]
+        clean = t["targets"]["track"]["non_2xx"] + t["targets"]["track"]["socket_errors"] == 0
+        out.append(
+            {"figure": "track / baseline (Falcon route)", "value": t["ratio"], "budget": 0.70,
+             "pass": t["ratio"] >= 0.70 and clean and t["all_written"]}
+        )  # fmt: skip
+        fast_clean = t["targets"]["track_fast"]["non_2xx"] == 0
+        out.append(
+            {"figure": "track / baseline (fast path)", "value": t["fast_ratio"], "budget": 0.70,
+             "pass": t["fast_ratio"] >= 0.70 and fast_clean and t["all_written"]}
+        )  # fmt: skip
+    if "writer" in report:
+        w = report["writer"]
+        out.append(
+            {"figure": "writer events/s (PostgreSQL)", "value": w["events_per_s"],
+             "budget": 100_000, "pass": w["events_per_s"] >= 100_000 and w["stored"] == w["events"]}
+        )  # fmt: skip
+    if "rss" in report:
+        r = report["rss"]
+        out.append(
+            {"figure": "RSS growth over the burst (MB)", "value": r["growth_mb"],
+             "budget": f"< {RSS_GROWTH_BUDGET_MB:g}",
+             "pass": r["growth_mb"] < RSS_GROWTH_BUDGET_MB and r["stored"] == r["expected_stored"]}
+        )  # fmt: skip
+    if "micro" in report:
+        for name, m in report["micro"].items():
+            out.append(
+                {"figure": f"{name} Rust speed-up", "value": m["speedup"], "budget": 3.0,
+                 "pass": m["speedup"] >= 3.0}
+            )  # fmt: skip
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"\nPixel ingest (load avg before {report['loadavg_before'][0]})")
+    if "track" in report:
+        for name, t in report["track"]["targets"].items():
+            print(
+                f"  {name:<9} {t['rps']:>9.0f} req/s  p50 {t['p50_ms']:.2f} ms  p99 "
+                f"{t['p99_ms']:.2f} ms  errors {t['non_2xx'] + t['socket_errors']}"
+            )
+        print(f"  events stored after stop: {report['track']['events_stored']}")
+    if "writer" in report:
+        w = report["writer"]
+        share = f"{w['encode_share']:.0%}"
+        print(f"  writer: {w['events']} events in {w['seconds']} s = {w['events_per_s']}/s "
+              f"(batches of {w['batch_size']}, encoding {share} of it)")  # fmt: skip
+    if "rss" in report:
+        r = report["rss"]
+        print(f"  burst: {r['events']} events in {r['seconds']} s; RSS before "
+              f"{r['rss_before_mb']} MB, peak {r['rss_peak_mb']} MB, after {r['rss_after_mb']} MB; "
+              f"stored {r['stored']}/{r['expected_stored']}")  # fmt: skip
+    if "micro" in report:
+        for name, m in report["micro"].items():
+            print(f"  {name}: Rust {m['rust_s'] * 1e3:.2f} ms, Python {m['python_s'] * 1e3:.2f} ms,"
+                  f" x{m['speedup']}")  # fmt: skip
+    for v in report["verdicts"]:
+        print(f"  {v['figure']:<34} {v['value']!s:>10} (budget {v['budget']}) "
+              f"{'PASS' if v['pass'] else 'MISS'}")  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.pixel", description=__doc__)
+    p.add_argument("--parts", default="track,writer,rss,micro")
+    p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per target")
+    p.add_argument("--slices", type=int, default=4)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--events", type=int, default=300_000, help="events for the writer part")
+    p.add_argument("--batch", type=int, default=5_000, help="rows per COPY in the writer part")
+    p.add_argument("--burst", type=int, default=1_000_000, help="events in the RSS burst")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    parts = set(args.parts.split(","))
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    report: dict[str, Any] = common.report_header("pixel", load_before)
+    report["settings"] = {k: v for k, v in vars(args).items()}
+    with common.workdir("core-api-pixel-") as workdir, contextlib.ExitStack() as stack:
+        if "micro" in parts:
+            log("[pixel] micro: Rust vs pure Python ...")
+            report["micro"] = run_micro(args)
+        if "writer" in parts:
+            log(f"[pixel] writer: {args.events} events into PostgreSQL ...")
+            report["writer"] = asyncio.run(run_writer(args, workdir, stack))
+        if "rss" in parts:
+            log(f"[pixel] rss: a burst of {args.burst} events ...")
+            report["rss"] = asyncio.run(run_rss(args, workdir, stack))
+        if "track" in parts:
+            log("[pixel] track vs bare Falcon ...")
+            report["track"] = run_track(args, workdir, stack)
+    report["verdicts"] = verdicts(report)
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    path = common.write_json(f"pixel-{report['timestamp']}.json", report)
+    print_report(report)
+    print(f"results: {path}")
+    return report
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -1,0 +1,283 @@
+"""The ASGI fast path of ``POST /api/v1/pixel/track``: the same rules and answers as the
+Falcon route (``track.py``), without building Falcon's request and response objects.
+
+Pixel traffic is the service's highest-volume request, so it gets a short path in front
+of the Falcon app (``wrap``): headers read once from the ASGI scope, the body read with a
+bounded size and a timeout, then the same pieces as the Falcon route and the gateway,
+in the same order: ``parse_hit`` (validation), the per-IP limiter (``ip_limit =
+"pixel"``), ``PixelIngest.track``, the rate-limit headers and ``X-Request-ID``.
+
+Anything off the common path before the limiter is charged (another content type, a
+body that is too large or not JSON, a validation error) is handed to the Falcon app with
+the body replayed, so every error answer comes from one place (``errors.py``). After the
+limiter was charged, errors are rendered here from the same ``ApiError`` classes (a
+second charge by the Falcon route would count the request twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+
+from ..config import Settings
+from ..errors import (
+    ApiError,
+    RequestTimeout,
+    ServerError,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from ..gateway.middleware import client_ip
+from ..gateway.ratelimit import Decision, Limiter, per_minute_tier
+from ..gateway.request_ids import request_id
+from ..storage import DatabaseUnavailable
+from .ingest import MAX_BODY_BYTES, Client, PixelIngest, host_of, ingest_of, parse_hit
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("core_api.pixel")
+
+PATH = "/api/v1/pixel/track"
+_CONTENT_TYPES = frozenset({b"", b"application/json", b"text/plain"})
+_TRACKED = b'{"tracked":true}'
+_WANTED = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"user-agent",
+        b"origin",
+        b"dnt",
+        b"sec-gpc",
+        b"x-forwarded-for",
+        b"x-request-id",
+    }
+)
+
+
+class _Context:
+    __slots__ = ("request_id",)
+
+    def __init__(self) -> None:
+        self.request_id: str | None = None
+
+    def get(self, name: str) -> str | None:
+        return self.request_id if name == "request_id" else None
+
+
+class _Peer:
+    """What ``client_ip`` and ``request_id`` read from a request, taken from the scope."""
+
+    __slots__ = ("context", "headers", "remote_addr")
+
+    def __init__(self, remote_addr: str, headers: dict[bytes, bytes]) -> None:
+        self.remote_addr, self.headers = remote_addr, headers
+        self.context = _Context()
+
+    def get_header(self, name: str) -> str | None:
+        value = self.headers.get(name.lower().encode())
+        return None if value is None else value.decode("latin-1")
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+class FastTrack:
+    def __init__(
+        self,
+        app: AsgiApp,
+        settings: Settings,
+        ingest: PixelIngest,
+        limiter: Limiter,
+    ) -> None:
+        self.app, self.settings, self.ingest, self.limiter = app, settings, ingest, limiter
+        self.tier = (
+            per_minute_tier("pixel", settings.pixel_rate_limit)
+            if settings.pixel_rate_limit
+            else None
+        )
+        self.max_body = min(MAX_BODY_BYTES, settings.max_body_bytes)
+        self.proxied = bool(settings.trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        raw = scope["headers"]
+        if type(raw) is not list or (raw and type(raw[0]) not in (tuple, list)):
+            # ASGI allows any iterables (of iterables): read them once, keep them for Falcon.
+            raw = scope["headers"] = [tuple(pair) for pair in raw]
+        headers = {k: v for k, v in raw if k in _WANTED}
+        content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        length = headers.get(b"content-length")
+        if (
+            content_type not in _CONTENT_TYPES
+            or length is None
+            or not length.isdigit()
+            or int(length) > self.max_body
+        ):
+            await self.app(scope, receive, send)  # 411/413/415 and chunked bodies: Falcon
+            return
+        try:
+            body, more = await self._read(receive)
+        except _BodyTimeout:
+            client = scope.get("client")
+            peer = _Peer(client[0] if client else "127.0.0.1", headers)
+            await self._error(send, peer, None, RequestTimeout())
+            return
+        if body is None:
+            return  # the client went away
+        if more or len(body) > self.max_body:
+            await self.app(scope, _replay(body, more, receive), send)
+            return
+        try:
+            hit = parse_hit(orjson.loads(body))
+        except (orjson.JSONDecodeError, ValidationFailed):
+            await self.app(scope, _replay(body, False, receive), send)
+            return
+        client = scope.get("client")
+        peer = _Peer(client[0] if client else "127.0.0.1", headers)
+        decision: Decision | None = None
+        ip = client_ip(cast(Any, peer), self.settings) if self.proxied else peer.remote_addr
+        try:
+            if self.tier is not None:
+                bucket = b"pixel:" + ip.encode()
+                decision = self.limiter.check_now(bucket, self.tier) or await self.limiter.check(
+                    bucket, self.tier
+                )
+                if not decision.allowed:
+                    raise decision.error()
+            origin = headers.get(b"origin")
+            origin_text = None if origin is None else origin.decode("latin-1")
+            outcome = await self.ingest.track(
+                hit,
+                Client(
+                    ip=ip,
+                    user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+                    origin_host=host_of(origin_text),
+                    dnt=_text(headers.get(b"dnt")),
+                    gpc=_text(headers.get(b"sec-gpc")),
+                ),
+            )
+        except ApiError as exc:
+            await self._error(send, peer, decision, exc)
+            return
+        except DatabaseUnavailable as exc:
+            rid = request_id(cast(Any, peer))
+            log.warning("storage unavailable request_id=%s POST %s: %s", rid, PATH, exc)
+            await self._error(send, peer, decision, ServiceUnavailable())
+            return
+        except Exception as exc:
+            rid = request_id(cast(Any, peer))
+            log.error("unhandled error request_id=%s POST %s", rid, PATH, exc_info=exc)
+            await self._error(send, peer, decision, ServerError())
+            return
+        out = _TRACKED if outcome.tracked else orjson.dumps(outcome.body())
+        extra: list[tuple[bytes, bytes]] = []
+        if origin is not None:
+            extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        await self._send(send, 200, out, peer, decision, extra)
+
+    async def _read(self, receive: Receive) -> tuple[bytes | None, bool]:
+        """The body (None if the client disconnected) and whether more was coming when the
+        size bound was passed. The timeout is a plain timer (``asyncio.timeout`` costs
+        several times more, on every request)."""
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.settings.body_read_timeout, expire)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None, False
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                size += len(chunk)
+                more = bool(message.get("more_body", False))
+                if not more or size > self.max_body:
+                    return b"".join(chunks), more
+        except asyncio.CancelledError:
+            if expired and task.uncancel() == 0:
+                raise _BodyTimeout() from None
+            raise
+        finally:
+            timer.cancel()
+
+    async def _error(
+        self, send: Send, peer: _Peer, decision: Decision | None, exc: ApiError
+    ) -> None:
+        body = exc.body()
+        if exc.status >= 500:
+            body["request_id"] = request_id(cast(Any, peer))
+        extra = [(_name(k), v.encode()) for k, v in exc.headers.items()]
+        await self._send(send, exc.status, orjson.dumps(body), peer, decision, extra)
+
+    async def _send(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        peer: _Peer,
+        decision: Decision | None,
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *extra,
+        ]
+        if status == 200:
+            headers.append((b"cache-control", b"no-store"))
+        if decision is not None:
+            headers += [(_name(k), v.encode()) for k, v in decision.headers()]
+        headers.append((b"x-request-id", request_id(cast(Any, peer)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+@functools.lru_cache(maxsize=64)
+def _name(header: str) -> bytes:
+    return header.lower().encode()  # ASGI header names are lower case
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A ``receive`` that first gives back what the fast path already read."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay
+
+
+def wrap(app: Any, runtime: Runtime, settings: Settings) -> AsgiApp:
+    """``app`` (the Falcon app) behind the track fast path; lifespan and every other
+    request go straight to ``app``."""
+    return FastTrack(app, settings, ingest_of(runtime), runtime.limiter)
