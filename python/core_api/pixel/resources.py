@@ -9,7 +9,7 @@ import falcon
 import falcon.asgi
 
 from ..config import Settings
-from ..errors import ValidationFailed
+from ..errors import NotFound, ValidationFailed
 from ..web.bodies import Fields, read_json
 from ..web.context import context_workspace, list_body, list_query
 from ..web.listing import ascii_integer
@@ -235,14 +235,16 @@ class PixelStatsResource:
     scopes = {"GET": "pixel:read"}
 
     def __init__(
-        self, workspaces: WorkspaceService, sites: PixelSiteService, stats: PixelStats
+        self, workspaces: WorkspaceService, directory: SiteDirectory, stats: PixelStats
     ) -> None:
-        self.workspaces, self.sites, self.stats = workspaces, sites, stats
+        self.workspaces, self.directory, self.stats = workspaces, directory, stats
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         workspace = await context_workspace(req, self.workspaces)
         tz_name, tz = zone(timezone_setting(workspace.settings))
         site_id, query = stats_query(req, self.stats.today(tz))
-        site = await self.sites.get(workspace.id, site_id)
+        site = await self.directory.by_id(site_id)  # cached; another tenant's is a 404
+        if site is None or site.workspace_id != workspace.id:
+            raise NotFound()
         report = await self.stats.report(site.id, tz_name, tz, query)
         resp.media = {"data": {"site": {"id": site.id, "domain": site.domain}, **report}}
