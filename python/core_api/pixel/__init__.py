@@ -38,9 +38,7 @@ def register(app: Any, runtime: Runtime, settings: Settings) -> None:
     app.add_route("/api/v1/pixel/config", PixelConfig(runtime.pixel_sites))
     app.add_route("/api/v1/pixel/pixel.js", PixelScript())
     stats = PixelStats(runtime.db, runtime.clock)
-    app.add_route(
-        "/api/v1/pixel/stats", PixelStatsResource(workspaces, runtime.pixel_sites, stats)
-    )
+    app.add_route("/api/v1/pixel/stats", PixelStatsResource(workspaces, runtime.pixel_sites, stats))
     from .ingest import ingest_of
     from .track import PixelTrack, PixelTrackGif
 
