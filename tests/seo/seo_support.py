@@ -14,7 +14,7 @@ from core_api.runtime import Runtime
 REPORT = "/api/v1/seo/report"
 REPORTS = "/api/v1/seo/reports"
 HISTORY = "/api/v1/seo/history"
-SEO_TABLES = ("seo_reports", "seo_issues", "seo_totals", "seo_issue_counts", "events")
+SEO_TABLES = ("seo_reports", "seo_issues", "seo_totals", "seo_days", "seo_issue_counts", "events")
 
 
 def issues_path(workspace_id: int) -> str:

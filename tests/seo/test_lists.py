@@ -240,6 +240,69 @@ async def test_workspace_deletion_removes_its_reports(
         headers=header,
     )
     assert (await api.delete(f"/api/v1/workspaces/{temp}")).status == 204
-    for table in ("seo_reports", "seo_issues", "seo_totals", "seo_issue_counts"):
+    for table in ("seo_reports", "seo_issues", "seo_totals", "seo_days", "seo_issue_counts"):
         row = await runtime.db.fetch_one(f"SELECT COUNT(*) AS n FROM {table}")
         assert row is not None and row["n"] == 0, table
+
+
+async def test_date_range_totals_match_a_count(
+    api: Api, runtime: Runtime, clock: ManualClock, boot: dict[str, Any]
+) -> None:
+    """Date-range totals come from whole days plus the partial days at the ends: equal to
+    a plain COUNT for ranges inside a day, across midnight, on exact day boundaries and
+    open-ended, with and without a severity filter."""
+    import random
+    from datetime import UTC, datetime
+
+    rng = random.Random(7)
+    severities = ["error", "warning", "notice", "info"]
+    for _ in range(40):
+        clock.advance(rng.randint(1, 40) * 1800 + rng.randint(0, 999) / 1000)
+        issues = [
+            issue(f"t{rng.randint(0, 3)}", rng.choice(severities)) for _ in range(rng.randint(0, 4))
+        ]
+        await submit(api, {"url": HOME, "scores": {"seo": 1}, "issues": issues})
+    start, end = 1_767_225_600_000, clock.now_ms()
+    day = 86_400_000
+    points = [start - 1, start, start + day, start + 2 * day, end, end + 1]
+    points += [rng.randint(start, end) for _ in range(14)]
+    points += [start + 3 * day - 1, start + 3 * day + 1]
+    path = issues_path(boot["workspace"]["id"])
+
+    def stamp(ms: int) -> str:
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+    async def truth(table: str, low: int | None, high: int | None, levels: str) -> int:
+        sql = f"SELECT COUNT(*) AS n FROM {table} WHERE workspace_id = ?"
+        params: list[Any] = [boot["workspace"]["id"]]
+        if low is not None:
+            sql, params = sql + " AND created_at > ?", [*params, low]
+        if high is not None:
+            sql, params = sql + " AND created_at < ?", [*params, high]
+        if levels:
+            sql += f" AND severity IN ({levels})"
+        row = await runtime.db.fetch_one(sql, params)
+        assert row is not None
+        return int(row["n"])
+
+    checked = 0
+    for low in [None, *points]:
+        for high in [None, *rng.sample(points, 6)]:
+            if low is None and high is None:
+                continue
+            params = {"per_page": "1"}
+            if low is not None:
+                params["created_after"] = stamp(low)
+            if high is not None:
+                params["created_before"] = stamp(high)
+            for severity, levels in (("", ""), ("error", "4"), ("warning,info", "3, 1")):
+                query = {**params, "severity": severity} if severity else params
+                got = await api.get(path, params=query)
+                assert got.status == 200, got.json
+                expected = await truth("seo_issues", low, high, levels)
+                assert got.json["meta"]["total"] == expected, (query, expected)
+                checked += 1
+            reports = await api.get(REPORTS, params=params)
+            assert reports.json["meta"]["total"] == await truth("seo_reports", low, high, "")
+    assert checked > 300

@@ -1,6 +1,6 @@
 """SEO reports and issues: the only place their SQL lives. Every read is scoped to one
 workspace in SQL; list totals come from the counters kept with each write (seo_totals,
-seo_issue_counts) unless a URL or date filter narrows the list."""
+seo_days, seo_issue_counts) wherever they can answer."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ _REPORT = (
     "errors, warnings, notices, infos, created_at"
 )
 _ISSUE = "id, report_id, workspace_id, url, issue_type, severity, element, details, created_at"
-ISSUE_ROWS_PER_INSERT = 250  # 2,250 bound values: far inside both backends' limits
+ISSUE_ROWS_PER_INSERT = 250
+DAY_MS = 86_400_000
+_NO_END = 2**62  # past every stored time (clock.MAX_MS)
+# seo_days columns per severity level (1 info .. 4 error)
+_DAY_COLUMNS = {
+    1: "infos",
+    2: "notices",
+    3: "warnings",
+    4: "errors",
+}  # 2,250 bound values: far inside both backends' limits
 
 ISSUE_SPEC = ListSpec(
     sortable={
@@ -135,6 +144,25 @@ async def add_totals(tx: Executor, workspace_id: int, issues: int) -> None:
     )
 
 
+async def add_day(tx: Executor, report: ReportRecord) -> None:
+    """The report and its issues by severity, on its UTC day's row."""
+    await tx.execute(
+        "INSERT INTO seo_days (workspace_id, day, reports, errors, warnings, notices, infos) "
+        "VALUES (?, ?, 1, ?, ?, ?, ?) ON CONFLICT (workspace_id, day) DO UPDATE SET "
+        "reports = seo_days.reports + 1, errors = seo_days.errors + excluded.errors, "
+        "warnings = seo_days.warnings + excluded.warnings, "
+        "notices = seo_days.notices + excluded.notices, infos = seo_days.infos + excluded.infos",
+        (
+            report.workspace_id,
+            report.created_at - report.created_at % DAY_MS,
+            report.errors,
+            report.warnings,
+            report.notices,
+            report.infos,
+        ),
+    )
+
+
 async def insert_issues(
     tx: Executor, report: ReportRecord, issues: tuple[IssueInput, ...]
 ) -> list[IssueRecord]:
@@ -183,6 +211,52 @@ async def add_issue_counts(tx: Executor, workspace_id: int, issues: tuple[IssueI
 
 
 # --- reads -------------------------------------------------------------------------------
+
+
+def _window(query: ListQuery) -> tuple[int, int]:
+    """The created_at window (both ends exclusive) of ``created_after|before``."""
+    low, high = -1, _NO_END
+    for column, op, value in query.date_filters:
+        assert column == "created_at"
+        if op == ">":
+            low = max(low, value)
+        else:
+            high = min(high, value)
+    return low, high
+
+
+async def _total_by_days(
+    db: Executor,
+    workspace_id: int,
+    query: ListQuery,
+    day_sum: str,
+    edge_sql: str,
+    edge_params: list[Any],
+) -> int:
+    """A date-range total: whole UTC days from seo_days (``day_sum`` of its columns), and
+    the partial days at the two ends counted with ``edge_sql`` (``... created_at > ? AND
+    created_at < ?`` over the base table, its other conditions bound by ``edge_params``).
+    Costs the days in the range plus at most two days of rows, whatever the range holds."""
+    low, high = _window(query)
+    first = (low // DAY_MS + 1) * DAY_MS  # the first day that starts after ``low``
+    last = high - high % DAY_MS  # the start of the day ``high`` falls in
+    if first >= last:  # less than one whole day
+        return await _count(db, edge_sql, [*edge_params, low, high])
+    total = await _count(
+        db,
+        f"SELECT COALESCE(SUM({day_sum}), 0) AS n FROM seo_days "  # noqa: S608
+        "WHERE workspace_id = ? AND day >= ? AND day < ?",
+        [workspace_id, first, last],
+    )
+    if low + 1 < first:
+        total += await _count(db, edge_sql, [*edge_params, low, first])
+    if last < high:
+        total += await _count(db, edge_sql, [*edge_params, last - 1, high])
+    return total
+
+
+async def _count(db: Executor, sql: str, params: list[Any]) -> int:
+    return int(await fetch_value(db, sql, params) or 0)
 
 
 async def get_report(db: Executor, workspace_id: int, report_id: int) -> ReportRecord | None:
@@ -271,27 +345,36 @@ async def page_issues(
 async def count_issues(
     db: Executor, workspace_id: int, filters: IssueFilter, query: ListQuery
 ) -> int:
-    """From the counters when only severity and type narrow the list (a sum over the
-    workspace's distinct (type, severity) pairs), else a COUNT along the filter's index."""
-    if filters.url is not None or query.date_filters:
+    """From the counters whenever they answer: seo_totals (no filter), seo_issue_counts
+    (severity and/or type: a sum over the workspace's distinct (type, severity) pairs),
+    seo_days (a date range, with or without severity). A URL filter, or a type with a date
+    range, is counted along that filter's index."""
+    if filters.url is not None or (filters.issue_types and query.date_filters):
         where, params = _issue_scope(workspace_id, filters, query)
-        value = await fetch_value(db, f"SELECT COUNT(*) AS n FROM seo_issues {where}", params)  # noqa: S608
-    elif not filters.severities and not filters.issue_types:
-        value = await fetch_value(
-            db, "SELECT issues FROM seo_totals WHERE workspace_id = ?", (workspace_id,)
-        )
-    else:
-        conditions, params = ["workspace_id = ?"], [workspace_id]
+        return await _count(db, f"SELECT COUNT(*) AS n FROM seo_issues {where}", params)  # noqa: S608
+    if query.date_filters:
+        levels = filters.severities or tuple(_DAY_COLUMNS)
+        day_sum = " + ".join(_DAY_COLUMNS[level] for level in levels)
+        edge = "SELECT COUNT(*) AS n FROM seo_issues WHERE workspace_id = ?"
         if filters.severities:
-            conditions.append(f"severity IN ({_marks(filters.severities)})")
-            params += filters.severities
-        if filters.issue_types:
-            conditions.append(f"issue_type IN ({_marks(filters.issue_types)})")
-            params += filters.issue_types
-        value = await fetch_value(
-            db,
-            "SELECT COALESCE(SUM(issues), 0) AS n FROM seo_issue_counts "  # noqa: S608
-            f"WHERE {' AND '.join(conditions)}",
-            params,
+            edge += f" AND severity IN ({_marks(filters.severities)})"
+        edge += " AND created_at > ? AND created_at < ?"
+        bound: list[Any] = [workspace_id, *filters.severities]
+        return await _total_by_days(db, workspace_id, query, day_sum, edge, bound)
+    if not filters.severities and not filters.issue_types:
+        return await _count(
+            db, "SELECT issues FROM seo_totals WHERE workspace_id = ?", [workspace_id]
         )
-    return int(value or 0)
+    conditions, params = ["workspace_id = ?"], [workspace_id]
+    if filters.severities:
+        conditions.append(f"severity IN ({_marks(filters.severities)})")
+        params += filters.severities
+    if filters.issue_types:
+        conditions.append(f"issue_type IN ({_marks(filters.issue_types)})")
+        params += filters.issue_types
+    return await _count(
+        db,
+        "SELECT COALESCE(SUM(issues), 0) AS n FROM seo_issue_counts "  # noqa: S608
+        f"WHERE {' AND '.join(conditions)}",
+        params,
+    )

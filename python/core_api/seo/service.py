@@ -84,6 +84,7 @@ class SeoService:
         async with self.db.transaction() as tx:
             stored = await repo.insert_report(tx, workspace_id, report, now)
             await repo.add_totals(tx, workspace_id, len(report.issues))
+            await repo.add_day(tx, stored)
             issues = await repo.insert_issues(tx, stored, report.issues)
             await repo.add_issue_counts(tx, workspace_id, report.issues)
             await publish(

@@ -43,11 +43,23 @@ CREATE INDEX seo_issues_workspace_url ON seo_issues (workspace_id, url, created_
 
 -- Exact list totals without a COUNT over a workspace's reports or issues: kept in the
 -- transaction that stores a report (the workspace's row first, so concurrent reports of
--- one workspace queue there and never deadlock on the per-type rows).
+-- one workspace queue there and never deadlock on the day or per-type rows).
 CREATE TABLE seo_totals (
     workspace_id BIGINT NOT NULL PRIMARY KEY REFERENCES workspaces (id) ON DELETE CASCADE,
     reports BIGINT NOT NULL,
     issues BIGINT NOT NULL
+);
+-- Per UTC day (its start, epoch ms): reports and issues by severity, so that a date-range
+-- total sums days and counts only the two partial days at its ends.
+CREATE TABLE seo_days (
+    workspace_id BIGINT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    day BIGINT NOT NULL,
+    reports BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    warnings BIGINT NOT NULL,
+    notices BIGINT NOT NULL,
+    infos BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, day)
 );
 CREATE TABLE seo_issue_counts (
     workspace_id BIGINT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
