@@ -31,6 +31,7 @@ SECRET = b"test-secret-key-that-is-long-enough-0123456789"
 TABLES = [
     "seo_issue_counts",
     "seo_totals",
+    "seo_days",
     "seo_issues",
     "seo_reports",
     "webhook_attempts",

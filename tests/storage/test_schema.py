@@ -53,6 +53,7 @@ EXPECTED_TABLES = {
     "seo_reports",
     "seo_issues",
     "seo_totals",
+    "seo_days",
     "seo_issue_counts",
 }
 
