@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from entitlements_support import plans_file
+from entitlements_support import CHECK, SUMMARY, plans_file
 
-from support import clean_env, core_api_command
+from support import Launcher, clean_env, core_api_command, fresh_connection_client, printed_key
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,3 +67,24 @@ def test_operators_set_grant_show_and_clear(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stdout)
         assert message in done.stderr, (args, done.stderr)
     assert len(ok(env, "entitlements", "show", "--workspace", str(ws))["overrides"]) == 1
+
+
+def test_a_running_server_sees_an_override_at_once(launcher: Launcher, tmp_path: Path) -> None:
+    """The CLI names the workspace as changed through the host's invalidation log: the
+    serving processes drop their cached limits on their next request, not after a TTL."""
+    env = clean_env(
+        tmp_path,
+        database_url=f"sqlite:///{tmp_path}/db.sqlite",
+        plans_file=plans_file(tmp_path),
+        log_level="WARNING",
+    )
+    server = launcher.start(env, 2, "--first-run-bootstrap")
+    key = printed_key(server)
+    with fresh_connection_client(server, key) as client:
+        limits = {client.get(CHECK, params={"feature": "posts"}).json()["limit"] for _ in range(8)}
+        assert limits == {10}  # now cached in both workers
+        workspace = client.get(SUMMARY).json()["data"]["workspace_id"]
+        grant = ("grant", "--workspace", str(workspace), "--feature", "posts", "--amount", "1")
+        ok(env, "entitlements", *grant)
+        after = {client.get(CHECK, params={"feature": "posts"}).json()["limit"] for _ in range(8)}
+    assert after == {11}

@@ -22,6 +22,7 @@ def register(app: Any, runtime: Runtime, settings: Settings) -> None:
     from .resources import Check, Summary, Usage
 
     service, workspaces = runtime.entitlements, runtime.workspaces
+    service.watch(runtime.invalidator)  # overrides changed by `core-api entitlements`
     app.add_route("/api/v1/entitlements/check", Check(service, workspaces))
     app.add_route("/api/v1/entitlements/usage", Usage(settings, service, workspaces))
     app.add_route("/api/v1/entitlements/summary", Summary(service, workspaces))

@@ -54,6 +54,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     runtime = await Runtime.open(settings, run_migrations=True)
     try:
         service = runtime.entitlements
+        service.watch(runtime.invalidator)  # a change reaches the serving processes at once
         if args.action == "show":
             return await service.show(args.workspace)
         if args.action == "clear":

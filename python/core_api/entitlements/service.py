@@ -24,6 +24,7 @@ import orjson
 from ..clock import MAX_MS, Clock, iso
 from ..errors import FeatureLimitReached, NotFound, ValidationFailed
 from ..events import Notifier, publish
+from ..gateway.invalidation import Invalidator
 from ..plans import UNLIMITED, Feature, Plans
 from ..storage.base import Database, Executor, IntegrityError
 from ..workspaces.repo import Workspace
@@ -31,7 +32,8 @@ from . import repo
 from .meter import Meter
 from .periods import DAY_MS, bounds
 
-CACHE_SECONDS = 1.0  # how stale check/limits may be w.r.t. other processes' writes
+CACHE_SECONDS = 1.0  # how stale a check's usage may be w.r.t. other processes' writes
+LIMITS_CACHE_SECONDS = 60.0  # overrides changed where no invalidation reaches: seen within
 CACHE_MAX = 100_000
 LEDGER_DAYS = 35  # ledger rows of features without a period are kept this long
 MAX_QUANTITY = 10**15
@@ -48,6 +50,10 @@ class Effective:
     @property
     def unlimited(self) -> bool:
         return self.limit == UNLIMITED
+
+
+# (valid until, monotonic s; overrides; (tier, feature) -> (valid until, epoch ms; limit))
+Limits = tuple[float, list[repo.Override], dict[tuple[str, str], tuple[int, Effective]]]
 
 
 class _Duplicate(Exception):
@@ -79,11 +85,12 @@ class EntitlementService:
         self.meter = Meter()
         # (workspace, feature, period_start) -> (valid until, monotonic s; used)
         self._usage: dict[tuple[int, str, int], tuple[float, int]] = {}
-        self._overrides: dict[int, tuple[float, list[repo.Override]]] = {}
-        # (workspace, tier, feature) -> (valid until, monotonic s; until, epoch ms; limit)
-        self._effective: dict[tuple[int, str, str], tuple[float, int, Effective]] = {}
+        # workspace -> (valid until, monotonic s; its overrides;
+        #               (tier, feature) -> (valid until, epoch ms; the limit))
+        self._limits: dict[int, Limits] = {}
         self._noticed: set[tuple[int, str, int, int]] = set()
         self._writes = 0  # this process's usage writes so far (see _used/_wrote)
+        self.invalidator: Invalidator | None = None  # set by watch()
 
     # -- features and limits ------------------------------------------------------------
 
@@ -96,30 +103,29 @@ class EntitlementService:
             )
         return found
 
-    async def _overrides_of(self, workspace_id: int, db: Executor | None) -> list[repo.Override]:
-        if db is not None:  # inside a transaction: exact, never cached
-            return await repo.overrides(db, workspace_id)
-        now = time.monotonic()
-        hit = self._overrides.get(workspace_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await repo.overrides(self.db, workspace_id)
-        if len(self._overrides) >= CACHE_MAX:
-            self._overrides.clear()
-        self._overrides[workspace_id] = (now + CACHE_SECONDS, found)
-        return found
-
     async def effective(
         self, workspace_id: int, tier: str, feature: Feature, db: Executor | None = None
     ) -> Effective:
-        """The workspace's limit for a feature. Cached per process (CACHE_SECONDS, and never
-        past the next override's expiry); exact and uncached inside a transaction."""
+        """The workspace's limit for a feature: exact and uncached inside a transaction;
+        otherwise cached per process until an override changes (the invalidator's
+        ``workspace`` target, from any process or node), the next override expires, or
+        LIMITS_CACHE_SECONDS pass (the bound when no shared memory or Redis links the
+        process that changed it)."""
         now = self.clock.now_ms()
-        key = (workspace_id, tier, feature.name)
-        if db is None:
-            hit = self._effective.get(key)
-            if hit is not None and hit[0] > time.monotonic() and now < hit[1]:
-                return hit[2]
+        cached = None if db is not None else self._limits.get(workspace_id)
+        if cached is not None and cached[0] > time.monotonic():
+            hit = cached[2].get((tier, feature.name))
+            if hit is not None and now < hit[0]:
+                return hit[1]
+            overrides = cached[1]
+        elif db is not None:
+            overrides = await repo.overrides(db, workspace_id)
+        else:
+            overrides = await repo.overrides(self.db, workspace_id)
+            if len(self._limits) >= CACHE_MAX:
+                self._limits.clear()
+            cached = (time.monotonic() + LIMITS_CACHE_SECONDS, overrides, {})
+            self._limits[workspace_id] = cached
         allowance = (
             self.plans.allowance(tier, feature.name)
             if tier in self.plans.tiers
@@ -127,7 +133,7 @@ class EntitlementService:
         )
         live = [
             o
-            for o in await self._overrides_of(workspace_id, db)
+            for o in overrides
             if o.feature == feature.name and (o.expires_at is None or o.expires_at > now)
         ]
         limit = allowance.limit
@@ -139,11 +145,9 @@ class EntitlementService:
         if feature.kind == "boolean" and limit != UNLIMITED:
             limit = 1 if limit > 0 else 0
         found = Effective(feature, limit, allowance.hard)
-        if db is None:
+        if cached is not None:
             ends = min((o.expires_at for o in live if o.expires_at is not None), default=MAX_MS)
-            if len(self._effective) >= CACHE_MAX:
-                self._effective.clear()
-            self._effective[key] = (time.monotonic() + CACHE_SECONDS, ends, found)
+            cached[2][tier, feature.name] = (ends, found)
         return found
 
     # -- usage --------------------------------------------------------------------------
@@ -173,17 +177,20 @@ class EntitlementService:
         self._usage.pop(key, None)
 
     def forget(self, workspace_id: int | None = None) -> None:
-        """Drop cached limits and usage (all, or one workspace's)."""
+        """Drop cached limits (one workspace's: the invalidator's ``workspace`` target), or
+        everything (a full flush)."""
         if workspace_id is None:
             self._usage.clear()
-            self._overrides.clear()
-            self._effective.clear()
-            return
-        self._overrides.pop(workspace_id, None)
-        for limit_key in [k for k in self._effective if k[0] == workspace_id]:
-            del self._effective[limit_key]
-        for key in [k for k in self._usage if k[0] == workspace_id]:
-            del self._usage[key]
+            self._limits.clear()
+        else:
+            self._limits.pop(workspace_id, None)
+
+    def watch(self, invalidator: Invalidator) -> None:
+        """Follow override changes made by any process or node (``core-api entitlements``
+        emits the workspace as changed)."""
+        self.invalidator = invalidator
+        invalidator.subscribe("workspace", self.forget)
+        invalidator.subscribe_flush(self.forget)
 
     async def check(self, workspace: Workspace, name: str, quantity: int) -> dict[str, Any]:
         """The documented check body (allowed, or LIMIT_EXCEEDED with upgrade_url)."""
@@ -566,14 +573,19 @@ class EntitlementService:
                 note=note,
                 now=now,
             )
-        self.forget(workspace_id)
+        await self._changed(workspace_id)
         return created
 
     async def clear_overrides(self, workspace_id: int, name: str) -> int:
         self.feature(name)
         removed = await repo.delete_overrides(self.db, workspace_id, name)
-        self.forget(workspace_id)
+        await self._changed(workspace_id)
         return removed
+
+    async def _changed(self, workspace_id: int) -> None:
+        self.forget(workspace_id)
+        if self.invalidator is not None:  # every process on this host, and (Redis) others
+            await self.invalidator.changed(("workspace", workspace_id))
 
     async def show(self, workspace_id: int) -> dict[str, Any]:
         found = await self._operator_workspace(workspace_id)
