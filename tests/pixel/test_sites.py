@@ -184,6 +184,13 @@ async def test_list_conventions(api: Api) -> None:
     page = await api.get(SITES, params={"per_page": "2", "page": "2"})
     assert [s["id"] for s in page.json["data"]] == ids[2:]
     assert page.json["meta"]["total"] == 4
+    # The cached total follows creates and deletes.
+    fifth = (await api.post(SITES, json={"domain": "site4.example.com", "name": "echo"})).json
+    page = await api.get(SITES, params={"per_page": "2", "page": "2"})
+    assert page.json["meta"]["total"] == 5
+    await api.delete(f"{SITES}/{fifth['data']['id']}")
+    page = await api.get(SITES, params={"per_page": "2", "page": "2"})
+    assert page.json["meta"]["total"] == 4
     disabled = await api.get(SITES, params={"status": "disabled"})
     assert [s["name"] for s in disabled.json["data"]] == ["delta"]
     enabled = await api.get(SITES, params={"status": "enabled"})

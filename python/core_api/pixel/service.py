@@ -172,7 +172,7 @@ class PixelSiteService:
     ) -> None:
         self.db, self.plans, self.clock, self.invalidator = db, plans, clock, invalidator
         self.upgrade_url = upgrade_url
-        self.totals = Totals(invalidator, ("workspace",))  # per workspace
+        self.totals = Totals(invalidator, (SITE_KIND,))  # per workspace
 
     async def _changed(self, workspace_id: int) -> None:
         await self.invalidator.changed((SITE_KIND, workspace_id))

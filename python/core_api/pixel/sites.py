@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from ..gateway.invalidation import Invalidator, Kind
     from ..storage import Database
 
-# The invalidation kind a site change emits, with the site's workspace id. A dedicated
-# "pixel_site" kind is requested (see /work/coord/REQUESTS.md); until it exists, a
-# "workspace" target serves: site changes are rare, and it is what it is about.
-SITE_KIND: Kind = "workspace"
+# A site change emits ("pixel_site", its workspace's id): any such target clears this
+# directory (a new site changes what unknown hosts resolve to), and the id scopes the
+# workspace's cached site-list total. No other cache depends on sites.
+SITE_KIND: Kind = "pixel_site"
 _MAX_CACHED = 20_000
 _MAX_HOST = 253
 
