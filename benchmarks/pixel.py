@@ -312,9 +312,11 @@ async def run_rss(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict
         started = time.perf_counter()
         refused = 0
         step = 50_000
+        series = []  # RSS after each step: it levels off once the session table is full
         for done in range(0, args.burst, step):
             refused += await burst(min(step, args.burst - done), 20_000 + done)
-            peak = max(peak, rss_mb())
+            series.append(round(rss_mb(), 1))
+            peak = max(peak, series[-1])
         tracked_s = time.perf_counter() - started
         stop.set()
         await task
@@ -335,6 +337,8 @@ async def run_rss(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict
         "rss_peak_mb": round(peak, 1),
         "rss_after_mb": round(after, 1),
         "growth_mb": round(after - before, 1),
+        "rss_series_mb": series,
+        "sessions_in_table": len(ingest.sessions),
         "refused_503_retried": refused,
         "stored": stored,
         "expected_stored": args.burst + 20_000,
@@ -493,6 +497,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  burst: {r['events']} events in {r['seconds']} s; RSS before "
               f"{r['rss_before_mb']} MB, peak {r['rss_peak_mb']} MB, after {r['rss_after_mb']} MB; "
               f"stored {r['stored']}/{r['expected_stored']}")  # fmt: skip
+        print(f"  RSS every 50k events (MB): {r['rss_series_mb']}")
     if "micro" in report:
         for name, m in report["micro"].items():
             print(f"  {name}: Rust {m['rust_s'] * 1e3:.2f} ms, Python {m['python_s'] * 1e3:.2f} ms,"

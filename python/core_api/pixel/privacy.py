@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import hashlib
 import hmac
 import secrets
 
@@ -101,8 +100,3 @@ def excluded(path: str, patterns: tuple[str, ...]) -> bool:
         if path == base or path.startswith(base + "/") or (not base and path.startswith("/")):
             return True
     return any(fnmatch.fnmatchcase(path, glob) for glob in globs)
-
-
-def digest(value: str) -> str:
-    """A short non-reversible label for logs (never log an IP or user agent)."""
-    return hashlib.sha256(value.encode()).hexdigest()[:12]
