@@ -17,16 +17,10 @@ _REPORT = (
     "errors, warnings, notices, infos, created_at"
 )
 _ISSUE = "id, report_id, workspace_id, url, issue_type, severity, element, details, created_at"
-ISSUE_ROWS_PER_INSERT = 250
+ISSUE_ROWS_PER_INSERT = 250  # 2,000 bound values: far inside both backends' limits
 DAY_MS = 86_400_000
-_NO_END = 2**62  # past every stored time (clock.MAX_MS)
-# seo_days columns per severity level (1 info .. 4 error)
-_DAY_COLUMNS = {
-    1: "infos",
-    2: "notices",
-    3: "warnings",
-    4: "errors",
-}  # 2,250 bound values: far inside both backends' limits
+_NO_END = 2**62  # later than any storable time (clock.MAX_MS)
+_DAY_COLUMNS = {1: "infos", 2: "notices", 3: "warnings", 4: "errors"}  # seo_days, by level
 
 ISSUE_SPEC = ListSpec(
     sortable={
