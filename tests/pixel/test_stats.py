@@ -65,8 +65,8 @@ SCENARIO = [
 async def test_figures_equal_the_events(
     api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
 ) -> None:
-    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
     site = await setup(api, runtime, boot, "America/New_York")
+    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
     await insert_events(runtime, site, SCENARIO)
     other = (await api.post(SITES, json={"domain": "other.com"})).json["data"]["id"]
     await insert_events(runtime, other, [Event(ts=at("2026-01-08 09:00"), visitor=5, session=5)])
@@ -126,8 +126,8 @@ async def test_figures_equal_the_events(
 async def test_default_range_is_the_last_30_days(
     api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
 ) -> None:
-    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
     site = await setup(api, runtime, boot, "America/New_York")
+    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
     await insert_events(runtime, site, SCENARIO)
     data = await stats(api, site_id=str(site))
     assert (data["from"], data["to"]) == ("2025-12-12", "2026-01-10")
@@ -138,8 +138,8 @@ async def test_default_range_is_the_last_30_days(
 async def test_past_days_are_stored_and_today_is_live(
     api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
 ) -> None:
-    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
     site = await setup(api, runtime, boot, "America/New_York")
+    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
     await insert_events(runtime, site, SCENARIO)
     span = {"from": "2026-01-08", "to": "2026-01-10"}
     first = await stats(api, site_id=str(site), **span)
@@ -178,8 +178,8 @@ async def test_past_days_are_stored_and_today_is_live(
 async def test_late_events_within_the_recheck_window_count(
     api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
 ) -> None:
-    clock.advance((at("2026-01-09 00:10") - clock.now_ms()) / 1000)
     site = await setup(api, runtime, boot, "America/New_York")
+    clock.advance((at("2026-01-09 00:10") - clock.now_ms()) / 1000)
     await insert_events(runtime, site, SCENARIO[:2])
     day = {"from": "2026-01-08", "to": "2026-01-08"}
     assert (await stats(api, site_id=str(site), **day))["totals"]["pageviews"] == 2
@@ -193,8 +193,8 @@ async def test_late_events_within_the_recheck_window_count(
 async def test_store_yesterday_job(
     api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
 ) -> None:
-    clock.advance((at("2026-01-09 03:00") - clock.now_ms()) / 1000)
     site = await setup(api, runtime, boot, "America/New_York")
+    clock.advance((at("2026-01-09 03:00") - clock.now_ms()) / 1000)
     await insert_events(runtime, site, SCENARIO[:4])
     assert (
         await maintenance.store_yesterday(runtime) == "stored yesterday's stats of 1 pixel site(s)"
@@ -207,8 +207,8 @@ async def test_store_yesterday_job(
 async def test_dst_day_has_23_hours(
     api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
 ) -> None:
-    clock.advance((at("2026-03-20 12:00") - clock.now_ms()) / 1000)
     site = await setup(api, runtime, boot, "America/New_York")
+    clock.advance((at("2026-03-20 12:00") - clock.now_ms()) / 1000)
     await insert_events(runtime, site, [Event(ts=at("2026-03-08 04:30"), visitor=1, session=1)])
     data = await stats(api, site_id=str(site), **{"from": "2026-03-08", "to": "2026-03-08"})
     assert len(data["series"]) == 23
@@ -220,8 +220,8 @@ async def test_half_hour_zone_and_unknown_zone(
     api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
 ) -> None:
     india = ZoneInfo("Asia/Kolkata")
-    clock.advance((at("2026-01-10 12:00", india) - clock.now_ms()) / 1000)
     site = await setup(api, runtime, boot, "Asia/Kolkata")
+    clock.advance((at("2026-01-10 12:00", india) - clock.now_ms()) / 1000)
     await insert_events(
         runtime,
         site,
@@ -266,8 +266,8 @@ async def test_validation(api: Api, runtime: Runtime, boot: dict[str, Any]) -> N
 async def test_concurrent_queries_count_today_once(
     api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
 ) -> None:
-    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
     site = await setup(api, runtime, boot, "America/New_York")
+    clock.advance((at("2026-01-10 10:00") - clock.now_ms()) / 1000)
     now = clock.now_ms()
     events = [Event(ts=now - i * 600_000, visitor=i % 7, session=i % 11) for i in range(40)]
     events += [Event(ts=now - 1000, visitor=99, session=99)]  # not settled yet
@@ -280,3 +280,17 @@ async def test_concurrent_queries_count_today_once(
     clock.advance(10)
     again = await asyncio.gather(*(api.get(STATS, params=span) for _ in range(6)))
     assert {r.json["data"]["totals"]["pageviews"] for r in again} == {41}
+
+
+async def test_days_before_the_site_are_not_read(
+    api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
+) -> None:
+    clock.advance((at("2026-01-20 12:00") - clock.now_ms()) / 1000)
+    site = await setup(api, runtime, boot, "America/New_York")  # created on the 20th
+    clock.advance(3 * 86400)
+    data = await stats(api, site_id=str(site), **{"from": "2026-01-01", "to": "2026-01-23"})
+    assert len(data["series"]) == 23
+    stored = await runtime.db.fetch_all(
+        "SELECT day FROM pixel_stats_days WHERE site_id = ? ORDER BY day", (site,)
+    )
+    assert [r["day"] for r in stored] == ["2026-01-20", "2026-01-21", "2026-01-22"]

@@ -75,6 +75,7 @@ class SiteRecord:
             allowed_origins=self.allowed_origins,
             honor_dnt=self.honor_dnt,
             excluded_paths=self.excluded_paths,
+            created_at=self.created_at,
         )
 
 

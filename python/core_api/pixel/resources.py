@@ -246,5 +246,5 @@ class PixelStatsResource:
         site = await self.directory.by_id(site_id)  # cached; another tenant's is a 404
         if site is None or site.workspace_id != workspace.id:
             raise NotFound()
-        report = await self.stats.report(site.id, tz_name, tz, query)
+        report = await self.stats.report(site.id, tz_name, tz, query, site.created_at)
         resp.media = {"data": {"site": {"id": site.id, "domain": site.domain}, **report}}

@@ -37,6 +37,7 @@ class Site:
     allowed_origins: tuple[str, ...]
     honor_dnt: bool
     excluded_paths: tuple[str, ...]
+    created_at: int = 0  # epoch ms; stats need no day before it
 
     def allows_origin(self, host: str) -> bool:
         """Whether a page on ``host`` may use this site: its domain, ``www.`` + domain, an

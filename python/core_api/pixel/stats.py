@@ -337,7 +337,13 @@ class PixelStats:
             self._days.popitem(last=False)
 
     async def days(
-        self, site_id: int, tz_name: str, tz: ZoneInfo, first: dt.date, last: dt.date
+        self,
+        site_id: int,
+        tz_name: str,
+        tz: ZoneInfo,
+        first: dt.date,
+        last: dt.date,
+        since: int = 0,
     ) -> list[tuple[dt.date, dict[str, Any]]]:
         """Each local day's figures: remembered by this process, stored, computed and
         stored, or (today) live. A stored day is final unless it was computed within
@@ -349,8 +355,8 @@ class PixelStats:
         while day <= last:
             start, end, _ = day_bounds(day, tz)
             known = self._days.get((site_id, tz_name, day.isoformat()))
-            if start > now:
-                pass  # the future: nothing yet
+            if start > now or end <= since:
+                pass  # the future, or before the site existed: nothing
             elif end > now:
                 out.append((day, await self.live_day(site_id, tz_name, day, tz, now)))
             elif known is not None and not known[1] < end + RECHECK_MS <= now:
@@ -378,9 +384,10 @@ class PixelStats:
         return out
 
     async def report(
-        self, site_id: int, tz_name: str, tz: ZoneInfo, query: StatsQuery
+        self, site_id: int, tz_name: str, tz: ZoneInfo, query: StatsQuery, since: int = 0
     ) -> dict[str, Any]:
-        days = await self.days(site_id, tz_name, tz, query.first, query.last)
+        """``since``: the site's creation; days that ended before it are empty unread."""
+        days = await self.days(site_id, tz_name, tz, query.first, query.last, since)
         return summarize(days, tz_name, tz, query)
 
 
