@@ -7,7 +7,6 @@ import os
 import sys
 
 import anyio
-
 from mcp.server.mcpserver import MCPServer
 
 server = MCPServer("echo", instructions="Echoes its input; tells its process id.")

@@ -13,13 +13,13 @@ import mcp_types as types
 import orjson
 import pytest
 from gwsupport import fs_root, mcp_extra, settings  # noqa: F401 - fixtures
-from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import Api
 from core_api.app import create_app
 from core_api.config import Settings
 from core_api.runtime import Runtime
+from mcp import Client
 
 URL = "http://testserver/api/v1/mcp"
 REVISIONS = ["legacy", "2026-07-28"]  # legacy = the 2025-11-25 initialize handshake

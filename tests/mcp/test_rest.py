@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from gwsupport import call, fs_root, mcp_extra, settings  # noqa: F401 - fixtures
-from support import children
 
 from conftest import Api
 from core_api.mcp import repo
 from core_api.runtime import Runtime
 from core_api.storage.base import fetch_value
+from support import children
 
 
 async def new_key(api: Api, scopes: list[str]) -> dict[str, Any]:

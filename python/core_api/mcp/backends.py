@@ -79,6 +79,9 @@ class Backend(Protocol):
 
     async def catalogue(self) -> Catalogue: ...
 
+    def cached(self) -> Catalogue | None:
+        """The catalogue if known now, without waiting (None otherwise)."""
+
     async def call(
         self, tool: str, arguments: Mapping[str, Any], caller: Caller, seconds: float
     ) -> types.CallToolResult: ...
@@ -95,8 +98,9 @@ def structured(data: Any, *, error: bool = False) -> types.CallToolResult:
 
     text = orjson.dumps(data).decode()
     payload = data if isinstance(data, dict) else {"result": data}
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)],
-        structured_content=payload,
-        is_error=error,
+    # Built from values known to be valid: model_construct skips pydantic's validation,
+    # which cost more than the built-in tools themselves.
+    block = types.TextContent.model_construct(type="text", text=text)
+    return types.CallToolResult.model_construct(
+        content=[block], structured_content=payload, is_error=error
     )

@@ -136,6 +136,7 @@ class CoreServer:
     def __init__(self, spec: ServerSpec, app: Any) -> None:
         self.spec, self.app = spec, app
         self._tools: dict[str, CoreTool] | None = None
+        self._catalogue: Catalogue | None = None
 
     def served(self) -> dict[str, CoreTool]:
         if self._tools is None:  # routes are all added by now (first use is a request)
@@ -144,11 +145,16 @@ class CoreServer:
         return self._tools
 
     async def catalogue(self) -> Catalogue:
-        tools = [
-            types.Tool(name=t.name, description=t.description, input_schema=t.schema())
-            for t in self.served().values()
-        ]
-        return Catalogue(tools=tools)
+        return self.cached()
+
+    def cached(self) -> Catalogue:
+        if self._catalogue is None:
+            tools = [
+                types.Tool(name=t.name, description=t.description, input_schema=t.schema())
+                for t in self.served().values()
+            ]
+            self._catalogue = Catalogue(tools=tools)
+        return self._catalogue
 
     async def call(
         self, tool: str, arguments: Mapping[str, Any], caller: Caller, seconds: float

@@ -35,7 +35,7 @@ from ..web.bodies import read_raw
 from ..workspaces.service import WorkspaceService
 from .backends import Caller
 from .resources import caller_of
-from .service import LIST_WAIT, McpGateway
+from .service import McpGateway
 
 SEPARATOR = "__"
 _CALLER, _REQUEST_ID = "core_api.mcp.caller", "core_api.mcp.request_id"
@@ -64,10 +64,11 @@ def build_server(gw: McpGateway) -> Server[Any]:
     ) -> types.ListToolsResult:
         caller, _ = _context(ctx)
         specs = await gw.visible(caller)
+        wait = gw.registry.connect_timeout + 1  # a first start is slow; a failed one is not
 
         async def one(server_id: str) -> list[types.Tool]:
             try:
-                catalogue = await asyncio.wait_for(gw.backends[server_id].catalogue(), LIST_WAIT)
+                catalogue = await asyncio.wait_for(gw.backends[server_id].catalogue(), wait)
             except (ApiError, TimeoutError, MCPError, OSError):
                 return []  # an unavailable server lists no tools; the others still do
             return [
@@ -94,8 +95,18 @@ def build_server(gw: McpGateway) -> Server[Any]:
         except ApiError as exc:
             return _error_result(exc)
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        """For the SDK's Mcp-Param header check: from the cached catalogues, so that a
+        tools/call does not list every server's tools first."""
+        server_id, _, tool_name = name.partition(SEPARATOR)
+        backend = gw.backends.get(server_id)
+        catalogue = backend.cached() if backend is not None else None
+        tool = catalogue.tool(tool_name) if catalogue is not None else None
+        return dict(tool.input_schema) if tool is not None else None
+
     return Server(
         "core-api",
+        get_tool_input_schema=input_schema,
         version="1",
         instructions="core-api's MCP gateway: tools are named {server}__{tool}.",
         on_list_tools=list_tools,
@@ -160,6 +171,10 @@ class McpEndpoint:
         body = await read_raw(req, self.settings) if req.method == "POST" else b""
         caller = await caller_of(req, self.workspaces)
         scope = dict(req.scope)
+        # Rebuilt from Falcon's parsed headers: the scope's own may be a consumed iterator.
+        scope["headers"] = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()
+        ]
         scope["path"], scope["raw_path"], scope["root_path"] = "/", b"/", ""
         scope[_CALLER], scope[_REQUEST_ID] = caller, request_id(req)
         sent = False

@@ -11,6 +11,7 @@ Reads and writes are small (bounded by that limit) and run on the event loop.
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import stat
 from collections.abc import Mapping
@@ -68,6 +69,12 @@ class FilesystemServer:
         self.spec, self.max_bytes = spec, max_bytes
         self.root_path = Path(root)
         self._root: Path | None = None
+        template = types.ResourceTemplate(
+            name="file",
+            uri_template="filesystem://{path}",
+            description="A file under the root, by path",
+        )
+        self._catalogue = Catalogue(tools=list(TOOLS), templates=[template])
 
     @property
     def root(self) -> Path:
@@ -77,23 +84,44 @@ class FilesystemServer:
         return self._root
 
     async def catalogue(self) -> Catalogue:
-        resource = types.ResourceTemplate(
-            name="file",
-            uri_template="filesystem://{path}",
-            description="A file under the root, by path",
-        )
-        return Catalogue(tools=list(TOOLS), templates=[resource])
+        return self._catalogue
+
+    def cached(self) -> Catalogue:
+        return self._catalogue
 
     def resolve(self, raw: str, *, must_exist: bool) -> Path:
-        """The absolute path of ``raw`` under the root, or ToolRefused."""
+        """The absolute path of ``raw`` under the root, or ToolRefused.
+
+        The root is resolved once; below it, only the directories on the way are
+        checked (one ``lstat`` each) and a symlink among them sends the path through a
+        full ``realpath``. The last component is opened with ``O_NOFOLLOW`` by the
+        callers, so a symlink there is resolved and checked by :meth:`_follow`."""
         if "\x00" in raw:
             raise ToolRefused("path", "The path may not contain NUL characters.")
         parts = [p for p in raw.replace("\\", "/").split("/") if p not in ("", ".")]
         if ".." in parts:
             raise ToolRefused("path", "The path may not contain '..' components.")
-        candidate = self.root.joinpath(*parts)
+        root = self.root
+        path = root.joinpath(*parts)
+        current = str(root)
+        for part in parts[:-1]:
+            current = os.path.join(current, part)
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                if must_exist:
+                    raise ToolRefused("path", f"No such file or directory: {raw}") from None
+                return path  # created below a checked directory by write_file
+            except OSError:
+                raise ToolRefused("path", f"The path cannot be resolved: {raw}") from None
+            if stat.S_ISLNK(mode):
+                return self._follow(path, raw, must_exist)
+        return path
+
+    def _follow(self, path: Path, raw: str, must_exist: bool) -> Path:
+        """A path with a symlink in it: fully resolved, and refused outside the root."""
         try:
-            resolved = candidate.resolve(strict=must_exist)
+            resolved = path.resolve(strict=must_exist)
         except FileNotFoundError:
             raise ToolRefused("path", f"No such file or directory: {raw}") from None
         except (OSError, RuntimeError):  # a symlink loop
@@ -114,19 +142,27 @@ class FilesystemServer:
             return structured(self.write_file(str(arguments["path"]), str(arguments["content"])))
         return structured(self.list_directory(str(arguments.get("path", "/"))))
 
-    def _open(self, path: Path, flags: int) -> int:
+    def _open(self, path: Path, flags: int, raw: str) -> tuple[int, Path]:
+        """Open without following a final symlink; a symlink there is resolved, checked
+        against the root, and its target opened the same way."""
+        flags |= os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
-            return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+            return os.open(path, flags, 0o644), path
         except IsADirectoryError:
             raise ToolRefused("path", "The path is a directory.") from None
         except FileNotFoundError:
             raise ToolRefused("path", "No such file.") from None
-        except OSError as exc:  # ELOOP: a symlink appeared after the check
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise ToolRefused("path", f"The file cannot be opened: {exc.strerror}.") from None
+        target = self._follow(path, raw, must_exist=True)
+        try:
+            return os.open(target, flags, 0o644), target
+        except OSError as exc:  # a symlink swapped in after the check
             raise ToolRefused("path", f"The file cannot be opened: {exc.strerror}.") from None
 
     def read_file(self, raw: str) -> dict[str, Any]:
-        path = self.resolve(raw, must_exist=True)
-        fd = self._open(path, os.O_RDONLY)
+        fd, path = self._open(self.resolve(raw, must_exist=True), os.O_RDONLY, raw)
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
@@ -150,16 +186,22 @@ class FilesystemServer:
         target = self.resolve(raw, must_exist=False)
         if target == self.root:
             raise ToolRefused("path", "The path names the root directory.")
-        parent = self.resolve(self.relative(target.parent), must_exist=False)
-        parent.mkdir(parents=True, exist_ok=True)
-        self.resolve(self.relative(parent), must_exist=True)  # no symlink swapped in meanwhile
-        fd = self._open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where a directory should be
+            raise ToolRefused("path", f"The directory cannot be made: {exc.strerror}.") from None
+        target = self.resolve(raw, must_exist=True)  # what was made or found: still no link out
+        fd, target = self._open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, raw)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return {"path": self.relative(target), "size": len(data), "written": True}
 
     def list_directory(self, raw: str) -> dict[str, Any]:
         path = self.resolve(raw, must_exist=True)
+        if not os.path.lexists(path):
+            raise ToolRefused("path", f"No such file or directory: {raw}")
+        if os.path.islink(path):
+            path = self._follow(path, raw, must_exist=True)
         if not path.is_dir():
             raise ToolRefused("path", "The path is not a directory.")
         entries = []

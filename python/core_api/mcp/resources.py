@@ -54,7 +54,12 @@ def present_tool(tool: types.Tool) -> dict[str, Any]:
 
 def present_result(result: types.CallToolResult) -> dict[str, Any]:
     """``result``: the structured content when the tool gave one, else the text."""
-    blocks = [b.model_dump(mode="json", by_alias=True, exclude_none=True) for b in result.content]
+    blocks = [
+        {"type": "text", "text": b.text}
+        if type(b) is types.TextContent and b.annotations is None and b.meta is None
+        else b.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for b in result.content
+    ]
     if result.structured_content is not None:
         value: Any = result.structured_content
     else:

@@ -21,8 +21,6 @@ from typing import Any
 
 import mcp_types as types
 import orjson
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 from mcp.shared.exceptions import MCPError
 
 from ..clock import Clock
@@ -38,10 +36,10 @@ from .backends import Backend, Caller, Catalogue, ServerUnavailable, ToolRefused
 from .core import CoreServer
 from .filesystem import FilesystemServer
 from .registry import Registry, ServerSpec
+from .schema import ArgumentValidator
 from .upstream import UpstreamServer
 
 RESOURCE_NOT_FOUND = -32002  # the spec's code for an unknown resource URI
-LIST_WAIT = 3.0  # seconds the server list waits for one server's catalogue
 KEY_CACHE_SECONDS = 30.0
 MAX_ERROR_TEXT = 500
 
@@ -66,31 +64,6 @@ class Refused(ValidationFailed):
     large): the same 422, audited as ``refused``."""
 
 
-def field_errors(validator: Draft202012Validator, arguments: Any) -> dict[str, list[str]]:
-    """One human message per failing field, keyed ``arguments.<path>``."""
-    errors: dict[str, list[str]] = {}
-    for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
-        path = ".".join(str(p) for p in error.absolute_path)
-        name = f"arguments.{path}" if path else "arguments"
-        message = error.message
-        if error.validator == "required" and isinstance(error.validator_value, list):
-            present = arguments if isinstance(arguments, dict) else {}
-            for missing in error.validator_value:
-                if missing not in present:
-                    key = f"{name}.{missing}" if name != "arguments" else f"arguments.{missing}"
-                    errors.setdefault(key, []).append(f"The {missing} field is required.")
-            continue
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
-            for extra in sorted(set(error.instance) - allowed):
-                errors.setdefault(f"{name}.{extra}" if path else f"arguments.{extra}", []).append(
-                    f"The {extra} field is not allowed."
-                )
-            continue
-        errors.setdefault(name, []).append(message[:MAX_ERROR_TEXT])
-    return errors
-
-
 class McpGateway:
     def __init__(
         self,
@@ -108,7 +81,7 @@ class McpGateway:
         self.backends: dict[str, Backend] = {}
         for spec in registry.servers.values():
             self.backends[spec.id] = self._backend(spec, app)
-        self._validators: dict[tuple[str, str], tuple[int, Draft202012Validator | None]] = {}
+        self._validators: dict[tuple[str, str], tuple[int, ArgumentValidator]] = {}
         self._key_servers: dict[int, tuple[float, frozenset[str] | None]] = {}
         self._tiers: dict[tuple[str, str], Tier] = {}
         invalidator.subscribe("key", self._forget_key)
@@ -208,17 +181,13 @@ class McpGateway:
 
     # -- calls --------------------------------------------------------------------------
 
-    def validator(self, server: str, tool: types.Tool) -> Draft202012Validator | None:
-        key = (server, tool.name)
-        marker = id(tool.input_schema)
+    def validator(self, server: str, tool: types.Tool) -> ArgumentValidator:
+        """Compiled once per tool and catalogue (a refreshed catalogue compiles again)."""
+        key, marker = (server, tool.name), id(tool.input_schema)
         hit = self._validators.get(key)
         if hit is not None and hit[0] == marker:
             return hit[1]
-        try:
-            Draft202012Validator.check_schema(tool.input_schema)
-            validator: Draft202012Validator | None = Draft202012Validator(tool.input_schema)
-        except SchemaError:  # an upstream's broken schema: the upstream judges its input
-            validator = None
+        validator = ArgumentValidator(tool.input_schema)
         self._validators[key] = (marker, validator)
         return validator
 
@@ -242,11 +211,9 @@ class McpGateway:
                 raise ValidationFailed.field(
                     "tool", f"The MCP server {server_id} has no tool named {tool_name!r}."
                 )
-            validator = self.validator(server_id, tool)
-            if validator is not None:
-                problems = field_errors(validator, arguments)
-                if problems:
-                    raise ValidationFailed(problems)
+            problems = self.validator(server_id, tool).errors(arguments)
+            if problems:
+                raise ValidationFailed(problems)
             await self._charge(caller, backend.spec, tool_name)
             try:
                 result = await backend.call(

@@ -148,6 +148,9 @@ class UpstreamServer:
         if isinstance(exc, MCPError) and exc.error.code == types.CONNECTION_CLOSED:
             self._broken.set()
 
+    def cached(self) -> Catalogue | None:
+        return self._catalogue
+
     async def catalogue(self) -> Catalogue:
         cached = self._catalogue
         if (
