@@ -14,8 +14,6 @@ ENABLED = {
     "enabled": True,
     "features": {"pageviews": True, "events": True, "sessions": True},
     "sample_rate": 1.0,
-    "honor_dnt": True,
-    "excluded_paths": [],
 }
 DISABLED = {
     "enabled": False,
@@ -78,7 +76,6 @@ async def test_settings_and_changes_show_at_once(api: Api) -> None:
         **ENABLED,
         "features": {"pageviews": True, "events": False, "sessions": True},
         "sample_rate": 0.5,
-        "excluded_paths": ["/admin"],
     }
     await api.patch(f"{SITES}/{site['id']}", json={"enabled": False})
     assert await config(api, headers=origin) == DISABLED

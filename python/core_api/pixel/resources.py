@@ -109,13 +109,9 @@ def config_body(site: Site | None, page_host: str | None) -> dict[str, object]:
         return DISABLED
     if page_host is not None and not site.allows_origin(page_host):
         return DISABLED
-    return {
-        "enabled": True,
-        "features": site.features,
-        "sample_rate": site.sample_rate,
-        "honor_dnt": site.honor_dnt,
-        "excluded_paths": list(site.excluded_paths),
-    }
+    # The documented body only: excluded paths and the like are enforced at ingest and
+    # are nobody else's business (they may name private parts of a site).
+    return {"enabled": True, "features": site.features, "sample_rate": site.sample_rate}
 
 
 class PixelConfig:
