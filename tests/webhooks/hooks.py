@@ -43,6 +43,7 @@ class Hit:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer_port: int = 0  # the client's port: which process sent it
 
 
 @dataclass
@@ -75,7 +76,9 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.hits.append(Hit(request.path, dict(request.headers), body, time.monotonic()))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        port = int(peer[1]) if peer else 0
+        self.hits.append(Hit(request.path, dict(request.headers), body, time.monotonic(), port))
         script = self.scripts.get(request.path) or [Reply()]
         reply = script.pop(0) if len(script) > 1 else script[0]
         if reply.delay:

@@ -455,16 +455,24 @@ async def test_publish_inside_the_callers_transaction(
     assert [orjson.loads(h.body)["id"] for h in receiver.hits] == [event.id]
 
 
-async def test_retention_purges_old_events_and_deliveries(
+async def test_retention_purges_old_settled_events_and_deliveries(
     api: Api, runtime: Runtime, clock: ManualClock, receiver: Receiver
 ) -> None:
     hook = await endpoint(api, receiver.url("/old"))
-    await emit(api)
+    settled = await emit(api)
+    queued = await emit(api)
     clock.advance(31 * 86_400)
-    await emit(api)
-    assert len(await deliveries(api, hook["id"])) == 2
+    recent = await emit(api)
+    await runtime.db.execute(
+        "UPDATE webhook_deliveries SET status = 'success' WHERE event_id = "
+        "(SELECT id FROM events WHERE public_id = ?)",
+        (settled,),
+    )
     result = await purge(runtime)
     assert result is not None and "purged 1 event" in result
-    assert len(await deliveries(api, hook["id"])) == 1
-    count = await runtime.db.fetch_one("SELECT COUNT(*) AS n FROM events")
-    assert count is not None and count["n"] == 1
+    left = [d["event_id"] for d in await deliveries(api, hook["id"])]
+    assert sorted(left) == sorted([queued, recent])  # still queued: kept, however old
+    rows = await runtime.db.fetch_all("SELECT public_id FROM events ORDER BY id")
+    assert [r["public_id"] for r in rows] == [queued, recent]
+    attempts = await runtime.db.fetch_one("SELECT COUNT(*) AS n FROM webhook_attempts")
+    assert attempts is not None and attempts["n"] == 0

@@ -560,11 +560,13 @@ async def disable(tx: Executor, endpoint_id: int, reason: str, now: int) -> bool
 
 
 async def purge_events(db: Database, before: int, batch: int) -> int:
-    """Delete up to ``batch`` events created before ``before``; their deliveries and
-    attempts go with them (ON DELETE CASCADE)."""
+    """Delete up to ``batch`` events created before ``before`` whose deliveries are all
+    settled; their deliveries and attempts go with them (ON DELETE CASCADE). Anything
+    still queued is kept until it settles, however old."""
     return await db.execute(
-        "DELETE FROM events WHERE id IN "
-        "(SELECT id FROM events WHERE created_at < ? ORDER BY id LIMIT ?)",
+        "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id "
+        "AND d.status IN ('pending', 'retrying')) ORDER BY e.id LIMIT ?)",
         (before, batch),
     )
 
