@@ -103,6 +103,14 @@ class EntitlementService:
             )
         return found
 
+    def cached_limit(self, workspace_id: int, tier: str, feature: Feature) -> Effective | None:
+        """:meth:`effective` from the cache alone (no coroutine for the common check)."""
+        cached = self._limits.get(workspace_id)
+        if cached is None or cached[0] <= time.monotonic():
+            return None
+        hit = cached[2].get((tier, feature.name))
+        return hit[1] if hit is not None and self.clock.now_ms() < hit[0] else None
+
     async def effective(
         self, workspace_id: int, tier: str, feature: Feature, db: Executor | None = None
     ) -> Effective:
@@ -195,7 +203,9 @@ class EntitlementService:
     async def check(self, workspace: Workspace, name: str, quantity: int) -> dict[str, Any]:
         """The documented check body (allowed, or LIMIT_EXCEEDED with upgrade_url)."""
         feature = self.feature(name)
-        eff = await self.effective(workspace.id, workspace.tier, feature)
+        eff = self.cached_limit(workspace.id, workspace.tier, feature) or await self.effective(
+            workspace.id, workspace.tier, feature
+        )
         if feature.kind == "boolean":
             if eff.limit != 0:
                 return {"allowed": True, "feature": name, "enabled": True}
@@ -208,7 +218,11 @@ class EntitlementService:
                 "upgrade_url": self.upgrade_url,
             }
         period_start, reset_at = bounds(feature.period, self.clock.now_ms())
-        used = await self._used(workspace, feature, period_start)
+        hit = self._usage.get((workspace.id, name, period_start))
+        if hit is not None and hit[0] > time.monotonic():
+            used = hit[1]
+        else:
+            used = await self._used(workspace, feature, period_start)
         body: dict[str, Any] = {"allowed": True, "feature": name, "current_usage": used}
         if eff.unlimited:
             body |= {"limit": None, "available": None}
