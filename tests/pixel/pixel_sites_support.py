@@ -33,7 +33,7 @@ class Event:
     ts: int
     path: str = "/"
     visitor: int = 1
-    session: int = 1
+    session: int | None = 1
     name: str = "pageview"
     source: str | None = None
     browser: str = "Chrome"

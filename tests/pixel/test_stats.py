@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,7 +14,7 @@ from pixel_sites_support import SITES, STATS, Event, events_table, insert_events
 from conftest import Api
 from core_api.clock import ManualClock
 from core_api.pixel import maintenance
-from core_api.pixel.stats import LIVE_VERIFY_MS
+from core_api.pixel.stats import LIVE_VERIFY_MS, compute_day, fold_day
 from core_api.runtime import Runtime
 
 NY = ZoneInfo("America/New_York")
@@ -294,3 +295,40 @@ async def test_days_before_the_site_are_not_read(
         "SELECT day FROM pixel_stats_days WHERE site_id = ? ORDER BY day", (site,)
     )
     assert [r["day"] for r in stored] == ["2026-01-20", "2026-01-21", "2026-01-22"]
+
+
+async def test_stored_and_folded_days_agree(
+    api: Api, runtime: Runtime, boot: dict[str, Any], clock: ManualClock
+) -> None:
+    """A finished day is aggregated by the database, today is folded from its events: on
+    the same events both give the same figures (NULL sessions, several sources in one
+    session, custom events and hours included)."""
+    site = await setup(api, runtime, boot, "America/New_York")
+    clock.advance((at("2026-01-12 12:00") - clock.now_ms()) / 1000)
+    rng = random.Random(7)
+    events = [
+        Event(
+            ts=at("2026-01-10 00:00") + rng.randrange(86_400_000),
+            path=rng.choice(["/", "/a", "/b", "/c/d", "/e?"]),
+            visitor=rng.randrange(40),
+            session=rng.choice([None, *range(60)]),
+            name=rng.choice(["pageview"] * 5 + ["Signup", "Buy"]),
+            source=rng.choice([None, None, "google.com", "bing.com", "t.co"]),
+            browser=rng.choice(["Chrome", "Firefox", "Safari"]),
+            device=rng.choice(["desktop", "mobile", "tablet", "other"]),
+        )
+        for _ in range(600)
+    ]
+    await insert_events(runtime, site, events)
+    day = dt.date(2026, 1, 10)
+    stored = await compute_day(runtime.db, site, day, NY)
+    folded = await fold_day(runtime.db, site, day, NY)
+
+    def canonical(payload: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: sorted(v, key=lambda item: [str(x) for x in item]) if isinstance(v, list) else v
+            for k, v in payload.items()
+        }
+
+    assert canonical(stored) == canonical(folded)
+    assert stored["pageviews"] + stored["events"] == 600

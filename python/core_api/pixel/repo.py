@@ -293,6 +293,54 @@ async def events_between(db: Executor, site_id: int, start: int, end: int) -> li
     )
 
 
+_RANGE = "site_id = ? AND ts >= ? AND ts < ?"
+
+
+async def day_sessions(db: Executor, site_id: int, start: int, end: int) -> list[Row]:
+    """A finished day's sessions: visitor, first and last event, pageviews, events, and
+    the greatest referrer source, browser and device seen (what :class:`DayState` keeps)."""
+    return await db.fetch_all(
+        "SELECT visitor_id, MIN(ts) AS first_ts, MAX(ts) AS last_ts, "  # noqa: S608
+        "SUM(CASE WHEN name = 'pageview' THEN 1 ELSE 0 END) AS pageviews, "
+        "COUNT(*) AS events, MAX(referrer_source) AS source, MAX(browser) AS browser, "
+        f"MAX(device) AS device FROM pixel_events WHERE {_RANGE} "
+        "GROUP BY session_id, visitor_id",
+        (site_id, start, end),
+    )
+
+
+async def day_pages(db: Executor, site_id: int, start: int, end: int, limit: int) -> list[Row]:
+    return await db.fetch_all(
+        "SELECT path, COUNT(*) AS pageviews, COUNT(DISTINCT visitor_id) AS visitors "  # noqa: S608
+        f"FROM pixel_events WHERE {_RANGE} AND name = 'pageview' "
+        "GROUP BY path ORDER BY pageviews DESC, path LIMIT ?",
+        (site_id, start, end, limit),
+    )
+
+
+async def day_custom_events(
+    db: Executor, site_id: int, start: int, end: int, limit: int
+) -> list[Row]:
+    return await db.fetch_all(
+        "SELECT name, COUNT(*) AS count, COUNT(DISTINCT visitor_id) AS visitors "  # noqa: S608
+        f"FROM pixel_events WHERE {_RANGE} AND name <> 'pageview' "
+        "GROUP BY name ORDER BY count DESC, name LIMIT ?",
+        (site_id, start, end, limit),
+    )
+
+
+async def day_hours(db: Executor, site_id: int, start: int, end: int, offset: int) -> list[Row]:
+    """Pageviews and visitors per local hour: ``offset`` (the zone's UTC offset at the
+    day's start, ms) aligns the buckets; a DST shift of whole hours keeps them aligned.
+    (GROUP BY 1: PostgreSQL does not match two bound copies of one expression.)"""
+    return await db.fetch_all(
+        "SELECT (ts + ?) / 3600000 AS bucket, COUNT(*) AS pageviews, "  # noqa: S608
+        f"COUNT(DISTINCT visitor_id) AS visitors FROM pixel_events WHERE {_RANGE} "
+        "AND name = 'pageview' GROUP BY 1",
+        (offset, site_id, start, end),
+    )
+
+
 async def count_between(db: Executor, site_id: int, start: int, end: int) -> int:
     value = await fetch_value(
         db,
