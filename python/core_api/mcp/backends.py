@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import mcp_types as types
+import orjson
 
 from ..errors import ApiError
 from ..gateway.auth import Principal
@@ -84,23 +85,37 @@ class Backend(Protocol):
 
     async def call(
         self, tool: str, arguments: Mapping[str, Any], caller: Caller, seconds: float
-    ) -> types.CallToolResult: ...
+    ) -> ToolResult: ...
 
     async def read(self, uri: str, caller: Caller, seconds: float) -> types.ReadResourceResult: ...
 
     async def close(self) -> None: ...
 
 
-def structured(data: Any, *, error: bool = False) -> types.CallToolResult:
-    """A result carrying JSON data both ways: structured content, and the same JSON as
-    one text block for clients that only read text."""
-    import orjson
+@dataclass(frozen=True, slots=True)
+class Structured:
+    """A built-in tool's JSON result. REST returns ``data`` as it is; the MCP endpoint
+    turns it into a CallToolResult (:meth:`to_mcp`), so the REST path never builds
+    pydantic models."""
 
-    text = orjson.dumps(data).decode()
-    payload = data if isinstance(data, dict) else {"result": data}
-    # Built from values known to be valid: model_construct skips pydantic's validation,
-    # which cost more than the built-in tools themselves.
-    block = types.TextContent.model_construct(type="text", text=text)
-    return types.CallToolResult.model_construct(
-        content=[block], structured_content=payload, is_error=error
-    )
+    data: Any
+    is_error: bool = False
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.data if isinstance(self.data, dict) else {"result": self.data}
+
+    def to_mcp(self) -> types.CallToolResult:
+        text = orjson.dumps(self.data).decode()
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)],
+            structured_content=self.payload,
+            is_error=self.is_error,
+        )
+
+
+ToolResult = types.CallToolResult | Structured
+
+
+def structured(data: Any, *, error: bool = False) -> Structured:
+    return Structured(data, error)

@@ -18,7 +18,7 @@ import mcp_types as types
 import orjson
 
 from ..errors import ApiError
-from .backends import Caller, Catalogue, structured
+from .backends import Caller, Catalogue, ToolResult, structured
 from .registry import ServerSpec
 
 _PAGE = {
@@ -158,7 +158,7 @@ class CoreServer:
 
     async def call(
         self, tool: str, arguments: Mapping[str, Any], caller: Caller, seconds: float
-    ) -> types.CallToolResult:
+    ) -> ToolResult:
         spec = self.served()[tool]
         query = {
             k: str(arguments[k]).lower() if isinstance(arguments[k], bool) else str(arguments[k])

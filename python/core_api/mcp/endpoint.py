@@ -33,7 +33,7 @@ from ..errors import AccessDenied, ApiError
 from ..gateway.request_ids import request_id
 from ..web.bodies import read_raw
 from ..workspaces.service import WorkspaceService
-from .backends import Caller
+from .backends import Caller, Structured
 from .resources import caller_of
 from .service import McpGateway
 
@@ -89,11 +89,12 @@ def build_server(gw: McpGateway) -> Server[Any]:
         if not caller.principal.allows("mcp:write"):
             return _error_result(AccessDenied("mcp:write"))
         try:
-            return await gw.call(
+            result = await gw.call(
                 caller, server_id, tool, params.arguments or {}, transport="mcp", request_id=rid
             )
         except ApiError as exc:
             return _error_result(exc)
+        return result.to_mcp() if isinstance(result, Structured) else result
 
     def input_schema(name: str) -> dict[str, Any] | None:
         """For the SDK's Mcp-Param header check: from the cached catalogues, so that a

@@ -20,7 +20,7 @@ from typing import Any
 
 import mcp_types as types
 
-from .backends import Caller, Catalogue, ToolRefused, structured
+from .backends import Caller, Catalogue, ToolRefused, ToolResult, structured
 from .registry import ServerSpec
 
 MAX_ENTRIES = 1000
@@ -135,7 +135,7 @@ class FilesystemServer:
 
     async def call(
         self, tool: str, arguments: Mapping[str, Any], caller: Caller, seconds: float
-    ) -> types.CallToolResult:
+    ) -> ToolResult:
         if tool == "read_file":
             return structured(self.read_file(str(arguments["path"])))
         if tool == "write_file":

@@ -15,7 +15,7 @@ from ..web.context import context_workspace, principal_of
 from ..web.listing import ascii_integer
 from ..workspaces.service import WorkspaceService
 from . import repo
-from .backends import Caller
+from .backends import Caller, Structured, ToolResult
 from .service import McpGateway
 
 AUDIT_OUTCOMES = (
@@ -52,8 +52,10 @@ def present_tool(tool: types.Tool) -> dict[str, Any]:
     }
 
 
-def present_result(result: types.CallToolResult) -> dict[str, Any]:
+def present_result(result: ToolResult) -> dict[str, Any]:
     """``result``: the structured content when the tool gave one, else the text."""
+    if isinstance(result, Structured):
+        return {"result": result.payload, "is_error": result.is_error}
     blocks = [
         {"type": "text", "text": b.text}
         if type(b) is types.TextContent and b.annotations is None and b.meta is None

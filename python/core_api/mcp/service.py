@@ -32,7 +32,16 @@ from ..plans import Tier
 from ..storage.base import Database
 from . import repo
 from .audit import AuditLog
-from .backends import Backend, Caller, Catalogue, ServerUnavailable, ToolRefused, ToolTimeout
+from .backends import (
+    Backend,
+    Caller,
+    Catalogue,
+    ServerUnavailable,
+    Structured,
+    ToolRefused,
+    ToolResult,
+    ToolTimeout,
+)
 from .core import CoreServer
 from .filesystem import FilesystemServer
 from .registry import Registry, ServerSpec
@@ -200,7 +209,7 @@ class McpGateway:
         *,
         transport: str,
         request_id: str | None,
-    ) -> types.CallToolResult:
+    ) -> ToolResult:
         started = time.perf_counter()
         outcome, error = "ok", None
         try:
@@ -316,7 +325,9 @@ class McpGateway:
             self.meter.add(caller.workspace_id, "mcp_calls")
 
 
-def _text(result: types.CallToolResult) -> str:
+def _text(result: ToolResult) -> str:
+    if isinstance(result, Structured):
+        return orjson.dumps(result.data).decode()[:MAX_ERROR_TEXT]
     texts = [b.text for b in result.content if isinstance(b, types.TextContent)]
     return " ".join(texts)[:MAX_ERROR_TEXT]
 
