@@ -361,3 +361,22 @@ async def test_scopes_and_tenant_isolation(
         denied = await api.post(USAGE, json={"feature": "posts"}, key=reader)
         assert denied.status == 403 and denied.json["error"] == "access_denied"
         assert (await api.get(SUMMARY, auth=False)).status == 401
+
+
+async def test_ledger_purge_keeps_rows_while_they_deduplicate(
+    settings: Settings, clock: ManualClock, tmp_path: Path
+) -> None:
+    async with small_tenant(settings, clock, tmp_path) as (runtime, api, _boot):
+        await use(api, "mcp_calls", 1, event_id="m1")  # kept until the period ends (Feb 1)
+        await use(api, "posts", 1, event_id="p1")  # no period: kept 35 days
+        service = runtime.entitlements
+        assert await service.purge() == 0
+        clock.advance((FEB_1 - clock.now_ms()) / 1000 + 1)
+        assert await service.purge() == 1
+        # p1 still deduplicates; m1's period is over, so it counts in the new one anyway.
+        status, body = await use(api, "posts", 1, event_id="p1")
+        assert status == 200 and body["current_usage"] == 1  # type: ignore[index]
+        clock.advance(35 * 86_400)
+        assert await service.purge() == 1
+        rows = await runtime.db.fetch_all("SELECT id FROM entitlement_events")
+        assert rows == []
