@@ -1,4 +1,4 @@
-"""Pixel ingest benchmarks, one run, four parts (``--parts track,writer,rss,micro``):
+"""Pixel ingest benchmarks, one run, five parts (``--parts cpu,track,writer,rss,micro``):
 
 | part   | what                                                               | budget        |
 |--------|--------------------------------------------------------------------|---------------|
@@ -8,6 +8,8 @@
 | rss    | a burst of 1M events through the ingest service (in process, real  | flat: after - |
 |        | PostgreSQL writes): RSS before, peak and after                     | before < 64MB |
 | micro  | Rust COPY encoder and visitor hash vs their pure-Python twins      | >= 3x         |
+| cpu    | CPU time per request, apps called in process (no server, no        | (context)     |
+|        | network): bare Falcon, authenticated GET, track, track fast path    |               |
 
 ``track``: the service runs ``core-api serve --workers 1`` on a fresh PostgreSQL database
 with a per-IP pixel limit of 10^9/min (the limiter is consulted and debited on every
@@ -17,7 +19,7 @@ the server stopped, which must equal the 200 answers).
 
 Usage::
 
-    python -m benchmarks.pixel [--seconds 8] [--slices 4] [--parts track,writer,rss,micro]
+    python -m benchmarks.pixel [--seconds 8] [--slices 4] [--parts cpu,track,writer,rss,micro]
                                [--events 300000] [--burst 1000000]
 """
 
@@ -345,6 +347,101 @@ async def run_rss(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict
     }
 
 
+# ----------------------------------------------------------------------------- cpu
+
+
+async def _asgi(app: Any, scope: dict[str, Any], body: bytes) -> int:
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def run_cpu(args: Any, workdir: Path) -> dict[str, Any]:
+    """CPU time per request with no server and no network (the apps called as ASGI
+    callables in this process, on uvloop): far less sensitive to a loaded machine than
+    throughput, and it shows where the time goes. SQLite store; writes included."""
+    from benchmarks.baseline_app import app as baseline
+    from core_api.api_keys.service import bootstrap
+    from core_api.app import create_app
+    from core_api.config import Settings
+    from core_api.pixel import service as site_service
+    from core_api.pixel.fastpath import wrap
+    from core_api.pixel.ingest import ingest_of
+    from core_api.runtime import Runtime
+    from core_api.web.bodies import Fields
+
+    settings = Settings(
+        database_url=f"sqlite:///{workdir}/cpu.db",
+        secret_key=b"x" * 40,
+        shm_path=str(workdir / "cpu-shm"),
+        pixel_rate_limit=1_000_000_000,
+    )
+    runtime = await Runtime.open(settings, run_migrations=True)
+    try:
+        boot = await bootstrap(
+            runtime.db, runtime.keys, runtime.plans, runtime.clock,
+            name="cpu", tier="enterprise", email=None,
+        )  # fmt: skip
+        sites = site_service.PixelSiteService(
+            runtime.db, runtime.plans, runtime.clock, runtime.invalidator, settings.upgrade_url
+        )
+        workspace = await runtime.workspaces.get(boot["user"]["id"], boot["workspace"]["id"])
+        await sites.create(
+            workspace, Fields({"domain": "bench.example", "name": "b"}, {"domain", "name"})
+        )
+        app = create_app(settings, runtime)
+        fast = wrap(app, runtime, settings)
+        ingest = ingest_of(runtime)
+        body = TRACK_BODY.encode()
+
+        def scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+            return {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+                "query_string": b"", "root_path": "", "headers": [(b"host", b"x"), *headers],
+                "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+            }  # fmt: skip
+
+        key = boot["api_key"]["key"].encode()
+        ws = f"/api/v1/workspaces/{boot['workspace']['id']}"
+        track_headers = [
+            (b"content-type", b"text/plain;charset=UTF-8"),
+            (b"user-agent", CHROME.encode()),
+            (b"origin", b"https://bench.example"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        targets = {
+            "baseline": (baseline, scope("GET", "/api/v1/workspaces/1", []), b""),
+            "ws_get": (app, scope("GET", ws, [(b"authorization", b"Bearer " + key)]), b""),
+            "track": (app, scope("POST", "/api/v1/pixel/track", track_headers), body),
+            "track_fast": (fast, scope("POST", "/api/v1/pixel/track", track_headers), body),
+        }
+        results: dict[str, Any] = {}
+        for name, (target, sc, payload) in targets.items():
+            for _ in range(500):  # warm
+                assert await _asgi(target, sc, payload) == 200, name
+            started = time.process_time()
+            for i in range(args.cpu_requests):
+                await _asgi(target, sc, payload)
+                if i % 5000 == 4999:
+                    await ingest.flush()
+            results[name] = round((time.process_time() - started) / args.cpu_requests * 1e6, 1)
+        await ingest.flush()
+        await ingest.close()
+    finally:
+        await runtime.close()
+    return {"us_per_request": results, "requests": args.cpu_requests}
+
+
 # ----------------------------------------------------------------------------- micro
 
 
@@ -439,6 +536,12 @@ def run_micro(args: Any) -> dict[str, Any]:
     return results
 
 
+def uvloop_run(coro: Any) -> Any:
+    import uvloop  # what Granian serves with
+
+    return uvloop.run(coro)
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -498,6 +601,9 @@ def print_report(report: dict[str, Any]) -> None:
               f"{r['rss_before_mb']} MB, peak {r['rss_peak_mb']} MB, after {r['rss_after_mb']} MB; "
               f"stored {r['stored']}/{r['expected_stored']}")  # fmt: skip
         print(f"  RSS every 50k events (MB): {r['rss_series_mb']}")
+    if "cpu" in report:
+        text = ", ".join(f"{k} {v} us" for k, v in report["cpu"]["us_per_request"].items())
+        print(f"  CPU per request (in process): {text}")
     if "micro" in report:
         for name, m in report["micro"].items():
             print(f"  {name}: Rust {m['rust_s'] * 1e3:.2f} ms, Python {m['python_s'] * 1e3:.2f} ms,"
@@ -509,7 +615,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.pixel", description=__doc__)
-    p.add_argument("--parts", default="track,writer,rss,micro")
+    p.add_argument("--parts", default="cpu,track,writer,rss,micro")
+    p.add_argument("--cpu-requests", type=int, default=20_000, help="requests per cpu target")
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per target")
     p.add_argument("--slices", type=int, default=4)
     p.add_argument("--warmup", type=float, default=1.0)
@@ -528,6 +635,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = common.report_header("pixel", load_before)
     report["settings"] = {k: v for k, v in vars(args).items()}
     with common.workdir("core-api-pixel-") as workdir, contextlib.ExitStack() as stack:
+        if "cpu" in parts:
+            log("[pixel] cpu: CPU time per request, in process ...")
+            report["cpu"] = uvloop_run(run_cpu(args, workdir))
         if "micro" in parts:
             log("[pixel] micro: Rust vs pure Python ...")
             report["micro"] = run_micro(args)
