@@ -124,6 +124,11 @@ async def run_backend(backend: str, url: str, args: Any, workdir: Path) -> dict[
             await runtime.db.execute(
                 seed_sql(runtime.db.dialect, site_id, args.events, end, 30 * DAY_MS)
             )
+            # The site has existed as long as its history (stats skip days before it).
+            await runtime.db.execute(
+                "UPDATE pixel_sites SET created_at = ? WHERE id = ?",
+                (end - 31 * DAY_MS, site_id),
+            )
             if runtime.db.dialect == "postgresql":
                 await runtime.db.execute("ANALYZE pixel_events")
             seed_s = round(time.perf_counter() - t0, 1)
