@@ -25,7 +25,7 @@ _PAGE = {
     "page": {"type": "integer", "minimum": 1, "description": "Page number (default 1)"},
     "per_page": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Page size"},
 }
-_DATE = {"type": "string", "description": "A date (YYYY-MM-DD) or ISO 8601 time"}
+_DATE = {"type": "string", "description": "An ISO 8601 time"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +90,23 @@ TOOLS = (
             "severity": {"type": "string", "enum": ["error", "warning", "info", "notice"]},
             "issue_type": {"type": "string"},
             "url": {"type": "string"},
-            "from": _DATE,
-            "to": _DATE,
+            "created_after": _DATE,
+            "created_before": _DATE,
             "sort": {"type": "string"},
             **_PAGE,
         },
         (),
         lambda a, w: f"/api/v1/seo/issues/{w}",
-        ("severity", "issue_type", "url", "from", "to", "sort", "page", "per_page"),
+        (
+            "severity",
+            "issue_type",
+            "url",
+            "created_after",
+            "created_before",
+            "sort",
+            "page",
+            "per_page",
+        ),
         "/api/v1/seo/issues/1",
     ),
     CoreTool(
