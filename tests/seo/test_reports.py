@@ -205,3 +205,25 @@ async def test_idempotent_submit_stores_once(api: Api, runtime: Runtime) -> None
     assert again.header("Idempotent-Replayed") == "true"
     assert again.json == first.json
     assert (await row_counts(runtime))["seo_reports"] == 1
+
+
+async def test_a_workspace_deleted_meanwhile_is_a_404(
+    api: Api, runtime: Runtime, clock: ManualClock, boot: dict[str, Any]
+) -> None:
+    """A report for a workspace deleted after the request resolved it stores nothing."""
+    import pytest
+
+    from core_api.errors import NotFound
+    from core_api.seo.service import SeoService
+    from core_api.seo.validation import report_input
+
+    made = await api.post("/api/v1/workspaces", json={"name": "Gone"})
+    gone = made.json["data"]["id"]
+    assert (await api.delete(f"/api/v1/workspaces/{gone}")).status == 204
+    service = SeoService(runtime.db, clock, runtime.events)
+    before = await seo_events(runtime, gone)
+    with pytest.raises(NotFound):
+        await service.submit(gone, report_input(report_body()))
+    counts = await row_counts(runtime)
+    assert {counts[t] for t in counts if t.startswith("seo_")} == {0}
+    assert await seo_events(runtime, gone) == before == []

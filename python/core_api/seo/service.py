@@ -10,7 +10,7 @@ import orjson
 from ..clock import Clock, iso
 from ..errors import NotFound
 from ..events import Notifier, publish
-from ..storage import Database
+from ..storage import Database, IntegrityError
 from ..web.listing import ListQuery
 from . import repo
 from .repo import IssueRecord, ReportRecord
@@ -81,19 +81,23 @@ class SeoService:
         """The report, its issues, the list counters and ``seo.report.created``, in one
         transaction: a report is stored and announced, or neither."""
         now = self.clock.now_ms()
-        async with self.db.transaction() as tx:
-            stored = await repo.insert_report(tx, workspace_id, report, now)
-            await repo.add_totals(tx, workspace_id, len(report.issues))
-            await repo.add_day(tx, stored)
-            issues = await repo.insert_issues(tx, stored, report.issues)
-            await repo.add_issue_counts(tx, workspace_id, report.issues)
-            await publish(
-                tx,
-                workspace_id=workspace_id,
-                type=EVENT_TYPE,
-                data={"report": present_report(stored)},
-                now=now,
-            )
+        try:
+            async with self.db.transaction() as tx:
+                stored = await repo.insert_report(tx, workspace_id, report, now)
+                await repo.add_totals(tx, workspace_id, len(report.issues))
+                await repo.add_day(tx, stored)
+                issues = await repo.insert_issues(tx, stored, report.issues)
+                await repo.add_issue_counts(tx, workspace_id, report.issues)
+                await publish(
+                    tx,
+                    workspace_id=workspace_id,
+                    type=EVENT_TYPE,
+                    data={"report": present_report(stored)},
+                    now=now,
+                )
+        except IntegrityError:
+            # The workspace was deleted after the request resolved it: nothing was stored.
+            raise NotFound() from None
         self.events.notify()
         return stored, issues
 
