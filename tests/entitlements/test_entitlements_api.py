@@ -90,7 +90,7 @@ async def test_soft_limit_allows_and_reports_the_overage(
     settings: Settings, clock: ManualClock, tmp_path: Path
 ) -> None:
     async with small_tenant(settings, clock, tmp_path) as (_, api, _boot):
-        status, body = await use(api, "api_calls", 7)
+        status, body = await use(api, "api_calls", 7, event_id="soft-1")
         assert status == 200
         assert body == {
             "recorded": True,
@@ -99,6 +99,7 @@ async def test_soft_limit_allows_and_reports_the_overage(
             "limit": 5,
             "overage": 2,
         }
+        assert await use(api, "api_calls", 7, event_id="soft-1") == (200, body)  # replayed
         got = await check(api, "api_calls")
         assert got["allowed"] is True and got["overage"] == 3 and got["available"] == 0
         summary = (await api.get(SUMMARY)).json["data"]["entitlements"]["api_calls"]

@@ -289,6 +289,21 @@ class EntitlementService:
             expires_at=expires,
             now=now,
         )
+        try:
+            return await self._record(workspace, feature, eff, entry, reset_at)
+        except IntegrityError:  # the workspace was deleted while this request ran
+            raise NotFound() from None
+
+    async def _record(
+        self,
+        workspace: Workspace,
+        feature: Feature,
+        eff: Effective,
+        entry: repo.Entry,
+        reset_at: int | None,
+    ) -> tuple[dict[str, Any], bool]:
+        name, quantity, event_id = feature.name, entry.quantity, entry.event_id
+        period_start, now, ceiling = entry.period_start, entry.now, entry.ceiling
         published = False
         if event_id is None and self.db.dialect == "postgresql":
             # Nothing to deduplicate: counter and ledger in one statement, one round trip.
@@ -334,19 +349,19 @@ class EntitlementService:
             await self._refused(workspace.id, eff, period_start, reset_at, now)
             raise FeatureLimitReached(name, self.upgrade_url)
         self._wrote((workspace.id, name, period_start))
-        body = self._recorded(name, used, eff.limit)
-        if not eff.unlimited and used > eff.limit:
-            body["overage"] = used - eff.limit
-        return body, False
+        return self._recorded(name, used, eff.limit), False
 
     @staticmethod
     def _recorded(name: str, used: int, limit: int) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "recorded": True,
             "feature": name,
             "current_usage": used,
             "limit": None if limit == UNLIMITED else limit,
         }
+        if limit != UNLIMITED and used > limit:
+            body["overage"] = used - limit  # a soft limit: recorded, the overage reported
+        return body
 
     # -- notices ------------------------------------------------------------------------
 
