@@ -60,7 +60,7 @@ log = logging.getLogger("core_api.webhooks")
 
 BATCH = 500  # deliveries per claim
 POLL_SECONDS = 0.25  # idle wait between claims when nobody notifies
-FLUSH_DELAY = 0.005  # gather outcomes this long before writing them in one transaction
+FLUSH_DELAY = 0.01  # gather outcomes this long before writing them in one transaction
 _WINDOW_PER_SLOT = 32  # deliveries held per endpoint, per allowed concurrent request
 _MAX_KEYS_CACHED = 10_000
 
@@ -349,7 +349,10 @@ class Dispatcher:
         by_endpoint: dict[int, list[_Result]] = {}
         for result in results:
             by_endpoint.setdefault(result.item.endpoint_id, []).append(result)
+        clean: dict[int, int] = {}  # endpoints with only successes here: one UPDATE for all
         for endpoint, endpoint_results in by_endpoint.items():
+            if all(r.outcome is not None and r.outcome.ok for r in endpoint_results):
+                clean[endpoint] = len(endpoint_results)
             successes, last_success = 0, now
             for result in endpoint_results:  # in completion order: the failure run is exact
                 item, outcome = result.item, result.outcome
@@ -376,8 +379,10 @@ class Dispatcher:
                     await repo.record_successes(tx, endpoint, successes, last_success)
                     successes = 0
                 await self._failed(tx, result, outcome, disabled)
-            if successes:
+            if successes and endpoint not in clean:
                 await repo.record_successes(tx, endpoint, successes, last_success)
+        if clean:
+            await repo.record_success_runs(tx, clean, now)
         for code, ids in succeeded.items():
             await repo.mark_succeeded(tx, ids, self.holder, code, now)
         if skipped:

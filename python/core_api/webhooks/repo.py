@@ -526,6 +526,23 @@ async def record_successes(tx: Executor, endpoint_id: int, count: int, now: int)
     )
 
 
+async def record_success_runs(tx: Executor, counts: dict[int, int], now: int) -> None:
+    """:func:`record_successes` for many endpoints in one statement (a flush's common case:
+    only successes), chunked."""
+    items = list(counts.items())
+    for start in range(0, len(items), _CHUNK):
+        chunk = items[start : start + _CHUNK]
+        cases = " ".join("WHEN ? THEN ?" for _ in chunk)
+        params: list[Any] = [value for pair in chunk for value in pair]
+        ids = [endpoint_id for endpoint_id, _ in chunk]
+        await tx.execute(
+            "UPDATE webhook_endpoints SET success_count = success_count + "  # noqa: S608
+            f"CASE id {cases} ELSE 0 END, consecutive_failures = 0, failing_since = NULL, "
+            f"last_delivery_at = ? WHERE id IN ({_ids(ids)})",
+            [*params, now, *ids],
+        )
+
+
 async def record_failure(tx: Executor, endpoint_id: int, now: int) -> Row | None:
     """One failed attempt; returns the run so far (consecutive_failures, failing_since)."""
     return await tx.fetch_one(
