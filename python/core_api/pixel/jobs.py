@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from ..jobs import Job, Kind
@@ -10,6 +11,8 @@ from .ingest import ingest_of
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
+
+log = logging.getLogger("core_api.pixel")
 
 FLUSH = "pixel.flush"
 # Seconds between checks; a flush runs when CORE_API_PIXEL_FLUSH_MS (default 500) has
@@ -29,6 +32,9 @@ async def flush(runtime: Runtime) -> None:
         await ingest.flush(due_only=not final)
     finally:
         if final:
+            left = ingest.queue.buffer.pending + ingest.queue.buffer.in_flight
+            if left:  # the database is unavailable at shutdown: say what is lost
+                log.error("pixel: %d buffered event(s) lost at shutdown", left)
             await ingest.close()
 
 
