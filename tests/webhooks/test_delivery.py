@@ -255,6 +255,22 @@ async def test_410_disables_the_endpoint_and_announces_it(
     assert refused.status == 400 and refused.json["error"] == "cannot_retry"
 
 
+async def test_disabling_by_patch_fails_what_is_queued(api: Api, receiver: Receiver) -> None:
+    hook = await endpoint(api, receiver.url("/paused"))
+    await emit(api)
+    await emit(api)
+    assert await statuses(api, hook["id"]) == ["pending", "pending"]
+    await api.patch(f"{HOOKS}/{hook['id']}", json={"is_active": False})
+    assert await statuses(api, hook["id"]) == ["failed", "failed"]
+    await emit(api)  # nothing new is queued for it
+    assert len(await deliveries(api, hook["id"])) == 2
+    # Re-enabled, a failed delivery can be retried by hand.
+    await api.patch(f"{HOOKS}/{hook['id']}", json={"is_active": True})
+    first = (await deliveries(api, hook["id"]))[-1]
+    retried = await api.post(f"{HOOKS}/{hook['id']}/deliveries/{first['id']}/retry")
+    assert retried.status == 200 and retried.json["data"]["attempt"] == 1
+
+
 async def test_consecutive_failures_over_hours_disable_with_an_injected_clock(
     api: Api, receiver: Receiver, worker: Worker, clock: ManualClock
 ) -> None:

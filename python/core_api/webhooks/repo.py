@@ -554,6 +554,16 @@ async def record_failure(tx: Executor, endpoint_id: int, now: int) -> Row | None
     )
 
 
+async def fail_queued(tx: Executor, endpoint_id: int, now: int) -> None:
+    """An endpoint stopped taking deliveries: what is queued for it fails (a lease a worker
+    holds is dropped with it, so that worker's outcome write changes nothing)."""
+    await tx.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', locked_until = NULL, locked_by = NULL, "
+        "updated_at = ? WHERE endpoint_id = ? AND status IN ('pending', 'retrying')",
+        (now, endpoint_id),
+    )
+
+
 async def disable(tx: Executor, endpoint_id: int, reason: str, now: int) -> bool:
     """Disable an active endpoint and fail its queued deliveries; False if it was not active."""
     changed = await tx.execute(
@@ -563,11 +573,7 @@ async def disable(tx: Executor, endpoint_id: int, reason: str, now: int) -> bool
     )
     if changed != 1:
         return False
-    await tx.execute(
-        "UPDATE webhook_deliveries SET status = 'failed', locked_until = NULL, locked_by = NULL, "
-        "updated_at = ? WHERE endpoint_id = ? AND status IN ('pending', 'retrying')",
-        (now, endpoint_id),
-    )
+    await fail_queued(tx, endpoint_id, now)
     return True
 
 

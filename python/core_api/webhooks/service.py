@@ -173,17 +173,15 @@ class WebhookService:
         check_patterns(events, errors)
         if errors:
             raise ValidationFailed(errors)
-        updated = await repo.update_endpoint(
-            self.db,
-            workspace_id,
-            endpoint_id,
-            url=url,
-            events=events,
-            is_active=is_active,
-            now=self.clock.now_ms(),
-        )
-        if updated is None:
-            raise NotFound()
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            updated = await repo.update_endpoint(
+                tx, workspace_id, endpoint_id, url=url, events=events, is_active=is_active, now=now
+            )
+            if updated is None:
+                raise NotFound()
+            if is_active is False:  # as a disable: what is queued fails, nothing new queues
+                await repo.fail_queued(tx, endpoint_id, now)
         return updated
 
     async def delete(self, workspace_id: int, endpoint_id: int) -> None:
