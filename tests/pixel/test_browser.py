@@ -1,7 +1,8 @@
 """A real headless Chromium (Debian ``chromium`` + ``chromium-driver``) loads a page served
 on loopback that includes pixel.js from a real `core-api serve`, navigates a small SPA
-(pushState, popstate, a hash route), sends a custom event, and the stats show exactly
-those pageviews and the event. A page without the automation opt-in sends nothing.
+(pushState, popstate, a hash route), sends a custom event (through the fetch keepalive
+fallback: the beacon is made to refuse it), and the stats show exactly those pageviews and
+the event. A page without the automation opt-in sends nothing.
 
 Driven over the W3C WebDriver protocol with httpx (no extra dependency). CI installs the
 browser with ``apt-get install -y chromium chromium-driver``.
@@ -183,6 +184,8 @@ def spa_visit(browser: Browser, site_url: str) -> None:
     browser.run("location.hash = '#/settings'")
     browser.wait_for("return location.hash == '#/settings'")
     time.sleep(0.3)
+    # The custom event goes through the fallback: a refused beacon, then fetch keepalive.
+    browser.run("navigator.sendBeacon = function () { return false }")
     browser.run("pixel('Signup', {plan: 'pro'})")
     time.sleep(0.3)
     # Not opted in to automated browsers: sends nothing.
