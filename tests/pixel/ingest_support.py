@@ -61,11 +61,9 @@ async def flushed_rows(runtime: Runtime) -> list[dict[str, Any]]:
     )
 
 
-@pytest.fixture(autouse=True)
-async def close_ingest(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+@pytest.fixture
+async def close_ingest(runtime: Runtime) -> AsyncIterator[None]:
     """The writer's own connection closes with the test (as the flush job's last run does
-    in a serving process). Only tests that use ``runtime`` are run on both backends."""
-    runtime = request.getfixturevalue("runtime") if "runtime" in request.fixturenames else None
+    in a serving process). Used by the tests that have a ``runtime``."""
     yield
-    if runtime is not None:
-        await ingest_of(runtime).close()
+    await ingest_of(runtime).close()

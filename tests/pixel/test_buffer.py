@@ -27,7 +27,7 @@ from core_api.runtime import Runtime
 from core_api.storage import DatabaseUnavailable, fetch_value
 from support import Launcher, clean_env, core_api_command, fresh_database
 
-__all__ = ["close_ingest"]  # the autouse fixture
+__all__ = ["close_ingest"]  # the fixture, used by the tests with a runtime
 
 
 @pytest.fixture
@@ -59,6 +59,7 @@ async def count(runtime: Runtime) -> int:
     return int(await fetch_value(runtime.db, "SELECT COUNT(*) FROM pixel_events"))
 
 
+@pytest.mark.usefixtures("close_ingest")
 async def test_a_full_buffer_is_a_503_until_written(api: Api, runtime: Runtime) -> None:
     await make_site(api)
     for i in range(3):

@@ -31,7 +31,8 @@ from core_api.runtime import Runtime
 from core_api.storage import fetch_value
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
-__all__ = ["close_ingest"]  # the autouse fixture
+pytestmark = pytest.mark.usefixtures("close_ingest")
+__all__ = ["close_ingest"]  # the fixture, imported for its use above
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from core_api.config import Settings
 from core_api.pixel.fastpath import FastTrack, wrap
 from core_api.runtime import Runtime
 
-__all__ = ["close_ingest"]  # the autouse fixture
+pytestmark = pytest.mark.usefixtures("close_ingest")
+__all__ = ["close_ingest"]  # the fixture, imported for its use above
 
 
 @pytest.fixture

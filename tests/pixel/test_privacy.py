@@ -17,7 +17,7 @@ from core_api.config import Settings
 from core_api.pixel.privacy import DAY_MS, day_of, excluded, refuses_tracking
 from core_api.runtime import Runtime
 
-__all__ = ["close_ingest"]  # the autouse fixture
+__all__ = ["close_ingest"]  # the fixture, used by the tests with a runtime
 
 IP = "203.0.113.77"
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0 UniqueAgent/9.9"
@@ -44,6 +44,7 @@ async def all_text(runtime: Runtime) -> str:
     return "\n".join(dump)
 
 
+@pytest.mark.usefixtures("close_ingest")
 async def test_no_raw_ip_or_user_agent_is_stored(api: Api, runtime: Runtime) -> None:
     await make_site(api)
     bodies = [event(), event(user_agent=UA), {"event": "Signup", "url": "https://example.com/"}]
@@ -57,6 +58,7 @@ async def test_no_raw_ip_or_user_agent_is_stored(api: Api, runtime: Runtime) -> 
     assert "Firefox" in dump  # the parsed browser family is what is kept
 
 
+@pytest.mark.usefixtures("close_ingest")
 async def test_salts_rotate_daily_keeping_yesterday(
     api: Api, runtime: Runtime, clock: ManualClock
 ) -> None:
@@ -86,6 +88,7 @@ async def test_salts_rotate_daily_keeping_yesterday(
     assert await stored_days() == [today + 12, today + 13]  # no yesterday to keep
 
 
+@pytest.mark.usefixtures("close_ingest")
 async def test_visitor_ids_are_per_day_site_ip_and_agent(
     api: Api, runtime: Runtime, clock: ManualClock
 ) -> None:
@@ -107,6 +110,7 @@ async def test_visitor_ids_are_per_day_site_ip_and_agent(
     assert await visitor() != base
 
 
+@pytest.mark.usefixtures("close_ingest")
 async def test_sessions_end_after_30_idle_minutes(
     api: Api, runtime: Runtime, clock: ManualClock
 ) -> None:
@@ -121,6 +125,7 @@ async def test_sessions_end_after_30_idle_minutes(
     assert sessions[4] != sessions[3]
 
 
+@pytest.mark.usefixtures("close_ingest")
 async def test_a_session_crossing_midnight_keeps_its_ids(
     api: Api, runtime: Runtime, clock: ManualClock
 ) -> None:
