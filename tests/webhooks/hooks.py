@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ class Receiver:
         self.scripts: dict[str, list[Reply]] = {}
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self.active: Counter[str] = Counter()  # requests being answered, per path
+        self.peak: Counter[str] = Counter()  # the most at once, per path ("" = all paths)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -81,8 +84,16 @@ class Receiver:
         self.hits.append(Hit(request.path, dict(request.headers), body, time.monotonic(), port))
         script = self.scripts.get(request.path) or [Reply()]
         reply = script.pop(0) if len(script) > 1 else script[0]
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        self.active[request.path] += 1
+        self.active[""] += 1
+        for key in (request.path, ""):
+            self.peak[key] = max(self.peak[key], self.active[key])
+        try:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+        finally:
+            self.active[request.path] -= 1
+            self.active[""] -= 1
         return web.Response(
             status=reply.status,
             text=reply.body,

@@ -417,6 +417,21 @@ async def test_a_20_second_receiver_does_not_slow_a_fast_one(
     assert "success" not in await statuses(api, slow["id"])
 
 
+async def test_global_and_per_endpoint_bounds_hold(
+    api: Api, receiver: Receiver, worker: Worker
+) -> None:
+    paths = [f"/b{n}" for n in range(6)]
+    for path in paths:
+        await endpoint(api, receiver.script(path, Reply(200, delay=0.15)))
+    for n in range(8):
+        await emit(api, n=n)
+    worker.start(webhook_max_in_flight=4, webhook_endpoint_concurrency=2)
+    await eventually(lambda: len(receiver.hits) == 48, within=30.0)
+    assert receiver.peak[""] == 4  # the global bound, reached and never passed
+    assert all(receiver.peak[p] <= 2 for p in paths)
+    assert any(receiver.peak[p] == 2 for p in paths)
+
+
 async def test_one_endpoint_receives_in_creation_order(
     api: Api, receiver: Receiver, worker: Worker
 ) -> None:
@@ -492,3 +507,4 @@ async def test_retention_purges_old_settled_events_and_deliveries(
     assert [r["public_id"] for r in rows] == [queued, recent]
     attempts = await runtime.db.fetch_one("SELECT COUNT(*) AS n FROM webhook_attempts")
     assert attempts is not None and attempts["n"] == 0
+
