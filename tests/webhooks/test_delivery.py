@@ -507,4 +507,3 @@ async def test_retention_purges_old_settled_events_and_deliveries(
     assert [r["public_id"] for r in rows] == [queued, recent]
     attempts = await runtime.db.fetch_one("SELECT COUNT(*) AS n FROM webhook_attempts")
     assert attempts is not None and attempts["n"] == 0
-
