@@ -4,11 +4,14 @@ site changes show at once."""
 
 from __future__ import annotations
 
+import asyncio
+
 from pixel_sites_support import CONFIG, SITES
 
 from conftest import Api, serving
 from core_api.clock import ManualClock
 from core_api.config import Settings
+from core_api.runtime import Runtime
 
 ENABLED = {
     "enabled": True,
@@ -115,3 +118,34 @@ async def test_change_reaches_another_process_cache(
         assert found is not None and found.enabled is False
         await api.post(SITES, json={"domain": "new.example"})
         assert (await other.pixel_sites.for_host("new.example")) is not None
+
+
+async def test_subdomains_through_a_parent_site(api: Api, runtime: Runtime) -> None:
+    parent = await api.post(
+        SITES, json={"domain": "example.com", "allowed_origins": ["*.example.com"]}
+    )
+    assert parent.status == 201
+    for origin in (
+        "https://blog.example.com",
+        "https://a.b.example.com",
+        "https://www.example.com",
+    ):
+        assert (await config(api, headers={"Origin": origin}))["enabled"] is True, origin
+    own = (await api.post(SITES, json={"domain": "blog.example.com", "enabled": False})).json
+    # A site registered for the subdomain itself takes precedence (here: disabled).
+    assert await config(api, headers={"Origin": "https://blog.example.com"}) == DISABLED
+    found = await runtime.pixel_sites.for_host("BLOG.example.com.")
+    assert found is not None and found.id == own["data"]["id"]
+    assert await runtime.pixel_sites.for_host("example.org") is None
+    assert await runtime.pixel_sites.for_host("") is None
+
+
+async def test_one_query_per_host_under_concurrency(api: Api, runtime: Runtime) -> None:
+    await api.post(SITES, json={"domain": "example.com"})
+    directory = runtime.pixel_sites
+    directory.clear()
+    misses = directory.misses
+    found = await asyncio.gather(*(directory.for_host("example.com") for _ in range(20)))
+    assert all(site is not None and site.domain == "example.com" for site in found)
+    assert directory.misses - misses == 1
+    assert await directory.for_host("example.com") is found[0]  # cached
