@@ -45,7 +45,13 @@ def create_app(
     idempotency = IdempotencyGuard(runtime.idempotency, runtime.clock, settings)
     middleware: list[Any] = [
         GatewayMiddleware(
-            settings, runtime.plans, runtime.auth, runtime.limiter, runtime.workspaces, idempotency
+            settings,
+            runtime.plans,
+            runtime.auth,
+            runtime.limiter,
+            runtime.workspaces,
+            idempotency,
+            meter=runtime.entitlements.meter if settings.entitlements_metering else None,
         )
     ]
     if manage_lifespan:

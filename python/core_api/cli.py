@@ -1,4 +1,4 @@
-"""``core-api``: serve | worker | migrate | bootstrap.
+"""``core-api``: serve | worker | migrate | bootstrap | entitlements.
 
 Flags map onto ``CORE_API_*`` variables, so Granian's worker processes, which read the
 environment, see exactly what the parent validated.
@@ -19,6 +19,7 @@ import orjson
 
 from .clock import Clock
 from .config import ConfigError, Settings
+from .entitlements import cli as entitlements_cli
 from .errors import ValidationFailed
 from .local_files import ensure_secret_key
 from .plans import load_plans
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     boot.add_argument("--name", required=True)
     boot.add_argument("--tier")
     boot.add_argument("--email")
+    entitlements_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     for flag in ("host", "port", "workers"):
@@ -69,7 +71,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    handler = {"serve": _serve, "worker": _worker, "migrate": _migrate, "bootstrap": _bootstrap}
+    handler = {
+        "serve": _serve,
+        "worker": _worker,
+        "migrate": _migrate,
+        "bootstrap": _bootstrap,
+        "entitlements": entitlements_cli.run,
+    }
     settings = ensure_secret_key(settings)  # first start of an embedded (SQLite) node
     try:
         handler[args.command](settings, args)

@@ -167,6 +167,8 @@ class Settings:
     public_url: str | None = _var(None, _Reader.public_url)
     # Where feature_limit_reached bodies send the user to upgrade.
     upgrade_url: str = _var("https://example.com/upgrade", _Reader.text)
+    # Count every authenticated request towards api_calls (in memory, flushed every 2 s).
+    entitlements_metering: bool = _var(True, _Reader.boolean)
     max_body_bytes: int = _var(1_048_576, _Reader.integer, low=1024)
     key_cache_size: int = _var(100_000, _Reader.integer, low=16)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _var(

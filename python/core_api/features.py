@@ -3,10 +3,21 @@ its package exposes ``register(app, runtime, settings)`` (routes) and ``JOBS`` (
 
 from __future__ import annotations
 
-from . import api_keys, events, gateway, health, pixel, seo, webhooks, workspaces
+from . import (
+    api_keys,
+    entitlements,
+    events,
+    gateway,
+    health,
+    mcp,
+    pixel,
+    seo,
+    webhooks,
+    workspaces,
+)
 from .jobs import Job
 
-FEATURES = (health, pixel, workspaces, api_keys, events, webhooks, seo)
+FEATURES = (health, pixel, workspaces, api_keys, events, webhooks, entitlements, seo, mcp)
 
 
 def all_jobs() -> tuple[Job, ...]:

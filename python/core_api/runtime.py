@@ -13,6 +13,7 @@ from . import _native
 from .api_keys.service import ApiKeyService
 from .clock import Clock
 from .config import Settings
+from .entitlements.service import EntitlementService
 from .events import Notifier
 from .gateway.auth import Authenticator
 from .gateway.idempotency import Store
@@ -49,6 +50,7 @@ class Runtime:
     events: Notifier  # wakes this process's webhook delivery worker after a commit
     webhooks: WebhookService
     pixel_sites: SiteDirectory
+    entitlements: EntitlementService
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     runners: list[JobRunner] = field(default_factory=list)
     shm_path: str = ""  # the shared state's file, known once start() has opened it
@@ -84,6 +86,7 @@ class Runtime:
         if redis is not None:
             limiter = RedisLimiter(redis, settings.redis_prefix, local, clock)
         events = Notifier()
+        entitlements = EntitlementService(db, plans, clock, settings.upgrade_url, events)
         runtime = cls(
             settings=settings,
             db=db,
@@ -96,13 +99,16 @@ class Runtime:
             limiter=limiter,
             local_limiter=local,
             idempotency=idempotency,
-            workspaces=WorkspaceService(db, plans, clock, invalidator),
-            keys=ApiKeyService(db, plans, clock, settings.secret_key, invalidator),
+            workspaces=WorkspaceService(db, plans, clock, invalidator, events, entitlements),
+            keys=ApiKeyService(
+                db, plans, clock, settings.secret_key, invalidator, events, entitlements
+            ),
             events=events,
             webhooks=WebhookService(
                 db, plans, clock, settings, SecretBox(settings.secret_key), events
             ),
             pixel_sites=SiteDirectory(db, invalidator),
+            entitlements=entitlements,
         )
         runtime.auth.usage_listeners.append(runtime.keys.forget_usage)
         return runtime

@@ -40,16 +40,21 @@ EXPECTED_TABLES = {
     "idempotency_records",
     "instance",
     "job_leases",
-    "pixel_events",
-    "pixel_salts",
-    "pixel_bot_counts",
     "pixel_sites",
     "pixel_stats_days",
     "pixel_site_purges",
+    "pixel_events",
+    "pixel_salts",
+    "pixel_bot_counts",
     "webhook_endpoints",
     "events",
     "webhook_deliveries",
     "webhook_attempts",
+    "entitlement_usage",
+    "entitlement_events",
+    "entitlement_notices",
+    "entitlement_overrides",
+    "mcp_audit",
     "seo_reports",
     "seo_issues",
     "seo_totals",
@@ -114,6 +119,12 @@ def normalise_expression(text: str) -> str:
     text = re.sub(r"\s+", " ", text.strip().strip(";")).lower().replace('"', "")
     while text.startswith("(") and text.endswith(")"):
         text = text[1:-1].strip()
+    # PostgreSQL prints ``x IN ('a', 'b')`` as ``x = ANY (ARRAY['a'::text, 'b'::text])``.
+    text = re.sub(
+        r"(\w+) = any \(array\[(.*?)\]\)",
+        lambda m: f"{m.group(1)} in ({m.group(2).replace('::text', '')})",
+        text,
+    )
     return text
 
 

@@ -3,13 +3,17 @@ and rotate; only its HMAC is stored."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .. import _native
 from ..clock import Clock, iso
 from ..errors import AccessDenied, NotFound, ValidationFailed
+from ..events import Notifier, publish
+
+if TYPE_CHECKING:
+    from ..entitlements.service import EntitlementService
 from ..gateway import scopes
 from ..gateway.auth import Principal
 from ..gateway.invalidation import Invalidator
@@ -57,6 +61,17 @@ def present(record: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
+def event_view(record: ApiKeyRecord) -> dict[str, Any]:
+    """What an api_key.* event carries: never the key nor its hash."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "prefix": record.prefix,
+        "scopes": list(record.scopes),
+        "user_id": record.user_id,
+    }
+
+
 def present_with_secret(record: ApiKeyRecord, key: str, *fields: str) -> dict[str, Any]:
     """The one-time view of a key (create, rotate): the full key beside chosen fields."""
     item = present(record)
@@ -71,10 +86,19 @@ def present_with_secret(record: ApiKeyRecord, key: str, *fields: str) -> dict[st
 
 class ApiKeyService:
     def __init__(
-        self, db: Database, plans: Plans, clock: Clock, pepper: bytes, invalidator: Invalidator
+        self,
+        db: Database,
+        plans: Plans,
+        clock: Clock,
+        pepper: bytes,
+        invalidator: Invalidator,
+        events: Notifier | None = None,
+        entitlements: EntitlementService | None = None,
     ) -> None:
         self.db, self.plans, self.clock, self.pepper = db, plans, clock, pepper
         self.invalidator = invalidator
+        self.events = events or Notifier()
+        self.entitlements = entitlements
         # key id -> (workspace id, record, read at ms), for GET /api-keys/{id}; evicted by
         # "key" and "workspace" targets (the record shows the workspace's tier).
         self._records: dict[int, tuple[int, ApiKeyRecord, int]] = {}
@@ -192,19 +216,34 @@ class ApiKeyService:
             raise ValidationFailed.field(
                 "expires_at", "The expires_at must be a date in the future."
             )
-        # One INSERT ... RETURNING, atomic on its own: no BEGIN/COMMIT round trips.
-        created, key = await self.create(
-            self.db,
-            user_id=principal.user_id,
-            workspace_id=workspace.id,
-            workspace_tier=workspace.tier,
-            name=name,
-            key_scopes=key_scopes,
-            tier=tier,
-            expires_at=expires_at,
-        )
+        async with self.db.transaction() as tx:
+            if self.entitlements is not None:  # not on rotation: a successor replaces a key
+                await self.entitlements.enforce_count(tx, "api_keys", workspace.id)
+            created, key = await self.create(
+                tx,
+                user_id=principal.user_id,
+                workspace_id=workspace.id,
+                workspace_tier=workspace.tier,
+                name=name,
+                key_scopes=key_scopes,
+                tier=tier,
+                expires_at=expires_at,
+            )
+            await self._publish(tx, "api_key.created", created, event_view(created))
+        self.events.notify()
         await self.invalidator.changed(("key_list", workspace.id))
         return created, key
+
+    async def _publish(
+        self, tx: Executor, event_type: str, record: ApiKeyRecord, view: dict[str, Any]
+    ) -> None:
+        await publish(
+            tx,
+            workspace_id=record.workspace_id,
+            type=event_type,
+            data={"api_key": view},
+            now=self.clock.now_ms(),
+        )
 
     async def get(self, workspace_id: int, key_id: int) -> ApiKeyRecord:
         now = self.clock.now_ms()
@@ -311,6 +350,10 @@ class ApiKeyService:
             if not await repo.mark_rotated(tx, key_id, new.id, grace_ends, now):
                 # A concurrent rotation or revocation won: the successor is rolled back.
                 raise ValidationFailed.field("id", "This key has already been rotated.")
+            view = {**event_view(old), "rotated_to_id": new.id}
+            view["grace_period_ends_at"] = iso(grace_ends)
+            await self._publish(tx, "api_key.rotated", old, view)
+        self.events.notify()
         await self.invalidator.changed(("key", key_id), ("key_list", workspace.id))
         return new, key, grace_ends
 
@@ -318,7 +361,9 @@ class ApiKeyService:
         target = await self.get(workspace.id, key_id)
         self._check_may_revoke(principal, workspace, target)
         async with self.db.transaction() as tx:
-            await repo.revoke(tx, key_id, self.clock.now_ms())
+            if await repo.revoke(tx, key_id, self.clock.now_ms()):
+                await self._publish(tx, "api_key.revoked", target, event_view(target))
+        self.events.notify()
         await self.invalidator.changed(("key", key_id), ("key_list", workspace.id))
 
     async def includes(

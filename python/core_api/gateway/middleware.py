@@ -16,6 +16,7 @@ from typing import Any
 import falcon.asgi
 
 from ..config import Settings
+from ..entitlements.meter import Meter
 from ..errors import AccessDenied, Unauthorized
 from ..plans import Plans, Tier
 from ..workspaces.service import WorkspaceService
@@ -65,9 +66,11 @@ class GatewayMiddleware:
         limiter: Limiter,
         workspaces: WorkspaceService,
         idempotency: IdempotencyGuard,
+        meter: Meter | None = None,
     ) -> None:
         self.settings, self.plans, self.auth, self.limiter = settings, plans, auth, limiter
         self.workspaces, self.idempotency = workspaces, idempotency
+        self.meter = meter  # api_calls: requests that passed auth and the limit (429s are free)
         # Per-IP limits; a limit of 0 switches one off (no tier at all).
         self.failure_tier = (
             per_minute_tier("auth-failures", settings.auth_failure_limit)
@@ -111,6 +114,8 @@ class GatewayMiddleware:
         decision = self.limiter.check_now(principal.bucket, tier)
         self._record(decision or await self.limiter.check(principal.bucket, tier), req)
         req.context.principal = principal
+        if self.meter is not None:
+            self.meter.record_api_call(principal.workspace_id)  # a dict increment
         required = getattr(resource, "scopes", {}).get(req.method)
         if required is not None and not principal.allows(required):
             raise AccessDenied(required)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..storage.base import Database, Executor, fetch_value
+from ..storage.base import Executor, fetch_value
 from ..web.listing import ListQuery, ListSpec
 
 COLUMNS = "w.id, w.name, w.slug, w.tier, w.settings, w.owner_id, w.created_at, w.updated_at"
@@ -76,17 +76,24 @@ async def create(
 
 
 async def create_owned(
-    db: Database, *, name: str, slug: str, tier: str, settings: str, owner_id: int, now: int
+    tx: Executor,
+    dialect: str,
+    *,
+    name: str,
+    slug: str,
+    tier: str,
+    settings: str,
+    owner_id: int,
+    now: int,
 ) -> Workspace:
-    """As :func:`create`, atomically, in as few round trips as the dialect allows:
-    PostgreSQL inserts both rows in one statement (a data-modifying CTE, atomic without
-    BEGIN/COMMIT); SQLite, which has no INSERT in a CTE, in one short transaction."""
-    if db.dialect != "postgresql":
-        async with db.transaction() as tx:
-            return await create(
-                tx, name=name, slug=slug, tier=tier, settings=settings, owner_id=owner_id, now=now
-            )
-    row = await db.fetch_one(
+    """As :func:`create`, in the caller's transaction, in as few round trips as the
+    dialect allows: PostgreSQL inserts both rows in one statement (a data-modifying CTE);
+    SQLite, which has no INSERT in a CTE, in two."""
+    if dialect != "postgresql":
+        return await create(
+            tx, name=name, slug=slug, tier=tier, settings=settings, owner_id=owner_id, now=now
+        )
+    row = await tx.fetch_one(
         f"WITH w AS ({_INSERT}), m AS ("  # noqa: S608 - constant SQL
         "INSERT INTO workspace_members (workspace_id, user_id, role, created_at) "
         "SELECT id, owner_id, 'owner', created_at FROM w) "

@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..clock import Clock, iso
 from ..errors import AccessDenied, NotFound, ValidationFailed
+from ..events import Notifier, publish
+
+if TYPE_CHECKING:
+    from ..entitlements.service import EntitlementService
 from ..gateway.invalidation import Invalidator
 from ..plans import Plans
 from ..storage import Database, IntegrityError
@@ -52,8 +56,18 @@ def present(workspace: Workspace, *, settings: bool = True) -> dict[str, Any]:
 
 
 class WorkspaceService:
-    def __init__(self, db: Database, plans: Plans, clock: Clock, invalidator: Invalidator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        plans: Plans,
+        clock: Clock,
+        invalidator: Invalidator,
+        events: Notifier | None = None,
+        entitlements: EntitlementService | None = None,
+    ) -> None:
         self.db, self.plans, self.clock, self.invalidator = db, plans, clock, invalidator
+        self.events = events or Notifier()
+        self.entitlements = entitlements
         # (user_id, workspace_id) -> the workspace with the user's role, or None for "not a
         # member"; indexed by user and by workspace so that a change evicts only its entries.
         self._access: dict[tuple[int, int], Workspace | None] = {}
@@ -134,22 +148,46 @@ class WorkspaceService:
         return page, total
 
     async def create(
-        self, user_id: int, ceiling_tier: str, name: str, slug: str | None, tier: str | None
+        self,
+        user_id: int,
+        ceiling_tier: str,
+        name: str,
+        slug: str | None,
+        tier: str | None,
+        acting_workspace_id: int,
     ) -> Workspace:
+        """The workspace, its owner's membership and a ``workspace.created`` event, in one
+        transaction. The event goes to the workspace the request acted in (the key's home
+        or ``X-Workspace-ID``): the new one has no webhook endpoints yet."""
         tier = tier or self.plans.default_tier
         self.check_tier(tier, ceiling_tier)
         now = self.clock.now_ms()
         for attempt in range(5):
             try:
-                created = await repo.create_owned(
-                    self.db,
-                    name=name,
-                    slug=await self._pick_slug(slug, name, attempt),
-                    tier=tier,
-                    settings=DEFAULT_SETTINGS_JSON,
-                    owner_id=user_id,
-                    now=now,
-                )
+                picked = await self._pick_slug(slug, name, attempt)
+                async with self.db.transaction() as tx:
+                    if self.entitlements is not None:  # the acting workspace's tier applies
+                        await self.entitlements.enforce_count(
+                            tx, "workspaces", acting_workspace_id, user_id=user_id
+                        )
+                    created = await repo.create_owned(
+                        tx,
+                        self.db.dialect,
+                        name=name,
+                        slug=picked,
+                        tier=tier,
+                        settings=DEFAULT_SETTINGS_JSON,
+                        owner_id=user_id,
+                        now=now,
+                    )
+                    await publish(
+                        tx,
+                        workspace_id=acting_workspace_id,
+                        type="workspace.created",
+                        data={"workspace": present(created, settings=False)},
+                        now=now,
+                    )
+                self.events.notify()
                 # Access caches may remember "not a member" for this (user, new id) pair;
                 # the owner's list of workspaces grew.
                 await self.invalidator.changed(
@@ -228,21 +266,42 @@ class WorkspaceService:
             if problem := settings_problem(merged):
                 raise ValidationFailed.field("settings", f"The merged settings {problem}.")
             changes["settings"] = orjson.dumps(merged).decode()
-        if changes:
-            async with self.db.transaction() as tx:
-                await repo.update(tx, workspace_id, changes, self.clock.now_ms())
-            await self.invalidator.changed(("workspace", workspace_id))
-        updated = await repo.get_for_user(self.db, user_id, workspace_id)
-        assert updated is not None
+        if not changes:
+            return current
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await repo.update(tx, workspace_id, changes, now)
+            updated = await repo.get_for_user(tx, user_id, workspace_id)
+            assert updated is not None
+            await publish(
+                tx,
+                workspace_id=workspace_id,
+                type="workspace.updated",
+                data={"workspace": present(updated, settings=False), "changed": sorted(changes)},
+                now=now,
+            )
+        self.events.notify()
+        await self.invalidator.changed(("workspace", workspace_id))
         return updated
 
     async def delete(self, user_id: int, workspace_id: int) -> None:
         current = await self.get(user_id, workspace_id)
         if current.role != "owner":
             raise AccessDenied(message="Insufficient permissions. Requires workspace role: owner")
+        now = self.clock.now_ms()
         async with self.db.transaction() as tx:
             members = (await repo.members_of(tx, [workspace_id])).get(workspace_id, [])
             await repo.delete(tx, workspace_id)
+            # Delivered to the deleted workspace's own endpoints (they outlive it until
+            # the retention job removes them, see docs/webhooks.md).
+            await publish(
+                tx,
+                workspace_id=workspace_id,
+                type="workspace.deleted",
+                data={"workspace": {"id": workspace_id, "name": current.name}},
+                now=now,
+            )
+        self.events.notify()
         await self.invalidator.changed(
             ("workspace", workspace_id), *(("workspace_list", m.user_id) for m in members)
         )
