@@ -4,8 +4,9 @@
 |------------|-------------------------------------------------------|-----------------------|
 | baseline   | bare Falcon, fixed JSON body                          |                       |
 | check      | GET /api/v1/entitlements/check?feature=posts          | >= 0.60 of baseline   |
-| usage_post | POST /api/v1/entitlements/usage (atomic, event_id),   | >= 2,000 req/s        |
-|            | spread over --writers workspaces (200)                |                       |
+| usage_post | POST /api/v1/entitlements/usage (atomic, the reference | >= 2,000 req/s       |
+|            | body), spread over --writers workspaces (200)         |                       |
+| usage_event| the same with a unique event_id each (deduplicated)   | (reported)            |
 | usage_hot  | the same, all on one workspace's one counter           | (reported)            |
 | ws_get     | GET /api/v1/workspaces/{id}, api_calls metering on    | ratio within 0.03 of  |
 | ws_get_off | the same on a server with CORE_API_ENTITLEMENTS_METERING=false | ws_get_off's |
@@ -54,7 +55,8 @@ def plans_text() -> str:
     limits = "\n".join(f"{name} = -1" for name in FEATURES)
     return (
         f"{shipped}\n[tiers.{BENCH_TIER}]\nrequests_per_minute = 1000000000\nburst = 1.0\n"
-        f"[tiers.{BENCH_TIER}.limits]\n{limits}\nposts = {BIG}\nmcp_calls = {BIG}\n"
+        f"[tiers.{BENCH_TIER}.limits]\n{limits}\nposts = {BIG}\n"
+        f'mcp_calls = {{ limit = {BIG}, enforcement = "hard" }}\n'
         "custom_domains = true\n"
     )
 
@@ -91,9 +93,11 @@ def run(args: Any) -> dict[str, Any]:
             Target("ws_get", service, ws_path, auth),
             Target("ws_get_off", off, ws_path, auth),
             Target("usage_post", service, "/api/v1/entitlements/usage",
-                   script=[str(many), "mcp_calls", f"u{token}"]),
+                   script=[str(many), "mcp_calls", "plain", f"u{token}"]),
+            Target("usage_event", service, "/api/v1/entitlements/usage",
+                   script=[str(many), "mcp_calls", "events", f"e{token}"]),
             Target("usage_hot", service, "/api/v1/entitlements/usage",
-                   script=[str(one), "mcp_calls", f"h{token}"]),
+                   script=[str(one), "mcp_calls", "plain", f"h{token}"]),
         ]  # fmt: skip
         endpoints.LUA = LUA  # Target.script runs this file instead of wrk_post.lua
         results = interleave(
@@ -124,6 +128,8 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ("ws_get / baseline, metering on", ratio["ws_get"], "", True, "ws_get"),
         ("ws_get / baseline, metering off", ratio["ws_get_off"], "", True, "ws_get_off"),
         ("ratio drop with metering", drop, "<= 0.03", drop <= 0.03, "ws_get"),
+        ("usage_event req/s (with event_id)", results["usage_event"]["rps"], "", True,
+         "usage_event"),
         ("usage_hot req/s (one counter)", results["usage_hot"]["rps"], "", True, "usage_hot"),
     ]  # fmt: skip
     return [
