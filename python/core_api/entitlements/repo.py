@@ -156,9 +156,11 @@ async def insert_event(tx: Executor, e: Entry, used_after: int) -> bool:
     return row is not None
 
 
-async def record_at_once(db: Executor, e: Entry) -> int | None:
-    """PostgreSQL, no event_id: :func:`add_usage` and the ledger row in one statement (a
-    data-modifying CTE, so one round trip and no transaction); the new total or None."""
+async def record_at_once(db: Executor, e: Entry) -> tuple[int | None, bool]:
+    """PostgreSQL: :func:`add_usage` and the ledger row in one statement (a data-modifying
+    CTE): ``(new total or None when refused, ledger row written)``. A total without a row
+    means ``event_id`` was recorded already: the caller rolls its transaction back. Without
+    an event_id there is nothing to roll back, so no transaction is needed."""
     first = max(e.quantity, 0)
     row = await db.fetch_one(
         "WITH u AS (INSERT INTO entitlement_usage (workspace_id, feature, period_start, used, "  # noqa: S608
@@ -166,9 +168,11 @@ async def record_at_once(db: Executor, e: Entry) -> int | None:
         "ON CONFLICT (workspace_id, feature, period_start) DO UPDATE SET "
         "used = CASE WHEN entitlement_usage.used + ? < 0 THEN 0 "
         "ELSE entitlement_usage.used + ? END, updated_at = excluded.updated_at "
-        "WHERE ? <= 0 OR entitlement_usage.used + ? <= ? RETURNING used) "
-        + _LEDGER
-        + "SELECT ?, ?, ?, NULL, ?, u.used, ?, ?, ?, ? FROM u RETURNING used_after",
+        "WHERE ? <= 0 OR entitlement_usage.used + ? <= ? RETURNING used), "
+        "e AS (" + _LEDGER + "SELECT ?, ?, ?, ?, ?, u.used, ?, ?, ?, ? FROM u "
+        "ON CONFLICT (workspace_id, feature, period_start, event_id) "
+        "WHERE event_id IS NOT NULL DO NOTHING RETURNING id) "
+        "SELECT (SELECT used FROM u) AS used, (SELECT id FROM e) AS ledger_id",
         (
             e.workspace_id,
             e.feature,
@@ -185,6 +189,7 @@ async def record_at_once(db: Executor, e: Entry) -> int | None:
             e.workspace_id,
             e.feature,
             e.period_start,
+            e.event_id,
             e.quantity,
             e.limit_value,
             e.metadata,
@@ -192,7 +197,9 @@ async def record_at_once(db: Executor, e: Entry) -> int | None:
             e.now,
         ),
     )
-    return None if row is None else int(row["used_after"])
+    assert row is not None
+    used = row["used"]
+    return (None if used is None else int(used)), row["ledger_id"] is not None
 
 
 async def find_event(

@@ -305,22 +305,33 @@ class EntitlementService:
         name, quantity, event_id = feature.name, entry.quantity, entry.event_id
         period_start, now, ceiling = entry.period_start, entry.now, entry.ceiling
         published = False
-        if event_id is None and self.db.dialect == "postgresql":
-            # Nothing to deduplicate: counter and ledger in one statement, one round trip.
-            used = await repo.record_at_once(self.db, entry)
-            if used is not None and self._crossed(eff, used - quantity, used):
+        try:
+            if event_id is None and self.db.dialect == "postgresql":
+                # Nothing to deduplicate: one statement, one round trip, no transaction.
+                used, _ = await repo.record_at_once(self.db, entry)
+                if used is not None and self._crossed(eff, used - quantity, used):
+                    async with self.db.transaction() as tx:
+                        published = await self._notices(
+                            tx,
+                            workspace.id,
+                            eff,
+                            period_start,
+                            reset_at,
+                            used - quantity,
+                            used,
+                            now,
+                        )
+            else:
                 async with self.db.transaction() as tx:
-                    published = await self._notices(
-                        tx, workspace.id, eff, period_start, reset_at, used - quantity, used, now
-                    )
-        else:
-            try:
-                async with self.db.transaction() as tx:
-                    used = await repo.add_usage(
-                        tx, workspace.id, name, period_start, quantity, ceiling, now
-                    )
+                    if self.db.dialect == "postgresql":
+                        used, written = await repo.record_at_once(tx, entry)
+                    else:
+                        used = await repo.add_usage(
+                            tx, workspace.id, name, period_start, quantity, ceiling, now
+                        )
+                        written = used is not None and await repo.insert_event(tx, entry, used)
                     if used is not None:
-                        if not await repo.insert_event(tx, entry, used):
+                        if not written:
                             raise _Duplicate()  # rolls the counter back
                         published = await self._notices(
                             tx,
@@ -332,13 +343,11 @@ class EntitlementService:
                             used,
                             now,
                         )
-            except _Duplicate:
-                first = await repo.find_event(
-                    self.db, workspace.id, name, period_start, event_id or ""
-                )
-                if first is None:  # purged meanwhile: cannot happen within the period
-                    raise
-                return self._recorded(name, first.used_after, first.limit_value), True
+        except _Duplicate:
+            first = await repo.find_event(self.db, workspace.id, name, period_start, event_id or "")
+            if first is None:  # purged meanwhile: cannot happen within the period
+                raise
+            return self._recorded(name, first.used_after, first.limit_value), True
         if published:
             self.events.notify()
         if used is None:
