@@ -51,6 +51,8 @@ log = logging.getLogger("core_api.pixel")
 
 PATH = "/api/v1/pixel/track"
 _CONTENT_TYPES = frozenset({b"", b"application/json", b"text/plain"})
+# What sendBeacon and fetch send, taken as they are (no split/strip/lower per request).
+_COMMON_TYPES = _CONTENT_TYPES | {b"text/plain;charset=UTF-8", b"application/json; charset=utf-8"}
 _TRACKED = b'{"tracked":true}'
 _WANTED = frozenset(
     {
@@ -120,14 +122,12 @@ class FastTrack:
             # ASGI allows any iterables (of iterables): read them once, keep them for Falcon.
             raw = scope["headers"] = [tuple(pair) for pair in raw]
         headers = {k: v for k, v in raw if k in _WANTED}
-        content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        content_type = headers.get(b"content-type", b"")
+        accepted = content_type in _COMMON_TYPES or (
+            content_type.split(b";", 1)[0].strip().lower() in _CONTENT_TYPES
+        )
         length = headers.get(b"content-length")
-        if (
-            content_type not in _CONTENT_TYPES
-            or length is None
-            or not length.isdigit()
-            or int(length) > self.max_body
-        ):
+        if not accepted or length is None or not length.isdigit() or int(length) > self.max_body:
             await self.app(scope, receive, send)  # 411/413/415 and chunked bodies: Falcon
             return
         try:

@@ -298,9 +298,10 @@ class PixelIngest:
         if agent.bot:
             self.bots[(site.id, privacy.day_of(now))] += 1
             return Outcome(False, "bot")
-        if site.honor_dnt and privacy.refuses_tracking(client.dnt, client.gpc):
+        dnt, gpc = client.dnt, client.gpc
+        if (dnt or gpc) and site.honor_dnt and privacy.refuses_tracking(dnt, gpc):
             return Outcome(False, "do_not_track")
-        if privacy.excluded(hit.path, site.excluded_paths):
+        if site.excluded_paths and privacy.excluded(hit.path, site.excluded_paths):
             return Outcome(False, "excluded_path")
         features = site.features
         if not features.get("pageviews" if hit.name == PAGEVIEW else "events", True):
