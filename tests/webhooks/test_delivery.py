@@ -507,3 +507,38 @@ async def test_retention_purges_old_settled_events_and_deliveries(
     assert [r["public_id"] for r in rows] == [queued, recent]
     attempts = await runtime.db.fetch_one("SELECT COUNT(*) AS n FROM webhook_attempts")
     assert attempts is not None and attempts["n"] == 0
+
+
+async def test_workspace_deleted_reaches_its_own_endpoints_which_then_go(
+    api: Api, runtime: Runtime, receiver: Receiver, worker: Worker
+) -> None:
+    created = await api.post("/api/v1/workspaces", json={"name": "Short-lived"})
+    assert created.status == 201, created.json
+    workspace_id = created.json["data"]["id"]
+    acting = {"X-Workspace-ID": str(workspace_id)}
+    hook = await api.post(
+        HOOKS,
+        json={"url": receiver.url("/bye"), "events": ["workspace.*"]},
+        headers=acting,
+    )
+    assert hook.status == 201, hook.json
+    assert (await api.delete(f"/api/v1/workspaces/{workspace_id}")).status == 204
+    worker.start()
+    await eventually(lambda: len(receiver.on("/bye")) == 1)
+    event = Webhook(hook.json["data"]["secret"]).verify(
+        receiver.on("/bye")[0].body, receiver.on("/bye")[0].headers
+    )
+    assert event["type"] == "workspace.deleted" and event["workspace_id"] == workspace_id
+
+    async def settled() -> bool:
+        row = await runtime.db.fetch_one(
+            "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE status = 'success'"
+        )
+        return row is not None and row["n"] == 1
+
+    await eventually(settled)
+    await purge(runtime)
+    left = await runtime.db.fetch_one(
+        "SELECT COUNT(*) AS n FROM webhook_endpoints WHERE workspace_id = ?", (workspace_id,)
+    )
+    assert left is not None and left["n"] == 0
