@@ -8,6 +8,7 @@
 |            | body), spread over --writers workspaces (200)         |                       |
 | usage_event| the same with a unique event_id each (deduplicated)   | (reported)            |
 | usage_hot  | the same, all on one workspace's one counter           | (reported)            |
+| ws_post    | POST /api/v1/workspaces (endpoints.py's write), same run | (reference)         |
 | ws_get     | GET /api/v1/workspaces/{id}, api_calls metering on    | ratio within 0.03 of  |
 | ws_get_off | the same on a server with CORE_API_ENTITLEMENTS_METERING=false | ws_get_off's |
 
@@ -96,10 +97,19 @@ def run(args: Any) -> dict[str, Any]:
                    script=[str(many), "mcp_calls", "plain", f"u{token}"]),
             Target("usage_event", service, "/api/v1/entitlements/usage",
                    script=[str(many), "mcp_calls", "events", f"e{token}"]),
+            Target("ws_post", service, "/api/v1/workspaces",
+                   script=[str(many), "/api/v1/workspaces", "workspace", f"w{token}"]),
             Target("usage_hot", service, "/api/v1/entitlements/usage",
                    script=[str(one), "mcp_calls", "plain", f"h{token}"]),
         ]  # fmt: skip
-        endpoints.LUA = LUA  # Target.script runs this file instead of wrk_post.lua
+        post_lua, run_wrk = endpoints.LUA, endpoints.wrk
+
+        def wrk(target: Target, seconds: float, connections: int) -> dict[str, Any]:
+            # The usage targets run wrk_usage.lua; ws_post the endpoints runner's own script.
+            endpoints.LUA = post_lua if target.name == "ws_post" else LUA
+            return run_wrk(target, seconds, connections)
+
+        endpoints.wrk = wrk
         results = interleave(
             targets, args.seconds, args.slices, args.connections, args.warmup, "entitlements"
         )
@@ -128,6 +138,7 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ("ws_get / baseline, metering on", ratio["ws_get"], "", True, "ws_get"),
         ("ws_get / baseline, metering off", ratio["ws_get_off"], "", True, "ws_get_off"),
         ("ratio drop with metering", drop, "<= 0.03", drop <= 0.03, "ws_get"),
+        ("ws_post req/s (reference write)", results["ws_post"]["rps"], "", True, "ws_post"),
         ("usage_event req/s (with event_id)", results["usage_event"]["rps"], "", True,
          "usage_event"),
         ("usage_hot req/s (one counter)", results["usage_hot"]["rps"], "", True, "usage_hot"),

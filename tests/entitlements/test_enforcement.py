@@ -48,6 +48,15 @@ async def test_api_keys_limit_revocation_frees_a_slot_and_a_grant_adds_one(
         assert (await make_key(api, 6))[0] == 403
         items = (await api.get(SUMMARY)).json["data"]["entitlements"]
         assert items["api_keys"] == {"used": 4, "limit": 4, "available": 0, "percentage": 100}
+        # A set override (expiring) replaces the tier's 3: the grant still adds one.
+        await runtime.entitlements.add_override(
+            ws, "api_keys", "set", 5, clock.now_ms() + 3_600_000
+        )
+        assert (await make_key(api, 7))[0] == 201
+        assert (await make_key(api, 8))[0] == 201
+        assert (await make_key(api, 9))[0] == 403  # 6 live keys = 5 + 1
+        clock.advance(3600)
+        assert (await make_key(api, 10))[0] == 403  # back to 3 + 1, with 6 live
         kinds = [(e["type"], e["data"]["feature"]) for e in await published(runtime, ws)]
         assert ("entitlement.threshold_reached", "api_keys") in kinds
         assert ("entitlement.limit_reached", "api_keys") in kinds

@@ -309,11 +309,42 @@ async def count(db: Executor, feature: str, subject_id: int, now: int) -> int:
     return int(await fetch_value(db, sql, params) or 0)
 
 
-async def lock_workspace(tx: Executor, workspace_id: int, dialect: str) -> None:
-    """Serialise creations counted against one workspace (PostgreSQL row lock; SQLite's
-    BEGIN IMMEDIATE already serialises every writer)."""
-    if dialect == "postgresql":
-        await tx.fetch_one("SELECT id FROM workspaces WHERE id = ? FOR UPDATE", (workspace_id,))
+@dataclass(frozen=True, slots=True)
+class Counted:
+    n: int  # the current count
+    set_amount: int | None  # the newest live ``set`` override, if any
+    granted: int  # the sum of live grants
+
+
+async def count_with_overrides(
+    tx: Executor, feature: str, subject_id: int, workspace_id: int, now: int
+) -> Counted:
+    """The count and the workspace's live overrides of the feature, in one statement."""
+    params: tuple[int, ...] = (subject_id, now, now) if feature == "api_keys" else (subject_id,)
+    live = "workspace_id = ? AND feature = ? AND (expires_at IS NULL OR expires_at > ?)"
+    row = await tx.fetch_one(
+        f"SELECT ({_COUNTS[feature]}) AS n, "  # noqa: S608 - constant SQL
+        f"(SELECT amount FROM entitlement_overrides WHERE {live} AND kind = 'set' "
+        "ORDER BY id DESC LIMIT 1) AS set_amount, "
+        f"(SELECT COALESCE(SUM(amount), 0) FROM entitlement_overrides WHERE {live} "
+        "AND kind = 'grant') AS granted",
+        (*params, workspace_id, feature, now, workspace_id, feature, now),
+    )
+    assert row is not None
+    set_amount = row["set_amount"]
+    return Counted(
+        int(row["n"]), None if set_amount is None else int(set_amount), int(row["granted"])
+    )
+
+
+async def lock_workspace(tx: Executor, workspace_id: int, dialect: str) -> dict[str, Any] | None:
+    """The workspace's tier and owner, its row locked on PostgreSQL so that creations
+    counted against it are serialised (SQLite's BEGIN IMMEDIATE serialises every writer)."""
+    lock = " FOR UPDATE" if dialect == "postgresql" else ""
+    return await tx.fetch_one(
+        f"SELECT id, tier, owner_id FROM workspaces WHERE id = ?{lock}",  # noqa: S608
+        (workspace_id,),
+    )
 
 
 async def lock_user(tx: Executor, user_id: int, dialect: str) -> None:

@@ -71,6 +71,17 @@ def label(feature: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def combine(tier_limit: int, set_amount: int | None, granted: int, kind: str) -> int:
+    """The one rule: the newest live ``set`` replaces the tier's limit, live grants add to
+    it (nothing adds to unlimited); a boolean ends as 1 (on) or 0 (off)."""
+    limit = tier_limit if set_amount is None else set_amount
+    if limit != UNLIMITED:
+        limit += granted
+        if kind == "boolean":
+            limit = 1 if limit > 0 else 0
+    return limit
+
+
 def percentage(used: int, limit: int) -> float | int:
     value = round(used * 100 / limit, 2) if limit > 0 else (0 if used == 0 else 100)
     return int(value) if float(value).is_integer() else value
@@ -111,23 +122,18 @@ class EntitlementService:
         hit = cached[2].get((tier, feature.name))
         return hit[1] if hit is not None and self.clock.now_ms() < hit[0] else None
 
-    async def effective(
-        self, workspace_id: int, tier: str, feature: Feature, db: Executor | None = None
-    ) -> Effective:
-        """The workspace's limit for a feature: exact and uncached inside a transaction;
-        otherwise cached per process until an override changes (the invalidator's
-        ``workspace`` target, from any process or node), the next override expires, or
-        LIMITS_CACHE_SECONDS pass (the bound when no shared memory or Redis links the
-        process that changed it)."""
+    async def effective(self, workspace_id: int, tier: str, feature: Feature) -> Effective:
+        """The workspace's limit for a feature, cached per process until an override
+        changes (the invalidator's ``workspace`` target, from any process or node), the
+        next override expires, or LIMITS_CACHE_SECONDS pass (the bound when no shared
+        memory or Redis links the process that changed it). Counts enforced inside a
+        transaction read their overrides there instead (enforce_count)."""
         now = self.clock.now_ms()
-        cached = None if db is not None else self._limits.get(workspace_id)
+        cached = self._limits.get(workspace_id)
         if cached is not None and cached[0] > time.monotonic():
             hit = cached[2].get((tier, feature.name))
             if hit is not None and now < hit[0]:
                 return hit[1]
-            overrides = cached[1]
-        elif db is not None:
-            overrides = await repo.overrides(db, workspace_id)
         else:
             overrides = await repo.overrides(self.db, workspace_id)
             if len(self._limits) >= CACHE_MAX:
@@ -141,21 +147,15 @@ class EntitlementService:
         )
         live = [
             o
-            for o in overrides
+            for o in cached[1]
             if o.feature == feature.name and (o.expires_at is None or o.expires_at > now)
         ]
-        limit = allowance.limit
         sets = [o.amount for o in live if o.kind == "set"]
-        if sets:
-            limit = sets[-1]
-        if limit != UNLIMITED:
-            limit += sum(o.amount for o in live if o.kind == "grant")
-        if feature.kind == "boolean" and limit != UNLIMITED:
-            limit = 1 if limit > 0 else 0
+        granted = sum(o.amount for o in live if o.kind == "grant")
+        limit = combine(allowance.limit, sets[-1] if sets else None, granted, feature.kind)
         found = Effective(feature, limit, allowance.hard)
-        if cached is not None:
-            ends = min((o.expires_at for o in live if o.expires_at is not None), default=MAX_MS)
-            cached[2][tier, feature.name] = (ends, found)
+        ends = min((o.expires_at for o in live if o.expires_at is not None), default=MAX_MS)
+        cached[2][tier, feature.name] = (ends, found)
         return found
 
     # -- usage --------------------------------------------------------------------------
@@ -466,25 +466,36 @@ class EntitlementService:
         ``pixel_sites``. Serialises concurrent creations (row lock on PostgreSQL), raises
         FeatureLimitReached at a hard limit, and publishes threshold events in ``tx``
         (call ``runtime.events.notify()`` after the commit)."""
-        found = await repo.workspace_row(tx, workspace_id)
-        if found is None:
-            raise NotFound()
-        subject = workspace_id
-        if feature == "workspaces":
-            subject = user_id if user_id is not None else int(found["owner_id"])
-            await repo.lock_user(tx, subject, self.db.dialect)
+        dialect = self.db.dialect
+        if feature == "workspaces":  # counted per owner: the owner's row is the lock
+            found = await repo.workspace_row(tx, workspace_id)
+            if found is None:
+                raise NotFound()
+            subject = int(found["owner_id"]) if user_id is None else user_id
+            await repo.lock_user(tx, subject, dialect)
         else:
-            await repo.lock_workspace(tx, workspace_id, self.db.dialect)
+            found = await repo.lock_workspace(tx, workspace_id, dialect)
+            if found is None:
+                raise NotFound()
+            subject = workspace_id
         definition = self.plans.features.get(feature) or Feature(feature, "limit")
-        eff = await self.effective(workspace_id, str(found["tier"]), definition, tx)
+        tier = str(found["tier"])
+        now = self.clock.now_ms()
+        counted = await repo.count_with_overrides(tx, feature, subject, workspace_id, now)
+        allowance = self.plans.allowance(
+            tier if tier in self.plans.tiers else self.plans.default_tier, feature
+        )
+        eff = Effective(
+            definition,
+            combine(allowance.limit, counted.set_amount, counted.granted, definition.kind),
+            allowance.hard,
+        )
         if eff.unlimited:
             return
-        now = self.clock.now_ms()
-        current = await repo.count(tx, feature, subject, now)
-        if current + 1 > eff.limit and eff.hard:
+        if counted.n + 1 > eff.limit and eff.hard:
             raise FeatureLimitReached(feature, self.upgrade_url)
         self._wrote((workspace_id, feature, 0))
-        await self._notices(tx, workspace_id, eff, 0, None, current, current + 1, now)
+        await self._notices(tx, workspace_id, eff, 0, None, counted.n, counted.n + 1, now)
 
     # -- summary ------------------------------------------------------------------------
 
