@@ -220,6 +220,23 @@ async def test_schedule_spent_is_failed(
     assert row["attempt"] == 3 and row["next_retry_at"] is None
 
 
+async def test_a_response_body_with_nul_characters_is_recorded(
+    api: Api, receiver: Receiver, worker: Worker
+) -> None:
+    hook = await endpoint(api, receiver.script("/nul", Reply(200, "ok\x00then\x00")))
+    await emit(api)
+    await emit(api)
+    worker.start()
+
+    async def both_done() -> bool:
+        return await statuses(api, hook["id"]) == ["success", "success"]
+
+    await eventually(both_done)
+    row = (await deliveries(api, hook["id"]))[0]
+    detail = (await api.get(f"{HOOKS}/{hook['id']}/deliveries/{row['id']}")).json["data"]
+    assert detail["attempts"][0]["response_body"] == "ok\ufffdthen\ufffd"
+
+
 async def test_410_disables_the_endpoint_and_announces_it(
     api: Api, receiver: Receiver, worker: Worker
 ) -> None:

@@ -90,6 +90,11 @@ def retry_delay(
     return delay
 
 
+def _storable(text: str | None) -> str | None:
+    """A response body or error as both backends store it (PostgreSQL text holds no NUL)."""
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -303,21 +308,41 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
                 self._results_ready.set()
             except Exception:
-                log.exception("webhook outcomes could not be written; will retry")
-                await asyncio.sleep(1.0)
-                self._results_ready.set()
+                # Not an outage: write the outcomes one by one, so that one that cannot be
+                # written never holds up the others (it is retried after its lease).
+                log.exception("webhook outcomes could not be written together; one by one")
+                try:
+                    await self._flush_each()
+                except DatabaseUnavailable:
+                    await asyncio.sleep(1.0)
+                    self._results_ready.set()
 
     async def _flush(self) -> None:
         results, self._results = self._results, []
         if not results:
             return
-        disabled: set[int] = set()
         try:
-            async with self.db.transaction() as tx:
-                await self._write(tx, results, disabled)
+            await self._write_batch(results)
         except BaseException:
             self._results[:0] = results  # written next time (the leases are still ours)
             raise
+
+    async def _flush_each(self) -> None:
+        results, self._results = self._results, []
+        for n, result in enumerate(results):
+            try:
+                await self._write_batch([result])
+            except DatabaseUnavailable:
+                self._results[:0] = results[n:]
+                raise
+            except Exception:
+                log.exception("webhook outcome of delivery %s dropped", result.item.id)
+                self._forget(result.item)
+
+    async def _write_batch(self, results: list[_Result]) -> None:
+        disabled: set[int] = set()
+        async with self.db.transaction() as tx:
+            await self._write(tx, results, disabled)
         for result in results:
             self._forget(result.item)
         idle_gone = {e for e in self._gone if e not in self._pumps}
@@ -331,9 +356,7 @@ class Dispatcher:
                 self._forget(item)
         if unsent:
             await repo.release(self.db, unsent, self.holder)
-        if disabled:
-            self.notifier.notify()  # the webhook.endpoint.disabled deliveries
-        self.notifier.notify()  # room for the next claim
+        self.notifier.notify()  # room for the next claim (and any event just published)
 
     def _forget(self, item: Claimed) -> None:
         if self._held.pop(item.id, None) is not None:
@@ -364,8 +387,8 @@ class Dispatcher:
                         item.id,
                         item.attempt + 1,
                         outcome.status,
-                        outcome.body or None,
-                        outcome.error,
+                        _storable(outcome.body) or None,
+                        _storable(outcome.error),
                         outcome.duration_ms,
                         result.at,
                     )
