@@ -4,6 +4,7 @@ accepted event written, and a SIGTERM that loses nothing with 2 workers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -11,6 +12,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +76,17 @@ async def test_a_full_buffer_is_a_503_until_written(api: Api, runtime: Runtime) 
     await ingest(runtime).flush()
     assert await count(runtime) == 4
     assert ingest(runtime).queue.refused == 1
+
+
+@pytest.mark.usefixtures("close_ingest")
+async def test_an_accepted_event_is_written_within_a_second(api: Api, runtime: Runtime) -> None:
+    await make_site(api)
+    runtime.start_background()  # the per-process jobs, as in a serving process
+    assert (await track(api, event())).status == 200
+    started = time.monotonic()
+    while await count(runtime) == 0:
+        assert time.monotonic() - started < 1.0, "not written within a second"
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.postgres
