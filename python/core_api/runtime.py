@@ -105,7 +105,7 @@ class Runtime:
             ),
             events=events,
             webhooks=WebhookService(
-                db, plans, clock, settings, SecretBox(settings.secret_key), events
+                db, plans, clock, settings, SecretBox(settings.secret_key), events, entitlements
             ),
             pixel_sites=SiteDirectory(db, invalidator),
             entitlements=entitlements,

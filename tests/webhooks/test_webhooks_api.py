@@ -164,6 +164,23 @@ async def test_tier_cap_is_403_and_exact_under_concurrency(
     assert (await api.get(HOOKS, key=key)).json["meta"]["total"] == limit
 
 
+async def test_an_entitlement_grant_raises_the_cap(
+    api: Api, runtime: Runtime, clock: ManualClock
+) -> None:
+    free = await bootstrap(
+        runtime.db, runtime.keys, runtime.plans, clock, name="Granted", tier="free", email=None
+    )
+    key, workspace_id = free["api_key"]["key"], free["workspace"]["id"]
+    await runtime.entitlements.add_override(workspace_id, "webhooks", "grant", 1, None)
+    statuses = []
+    for n in range(4):
+        got = await api.post(
+            HOOKS, key=key, json={"url": f"http://127.0.0.1:9/{n}", "events": ["*"]}
+        )
+        statuses.append(got.status)
+    assert statuses == [201, 201, 201, 403]  # the free tier's 2, plus 1 granted
+
+
 async def test_rotation_returns_a_new_secret_once(api: Api) -> None:
     data = await create(api)
     rotated = await api.post(f"{HOOKS}/{data['id']}/secret/rotate", json={"grace_period_hours": 2})

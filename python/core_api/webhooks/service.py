@@ -4,7 +4,7 @@ the synchronous test send. No HTTP parsing and no SQL here."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, iso
 from ..config import Settings
@@ -19,6 +19,9 @@ from . import repo, signing
 from .repo import Attempt, Delivery, Endpoint
 from .secrets import SecretBox
 from .transport import Transport, resolve_problem
+
+if TYPE_CHECKING:
+    from ..entitlements.service import EntitlementService
 
 MAX_MANUAL_RETRIES = 5  # per delivery; "max retries reached" past it
 MAX_GRACE_HOURS = 24 * 7
@@ -96,9 +99,13 @@ class WebhookService:
         settings: Settings,
         box: SecretBox,
         notifier: Notifier,
+        entitlements: EntitlementService | None = None,
     ) -> None:
         self.db, self.plans, self.clock, self.settings, self.box = db, plans, clock, settings, box
         self.notifier = notifier
+        # The endpoint cap: the tier's "webhooks" limit with the workspace's overrides
+        # (core-api entitlements grant/set), or the plans file's limit alone without it.
+        self.entitlements = entitlements
         self._transport: Transport | None = None  # for test sends; made on first use
 
     async def close(self) -> None:
@@ -143,7 +150,11 @@ class WebhookService:
         tiers = self.plans.tiers
         limit = self.plans.limit(workspace.tier, "webhooks") if workspace.tier in tiers else -1
         async with self.db.transaction() as tx:
-            if limit >= 0:
+            # Count and insert in one transaction that first locks the workspace row
+            # (PostgreSQL; SQLite serialises writers): exact under concurrent creates.
+            if self.entitlements is not None:
+                await self.entitlements.enforce_count(tx, "webhooks", workspace.id)
+            elif limit >= 0:
                 await repo.lock_workspace(tx, workspace.id, self.db.dialect)
                 if await repo.count_endpoints(tx, workspace.id) >= limit:
                     raise FeatureLimitReached("webhooks", self.settings.upgrade_url)
@@ -155,6 +166,7 @@ class WebhookService:
                 secret_sealed=self.box.seal(workspace.id, secret),
                 now=self.clock.now_ms(),
             )
+        self.notifier.notify()  # a threshold event enforce_count may have published
         return created, secret
 
     async def update(
