@@ -242,3 +242,22 @@ async def test_serve_delivers_with_its_embedded_worker(
             ids.append(got.json()["data"]["id"])
         await eventually(lambda: len(receiver.on("/served")) == 5, within=15.0)
         assert [h.headers["webhook-id"] for h in receiver.on("/served")] == ids
+
+
+async def test_a_stopped_worker_writes_its_outcomes_and_gives_leases_back(
+    api: Api, runtime: Runtime, receiver: Receiver, tmp_path: Path, database_url: str
+) -> None:
+    receiver.script("/s", Reply(200, delay=0.5))
+    await endpoint(api, receiver.url("/s"))
+    await emit_many(api, 10)
+    worker = start_worker(tmp_path, worker_env(tmp_path, database_url), 1)
+    try:
+        await eventually(lambda: len(receiver.hits) >= 2, within=60.0)
+    finally:
+        stop(worker)  # SIGTERM: graceful
+    assert worker.returncode == 0, worker_logs(tmp_path)
+    rows = await runtime.db.fetch_all("SELECT status, locked_by FROM webhook_deliveries")
+    assert all(r["locked_by"] is None for r in rows)  # nothing waits for a lease to expire
+    done = sum(r["status"] == "success" for r in rows)
+    # What it finished was recorded; the request cut off by the stop is sent again later.
+    assert len(receiver.hits) - 1 <= done <= len(receiver.hits)
