@@ -17,6 +17,11 @@ def echo(message: str, times: int = 1) -> str:
     return message * times
 
 
+@server.tool(description="The value of an environment variable (tests the registry's env).")
+def env(name: str) -> str:
+    return os.environ.get(name, "")
+
+
 @server.tool(description="The server process's id.")
 def pid() -> int:
     return os.getpid()
@@ -41,4 +46,8 @@ def note(name: str) -> str:
 if __name__ == "__main__":
     if "--fail" in sys.argv:
         sys.exit(2)
-    server.run("stdio")
+    if "--http" in sys.argv:  # Streamable HTTP on 127.0.0.1:<port>/mcp
+        port = int(sys.argv[sys.argv.index("--http") + 1])
+        server.run("streamable-http", host="127.0.0.1", port=port, stateless_http=True)
+    else:
+        server.run("stdio")

@@ -58,7 +58,7 @@ class UpstreamServer:
     def available(self) -> bool:
         return self.client is not None or (self.failures == 0 or time.monotonic() >= self.retry_at)
 
-    def _target(self) -> StdioServerParameters | Any:
+    def _target(self, stack: contextlib.AsyncExitStack) -> StdioServerParameters | Any:
         transport = self.spec.transport
         if isinstance(transport, StdioTransport):
             return StdioServerParameters(
@@ -76,6 +76,7 @@ class UpstreamServer:
         http = httpx2.AsyncClient(
             headers=dict(transport.headers), timeout=self.registry.call_timeout
         )
+        stack.push_async_callback(http.aclose)  # the SDK leaves a client it was given open
         return streamable_http_client(transport.url, http_client=http)
 
     async def _supervise(self) -> None:
@@ -84,9 +85,11 @@ class UpstreamServer:
             attempt = self._attempt
             if attempt is None or attempt.done():
                 attempt = self._attempt = loop.create_future()
+            resources = contextlib.AsyncExitStack()
             try:
                 async with asyncio.timeout(self.registry.connect_timeout):
-                    client = Client(self._target(), read_timeout_seconds=None, cache=None)
+                    target = self._target(resources)
+                    client = Client(target, read_timeout_seconds=None, cache=None)
                     entered = await client.__aenter__()
                 try:
                     self.client, self.failures, self.last_error = entered, 0, ""
@@ -105,6 +108,8 @@ class UpstreamServer:
                 self.last_error = _describe(exc)
                 log.warning("mcp server %s unavailable: %s", self.spec.id, self.last_error)
             finally:
+                with contextlib.suppress(Exception):
+                    await resources.aclose()
                 self._broken.clear()
                 self._catalogue = None
                 if not attempt.done():
@@ -230,6 +235,11 @@ class UpstreamServer:
         task, self._task = self._task, None
         if task is None:
             return
+        attempt = self._attempt
+        if attempt is not None and not attempt.done():  # cancelling mid-connect leaks sockets
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(attempt), 5)
+            self._broken.set()
         if self.client is not None:  # let the supervisor leave the session itself
             with contextlib.suppress(TimeoutError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), 5)
