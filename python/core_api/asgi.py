@@ -2,7 +2,10 @@
 
 Settings come from ``CORE_API_*`` (validated by the CLI before Granian starts). Each
 worker process builds its runtime here and opens it (database pool, background tasks) on
-the ASGI lifespan start-up; the Falcon app is served directly, with no wrapper per request.
+the ASGI lifespan start-up. ``POST /api/v1/pixel/track``, the one unauthenticated
+high-volume route, is answered by its ASGI fast path (pixel/fastpath.py: the same rules,
+statuses, bodies and headers as the Falcon route, tested side by side); every other
+request and the lifespan go straight to the Falcon app.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import logging
 
 from .app import create_app
 from .config import Settings
+from .pixel import fastpath
 from .runtime import Runtime
 
 settings = Settings.from_env()
 logging.basicConfig(
     level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
 )
-app = create_app(settings, Runtime.build(settings), manage_lifespan=True)
+runtime = Runtime.build(settings)
+app = fastpath.wrap(create_app(settings, runtime, manage_lifespan=True), runtime, settings)

@@ -21,6 +21,7 @@ from .gateway.invalidation import Invalidator
 from .gateway.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .jobs import JobRunner, Kind
 from .local_files import ensure_secret_key, not_opened_yet, shared_memory_path
+from .pixel.ingest import PixelIngest
 from .pixel.sites import SiteDirectory
 from .plans import Plans, load_plans
 from .storage import Database, DatabaseUnavailable, Timeouts, create_database, instance
@@ -50,6 +51,7 @@ class Runtime:
     events: Notifier  # wakes this process's webhook delivery worker after a commit
     webhooks: WebhookService
     pixel_sites: SiteDirectory
+    pixel_ingest: PixelIngest  # this process's event buffer and its writer
     entitlements: EntitlementService
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     runners: list[JobRunner] = field(default_factory=list)
@@ -86,6 +88,7 @@ class Runtime:
         if redis is not None:
             limiter = RedisLimiter(redis, settings.redis_prefix, local, clock)
         events = Notifier()
+        pixel_sites = SiteDirectory(db, invalidator)
         entitlements = EntitlementService(db, plans, clock, settings.upgrade_url, events)
         runtime = cls(
             settings=settings,
@@ -107,7 +110,8 @@ class Runtime:
             webhooks=WebhookService(
                 db, plans, clock, settings, SecretBox(settings.secret_key), events, entitlements
             ),
-            pixel_sites=SiteDirectory(db, invalidator),
+            pixel_sites=pixel_sites,
+            pixel_ingest=PixelIngest(settings, db, clock, pixel_sites),
             entitlements=entitlements,
         )
         runtime.auth.usage_listeners.append(runtime.keys.forget_usage)
@@ -182,6 +186,7 @@ class Runtime:
         for runner in self.runners:  # per-process jobs flush once more here
             await runner.stop()
         self.runners.clear()
+        await self.pixel_ingest.shutdown()  # writes what is still buffered
         await self.webhooks.close()
         if self.redis is not None:
             await self.redis.aclose()

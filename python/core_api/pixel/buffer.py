@@ -117,6 +117,10 @@ class EventQueue:
             else:
                 log.warning("pixel: the database is back; accepting events again")
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def close(self) -> None:
         """After the final flush (the job's last run): stop the writer (once)."""
         if self._closed:

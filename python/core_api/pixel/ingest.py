@@ -17,6 +17,7 @@ Order of the rules (the first that applies decides):
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 import time
@@ -34,6 +35,8 @@ from ..storage import Database
 from . import privacy, useragent
 from .buffer import EventQueue
 from .writer import EventWriter, create_writer
+
+log = logging.getLogger("core_api.pixel")
 
 if TYPE_CHECKING:
     from ..gateway.invalidation import Invalidator
@@ -389,15 +392,23 @@ class PixelIngest:
     async def close(self) -> None:
         await self.queue.close()
 
+    async def shutdown(self) -> None:
+        """A graceful stop: write everything still buffered, say what could not be
+        written (the database is unavailable), close the writer's connection."""
+        if self.queue.closed:  # closed already (by a test harness): nothing can be written
+            return
+        try:
+            await self.flush(due_only=False)
+        finally:
+            left = self.queue.buffer.pending + self.queue.buffer.in_flight
+            if left:
+                log.error("pixel: %d buffered event(s) lost at shutdown", left)
+            await self.close()
+
     def stats(self) -> dict[str, Any]:
         return {**self.queue.stats(), "sessions": len(self.sessions)}
 
 
 def ingest_of(runtime: Runtime) -> PixelIngest:
-    """The runtime's ingest (``runtime.pixel_ingest`` once the runtime builds it; until
-    then made here on first use and kept on the runtime)."""
-    found = runtime.__dict__.get("pixel_ingest")
-    if found is None:
-        found = PixelIngest(runtime.settings, runtime.db, runtime.clock, runtime.pixel_sites)
-        runtime.__dict__["pixel_ingest"] = found
-    return found
+    """The runtime's ingest (kept for callers written before Runtime built it)."""
+    return runtime.pixel_ingest
