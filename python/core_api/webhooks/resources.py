@@ -46,8 +46,8 @@ class WebhookCollection(_Base):
         body = Fields(await read_json(req, self.settings), {"url", "events", "secret"})
         url = body.string("url", required=True, max_length=MAX_URL)
         events = body.string_list("events", max_items=MAX_PATTERNS, max_length=MAX_TYPE_LENGTH)
-        if events is None and not body.has("events"):
-            body.fail("events", "The events field is required.")
+        if events is None:  # absent, or null
+            body.fail("events", "The events field is required: a list of event types.")
         secret = body.string("secret", max_length=MAX_SECRET)
         body.done()
         assert url is not None and events is not None
