@@ -88,6 +88,8 @@ async def test_secrets_are_sealed_at_rest(api: Api, runtime: Runtime) -> None:
         ({"events": ["a.b"]}, "url"),
         ({"url": "http://127.0.0.1:9/x"}, "events"),
         ({"url": "http://127.0.0.1:9/x", "events": []}, "events"),
+        ({"url": "http://127.0.0.1:9/x", "events": None}, "events"),
+        ({"url": None, "events": ["a.b"]}, "url"),
         ({"url": "http://127.0.0.1:9/x", "events": ["Post Created"]}, "events"),
         ({"url": "http://127.0.0.1:9/x", "events": ["post.**"]}, "events"),
         ({"url": "http://127.0.0.1:9/x", "events": "post.created"}, "events"),
