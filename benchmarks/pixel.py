@@ -270,7 +270,7 @@ async def run_rss(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict
             name="rss", tier="enterprise", email=None,
         )  # fmt: skip
         sites = site_service.PixelSiteService(
-            runtime.db, runtime.plans, runtime.clock, runtime.invalidator, settings.upgrade_url
+            runtime.db, runtime.plans, runtime.clock, runtime.invalidator, runtime.entitlements
         )
         workspace = await runtime.workspaces.get(boot["user"]["id"], boot["workspace"]["id"])
         await sites.create(
@@ -392,7 +392,7 @@ async def run_cpu(args: Any, workdir: Path) -> dict[str, Any]:
             name="cpu", tier="enterprise", email=None,
         )  # fmt: skip
         sites = site_service.PixelSiteService(
-            runtime.db, runtime.plans, runtime.clock, runtime.invalidator, settings.upgrade_url
+            runtime.db, runtime.plans, runtime.clock, runtime.invalidator, runtime.entitlements
         )
         workspace = await runtime.workspaces.get(boot["user"]["id"], boot["workspace"]["id"])
         await sites.create(

@@ -111,7 +111,13 @@ class Runtime:
                 db, plans, clock, settings, SecretBox(settings.secret_key), events, entitlements
             ),
             pixel_sites=pixel_sites,
-            pixel_ingest=PixelIngest(settings, db, clock, pixel_sites),
+            pixel_ingest=PixelIngest(
+                settings,
+                db,
+                clock,
+                pixel_sites,
+                meter=entitlements.meter if settings.entitlements_metering else None,
+            ),
             entitlements=entitlements,
         )
         runtime.auth.usage_listeners.append(runtime.keys.forget_usage)

@@ -319,3 +319,16 @@ async def test_the_per_ip_limit(
         assert (await track(client, event(), ip="10.9.9.8")).status == 200
         clock.advance(60)
         assert (await track(client, event(), ip="10.9.9.9")).status == 200
+
+
+async def test_stored_events_count_towards_pixel_events(api: Api, runtime: Runtime) -> None:
+    """Every stored event is one unit of the workspace's pixel_events (metered in memory,
+    flushed with api_calls); refused and dropped ones are not."""
+    await make_site(api)
+    for _ in range(3):
+        assert (await track(api, event())).json == {"tracked": True}
+    assert (await track(api, event(), ua="curl/8.5.0")).json["tracked"] is False  # a bot
+    await runtime.entitlements.flush()
+    summary = await api.get("/api/v1/entitlements/summary")
+    assert summary.status == 200, summary.json
+    assert summary.json["data"]["entitlements"]["pixel_events"]["used"] == 3

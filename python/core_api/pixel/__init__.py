@@ -30,7 +30,7 @@ def register(app: Any, runtime: Runtime, settings: Settings) -> None:
     from .stats import PixelStats
 
     sites = PixelSiteService(
-        runtime.db, runtime.plans, runtime.clock, runtime.invalidator, settings.upgrade_url
+        runtime.db, runtime.plans, runtime.clock, runtime.invalidator, runtime.entitlements
     )
     workspaces = runtime.workspaces
     app.add_route("/api/v1/pixel/sites", SiteCollection(settings, workspaces, sites))

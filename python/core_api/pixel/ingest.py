@@ -39,6 +39,7 @@ from .writer import EventWriter, create_writer
 log = logging.getLogger("core_api.pixel")
 
 if TYPE_CHECKING:
+    from ..entitlements.meter import Meter
     from ..gateway.invalidation import Invalidator
     from ..runtime import Runtime
 
@@ -61,6 +62,7 @@ PAGEVIEW = "pageview"
 
 class SiteLike(Protocol):
     id: int
+    workspace_id: int
     domain: str
     enabled: bool
     features: dict[str, bool]
@@ -274,8 +276,10 @@ class PixelIngest:
         clock: Clock,
         sites: Sites,
         writer: EventWriter | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.sites, self.clock = sites, clock
+        self.meter = meter  # pixel_events usage, counted in memory like api_calls
         self.salts = privacy.DailySalts(db, clock, settings.secret_key)
         self.sessions = _native.PixelSessions(SESSIONS_PER_PROCESS, SESSION_IDLE_MS)
         self.queue = EventQueue(
@@ -339,6 +343,8 @@ class PixelIngest:
             hit.props,
         ):
             raise ServiceUnavailable(RETRY_AFTER_FULL)
+        if self.meter is not None:
+            self.meter.add(site.workspace_id, "pixel_events")
         return TRACKED
 
     async def _site(self, host: str) -> SiteLike | None:

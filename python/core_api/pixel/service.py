@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, iso
-from ..errors import FeatureLimitReached, NotFound, ValidationFailed
+from ..errors import NotFound, ValidationFailed
 from ..gateway.invalidation import Invalidator
 from ..plans import Plans
 from ..storage import Database
@@ -19,6 +19,9 @@ from ..workspaces.repo import Workspace
 from . import repo
 from .repo import SiteRecord, SiteValues
 from .sites import SITE_KIND, normalize_host
+
+if TYPE_CHECKING:
+    from ..entitlements.service import EntitlementService
 
 FEATURES = ("pageviews", "events", "sessions")
 DEFAULT_FEATURES = dict.fromkeys(FEATURES, True)
@@ -168,10 +171,15 @@ def _taken() -> ValidationFailed:
 
 class PixelSiteService:
     def __init__(
-        self, db: Database, plans: Plans, clock: Clock, invalidator: Invalidator, upgrade_url: str
+        self,
+        db: Database,
+        plans: Plans,
+        clock: Clock,
+        invalidator: Invalidator,
+        entitlements: EntitlementService,
     ) -> None:
         self.db, self.plans, self.clock, self.invalidator = db, plans, clock, invalidator
-        self.upgrade_url = upgrade_url
+        self.entitlements = entitlements
         self.totals = Totals(invalidator, (SITE_KIND,))  # per workspace
 
     async def _changed(self, workspace_id: int) -> None:
@@ -196,22 +204,15 @@ class PixelSiteService:
 
     async def create(self, workspace: Workspace, body: Fields) -> SiteRecord:
         values = site_values(body, None)
-        limit = (
-            self.plans.limit(workspace.tier, "pixel_sites")
-            if workspace.tier in self.plans.tiers
-            else -1
-        )
         try:
             async with self.db.transaction() as tx:
-                if limit >= 0:
-                    # Count and insert under the workspace's row lock: concurrent creates
-                    # cannot both see room for one more site.
-                    await repo.lock_workspace(tx, workspace.id, self.db.dialect)
-                    if await repo.count_all(tx, workspace.id) >= limit:
-                        raise FeatureLimitReached("pixel_sites", self.upgrade_url)
+                # The tier's count (plus the workspace's overrides), exact under concurrency:
+                # counted and inserted under the workspace's row lock.
+                await self.entitlements.enforce_count(tx, "pixel_sites", workspace.id)
                 created = await repo.create(tx, workspace.id, values, self.clock.now_ms())
         except IntegrityError:
             raise _taken() from None
+        self.entitlements.events.notify()  # a threshold event may have been published
         await self._changed(workspace.id)
         return created
 
