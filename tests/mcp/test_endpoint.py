@@ -101,6 +101,14 @@ async def test_authentication_and_origin(app: Any, boot: dict[str, Any]) -> None
         for origin in ("https://app.example.com", "http://testserver"):
             r = await http.post("/api/v1/mcp", json=request, headers={**auth, "Origin": origin})
             assert r.status_code == 200, origin
+        # No session, so no GET stream; the transport's refusals keep the documented shape.
+        r = await http.get("/api/v1/mcp", headers=auth)
+        assert r.status_code == 405
+        assert r.headers["allow"] == "POST"
+        assert r.json()["error"] == "method_not_allowed"
+        r = await http.post("/api/v1/mcp", json=request, headers={**auth, "Accept": "text/html"})
+        assert r.status_code == 406
+        assert r.json()["error"]["code"] == types.INVALID_REQUEST  # the SDK's JSON-RPC error
 
 
 async def test_mcp_calls_are_audited_as_mcp(app: Any, api: Api, boot: dict[str, Any]) -> None:

@@ -39,6 +39,13 @@ from .service import McpGateway
 
 SEPARATOR = "__"
 _CALLER, _REQUEST_ID = "core_api.mcp.caller", "core_api.mcp.request_id"
+_HTTP_ERRORS = {
+    400: ("bad_request", "The request could not be processed."),
+    404: ("not_found", "Resource not found."),
+    406: ("not_acceptable", "Accept must include application/json and text/event-stream."),
+    413: ("payload_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "The request body must be application/json."),
+}
 _PASSED_HEADERS = {b"content-type", b"mcp-session-id", b"mcp-protocol-version", b"allow"}
 
 
@@ -198,11 +205,23 @@ class McpEndpoint:
 
         await manager.handle_request(scope, receive, send)
         resp.status = status
-        for name, value in headers:
-            if name.lower() in _PASSED_HEADERS:
-                resp.set_header(name.decode("latin-1"), value.decode("latin-1"))
-        resp.data = b"".join(chunks)
+        data = b"".join(chunks)
+        passed = {k.lower(): v for k, v in headers if k.lower() in _PASSED_HEADERS}
+        if status >= 400 and not passed.get(b"content-type", b"").startswith(b"application/json"):
+            # The transport's own refusals (406, 413, ...) in the documented error shape.
+            code, message = _HTTP_ERRORS.get(status, ("http_error", "The request was refused."))
+            detail = data.decode("utf-8", "replace").strip()[:200]
+            resp.media = {"error": code, "message": detail or message}
+            return
+        for name, value in passed.items():
+            resp.set_header(name.decode("latin-1"), value.decode("latin-1"))
+        resp.data = data
 
     on_post = _serve
-    on_get = _serve
-    on_delete = _serve
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """No server-initiated stream: this endpoint keeps no session (stateless)."""
+        self._check_origin(req)
+        raise falcon.HTTPMethodNotAllowed(["POST"])
+
+    on_delete = on_get
