@@ -208,10 +208,17 @@ async def test_event_type_catalogue(api: Api) -> None:
         "api_key.revoked",
         "webhook.endpoint.disabled",
         "webhook.test",
+        "seo.report.created",
+        "mcp.tool.executed",
+        "entitlement.threshold_reached",
+        "entitlement.limit_reached",
     ):
         assert name in types
         assert types[name]["description"]
-    assert types["workspace.created"]["source"] == "core-api"
+        assert types[name]["source"] == "core-api"  # reserved: POST /events refuses it
+    for forged in ("seo.report.created", "mcp.tool.executed", "entitlement.limit_reached"):
+        refused = await api.post("/api/v1/events", json={"type": forged, "data": {}})
+        assert refused.status == 422, refused.json
 
 
 async def test_scopes_are_enforced(api: Api, runtime: Runtime) -> None:

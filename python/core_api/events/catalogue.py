@@ -13,7 +13,8 @@ from typing import Any
 EVENT_TYPES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     (
         "workspace.created",
-        "A workspace was created.",
+        "A workspace was created; delivered to the workspace the request acted in (the key's"
+        " home or X-Workspace-ID), since the new one has no endpoints yet.",
         {"workspace": {"id": 7, "name": "Acme", "slug": "acme", "tier": "free"}},
     ),
     (
@@ -47,15 +48,52 @@ EVENT_TYPES: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "Sent by POST /api/v1/webhooks/{id}/test to that endpoint only.",
         {"message": "This is a test event from core-api."},
     ),
-    ("seo.report.created", "An SEO report finished.", {"report": {"id": 5}}),
-    ("mcp.tool.executed", "An MCP tool call completed.", {"tool": "search", "server": "docs"}),
     (
-        "entitlement.updated",
-        "A workspace's entitlements or usage limits changed.",
-        {"feature": "webhooks"},
+        "seo.report.created",
+        "An SEO report was stored (POST /api/v1/seo/report).",
+        {"report": {"id": 5, "url": "https://example.com/", "scores": {"seo": 95}}},
+    ),
+    (
+        "mcp.tool.executed",
+        "An MCP tool call through the gateway completed (REST or /api/v1/mcp).",
+        {
+            "server": "filesystem",
+            "tool": "read_file",
+            "outcome": "success",
+            "duration_ms": 1.8,
+            "api_key_id": 12,
+            "transport": "rest",
+            "request_id": "req_...",
+        },
+    ),
+    (
+        "entitlement.threshold_reached",
+        "Usage of a limited feature crossed 80 % of its limit (once per period).",
+        {
+            "feature": "posts",
+            "threshold": 80,
+            "used": 8,
+            "limit": 10,
+            "enforcement": "hard",
+            "period_start": None,
+            "reset_at": None,
+        },
+    ),
+    (
+        "entitlement.limit_reached",
+        "Usage of a limited feature reached 100 % of its limit (once per period).",
+        {
+            "feature": "posts",
+            "threshold": 100,
+            "used": 10,
+            "limit": 10,
+            "enforcement": "hard",
+            "period_start": None,
+            "reset_at": None,
+        },
     ),
 )
-RESERVED_PREFIXES = ("workspace.", "api_key.", "webhook.")
+RESERVED_PREFIXES = ("workspace.", "api_key.", "webhook.", "seo.", "mcp.", "entitlement.")
 
 
 def reserved(event_type: str) -> bool:
