@@ -66,7 +66,13 @@ def mcp_extra() -> str:
 def settings(database_url: str, tmp_path: Path, fs_root: Path, mcp_extra: str) -> Settings:
     config = tmp_path / "mcp.toml"
     config.write_text(registry_text(fs_root, mcp_extra))
-    return make_settings(database_url, tmp_path, mcp_config=str(config))
+    return make_settings(
+        database_url,
+        tmp_path,
+        mcp_config=str(config),
+        webhook_allow_private_networks=True,  # a loopback endpoint subscribes to events
+        webhook_require_https=False,
+    )
 
 
 async def call(api: Any, server: str, tool: str, arguments: Any = None, **kw: Any) -> Any:

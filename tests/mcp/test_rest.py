@@ -313,6 +313,22 @@ async def test_core_tools_run_under_the_callers_key(api: Api, boot: dict[str, An
 async def test_calls_are_audited_published_and_counted(
     api: Api, runtime: Runtime, boot: dict[str, Any]
 ) -> None:
+    async def executed_events() -> int:
+        value = await fetch_value(
+            runtime.db, "SELECT COUNT(*) FROM events WHERE type = ?", ("mcp.tool.executed",)
+        )
+        return int(value)
+
+    # Without a subscribed endpoint the call is audited but no event is written.
+    assert (await call(api, "filesystem", "list_directory", {})).status == 200
+    assert (await api.get("/api/v1/mcp/audit")).json["meta"]["total"] == 1
+    assert await executed_events() == 0
+    await runtime.db.execute("DELETE FROM mcp_audit")
+    runtime.entitlements.meter.drain()
+    hook = {"url": "http://127.0.0.1:9/hook", "events": ["mcp.*"]}
+    r = await api.post("/api/v1/webhooks", json=hook)
+    assert r.status == 201, r.json
+
     before = runtime.entitlements.meter.pending()
     assert (await call(api, "filesystem", "list_directory", {"path": "/"})).status == 200
     assert (await call(api, "echo", "echo", {"message": "hi"})).status == 200
@@ -335,10 +351,9 @@ async def test_calls_are_audited_published_and_counted(
     r = await api.get("/api/v1/mcp/audit", params={"outcome": "ok", "server": "echo"})
     assert [a["tool"] for a in r.json["data"]] == ["echo"]
     assert (await api.get("/api/v1/mcp/audit", params={"outcome": "nope"})).status == 422
-    events = await fetch_value(
-        runtime.db, "SELECT COUNT(*) FROM events WHERE type = ?", ("mcp.tool.executed",)
-    )
-    assert events == 2  # the two calls that ran
+    assert await executed_events() == 2  # the two calls that ran
+    deliveries = await fetch_value(runtime.db, "SELECT COUNT(*) FROM webhook_deliveries")
+    assert deliveries == 2
     assert runtime.entitlements.meter.pending() - before >= 2
     drained = runtime.entitlements.meter.drain()
     assert drained[(boot["workspace"]["id"], "mcp_calls")] == 2

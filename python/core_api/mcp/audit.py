@@ -3,8 +3,9 @@
 A tool call must not wait on a database write (the gateway's built-in tools answer in
 well under a millisecond), so each process keeps a bounded buffer and writes it every
 ``FLUSH_SECONDS`` (or at ``BATCH`` rows) in one transaction: the audit rows and, for
-every executed call, its ``mcp.tool.executed`` event through the outbox, so the audit
-row and the event commit together. A failed write is retried with the next batch; a
+every executed call in a workspace with a webhook endpoint subscribed to it, its
+``mcp.tool.executed`` event through the outbox, so the audit row and the event commit
+together. A failed write is retried with the next batch; a
 graceful stop writes what is left. A crash loses at most the last interval's records.
 """
 
@@ -17,7 +18,9 @@ from typing import Any
 
 from ..clock import Clock
 from ..events import Notifier, publish
-from ..storage.base import Database, DatabaseUnavailable
+from ..events import repo as events_repo
+from ..events.patterns import matches, parse_stored
+from ..storage.base import Database, DatabaseUnavailable, Executor
 from . import repo
 from .repo import AuditRow
 
@@ -27,6 +30,16 @@ FLUSH_SECONDS = 0.5
 BATCH = 2_000
 MAX_PENDING = 100_000  # beyond this (database down for long) the oldest are dropped
 EXECUTED = frozenset({"ok", "error", "timeout"})  # outcomes that publish mcp.tool.executed
+EVENT_TYPE = "mcp.tool.executed"
+
+
+async def _subscribed(tx: Executor, workspace_id: int) -> bool:
+    """Whether an active webhook endpoint of the workspace takes mcp.tool.executed: an
+    event nobody is subscribed to reaches no one (deliveries are made at publish time, and
+    the audit log already records the call), so it is not written. Publishing cost two
+    statements per call, half the cost of a built-in tool call."""
+    endpoints = await events_repo.active_endpoints(tx, workspace_id)
+    return any(matches(parse_stored(patterns), EVENT_TYPE) for _, patterns in endpoints)
 
 
 class AuditLog:
@@ -82,15 +95,21 @@ class AuditLog:
 
     async def _write(self, rows: list[AuditRow]) -> int:
         published = 0
+        listening: dict[int, bool] = {}
         async with self.db.transaction() as tx:
             for start in range(0, len(rows), BATCH):
                 await repo.insert_audit(tx, rows[start : start + BATCH])
             for row in rows:
-                if row.outcome in EXECUTED and row.kind == "tool":
+                if row.outcome not in EXECUTED or row.kind != "tool":
+                    continue
+                workspace = row.workspace_id
+                if workspace not in listening:
+                    listening[workspace] = await _subscribed(tx, workspace)
+                if listening[workspace]:
                     await publish(
                         tx,
-                        workspace_id=row.workspace_id,
-                        type="mcp.tool.executed",
+                        workspace_id=workspace,
+                        type=EVENT_TYPE,
                         data=event_data(row),
                         now=row.created_at,
                     )
