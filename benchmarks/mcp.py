@@ -8,9 +8,10 @@
 | sdk     | /api/v1/mcp tools/call through the SDK's Client (2026-07-28), N in flight |
 | baseline| bare Falcon returning a fixed JSON body, same machine and run, for scale  |
 
-Every call is validated, rate-limited, audited, metered and publishes mcp.tool.executed
-(the audit rows and events are written in batches). For comparison, IBM ContextForge
-publishes about 250-400 MCP requests/s per pod with 16-24 workers.
+Every call is validated, rate-limited, audited and metered (audit rows are written in
+batches; the workspace has no webhook endpoint, so no mcp.tool.executed events). For
+comparison, IBM ContextForge publishes about 250-400 MCP requests/s per pod with 16-24
+workers.
 
 Usage::
 
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     report = run(args)
     path = common.write_json(f"mcp-{report['timestamp']}.json", report)
-    print("\nMCP gateway (1 worker, SQLite; every call audited, metered, evented)")
+    print("\nMCP gateway (1 worker, SQLite; every call validated, audited, metered)")
     for name, t in report["targets"].items():
         errors = t.get("non_2xx", 0) + t.get("socket_errors", 0) + t.get("errors", 0)
         print(f"{name:<8} {t['rps']:>8.0f} calls/s  errors {errors}")
