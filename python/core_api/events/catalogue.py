@@ -59,7 +59,7 @@ EVENT_TYPES: tuple[tuple[str, str, dict[str, Any]], ...] = (
         {
             "server": "filesystem",
             "tool": "read_file",
-            "outcome": "success",
+            "outcome": "ok",
             "duration_ms": 1.8,
             "api_key_id": 12,
             "transport": "rest",
