@@ -37,8 +37,9 @@ test: install test-rust test-python ## Run every test (cargo + pytest)
 test-rust:
 	cargo test --quiet --no-default-features
 
+# Two processes: the suite waits on servers, subprocesses and databases as much as it computes.
 test-python: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --durations=15
 
 bench: install ## Run the benchmark suite (peak throughput, locust mixes, micro-benchmarks)
 	$(BIN)/python -m benchmarks.run

@@ -58,6 +58,18 @@ TABLES = [
 ]
 
 
+# Empty every table (children first; the pixel_sites delete trigger refills
+# pixel_site_purges, so it is emptied again last) and restart every sequence: what
+# TRUNCATE ... RESTART IDENTITY CASCADE did, at 4 ms instead of 140-240 ms per test
+# (TRUNCATE swaps the files of every table, empty or not).
+RESET = (
+    "DO $$ DECLARE t text; BEGIN FOREACH t IN ARRAY ARRAY["
+    + ", ".join(f"'{table}'" for table in [*TABLES, "pixel_site_purges"])
+    + "] LOOP EXECUTE format('DELETE FROM %I', t); END LOOP; "
+    "PERFORM setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S'; END $$"
+)
+
+
 def _swap_dbname(url: str, name: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["dbname"] = name
@@ -99,7 +111,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         exists = conn.execute("SELECT to_regclass('public.users') IS NOT NULL").fetchone()
         if exists and exists[0]:
-            conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+            conn.execute(RESET)
     return url
 
 
