@@ -187,9 +187,7 @@ class PixelBatch:
 
     def rows(
         self,
-    ) -> list[
-        tuple[int, int, str, str, str | None, int, int | None, str, str, str | None]
-    ]:
+    ) -> list[tuple[int, int, str, str, str | None, int, int | None, str, str, str | None]]:
         """The batch as ``executemany`` parameter tuples, columns in ``PIXEL_COLUMNS`` order."""
 
 @final
