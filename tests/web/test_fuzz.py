@@ -219,6 +219,12 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "expires_at": date_text | json_values,
     "grace_period_hours": st.integers(-(2**70), 2**70) | json_values,
 }
+# Fields of the later features: hostile values of any JSON shape, long text and deep nesting.
+for _field in (
+    "url", "scores", "issues", "events", "secret", "type", "data", "id", "feature",
+    "quantity", "event_id", "metadata", "domain",
+):  # fmt: skip
+    FIELDS[_field] = json_values | long_text | deep | st.integers(-(2**70), 2**70)
 
 
 def hostile_field(names: list[str]) -> st.SearchStrategy[tuple[str, Any]]:
@@ -255,6 +261,47 @@ PLAUSIBLE: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "/api/v1/api-keys/{id}/rotate": st.fixed_dictionaries(
         {}, optional={"grace_period_hours": st.integers(0, 720)}
     ),
+    "/api/v1/seo/report": st.fixed_dictionaries(
+        {"url": st.sampled_from(["https://example.com/", "https://example.com/a?b=1"])},
+        optional={
+            "scores": st.fixed_dictionaries(
+                {}, optional={"seo": st.integers(-1, 101), "performance": st.integers(0, 100)}
+            ),
+            "issues": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "type": st.sampled_from(["missing_alt", "x.y", ""]),
+                        "severity": st.sampled_from(["error", "warning", "info", "bad"]),
+                        "element": _name,
+                    },
+                    optional={"details": st.dictionaries(st.text(max_size=5), json_values)},
+                ),
+                max_size=3,
+            ),
+        },
+    ),
+    "/api/v1/webhooks": st.fixed_dictionaries(
+        {
+            "url": st.sampled_from(["https://example.com/hook", "http://127.0.0.1/x", "ftp://a"]),
+            "events": st.lists(st.sampled_from(["post.created", "post.*", "*", ""]), max_size=3),
+        },
+        optional={"secret": st.sampled_from(["whsec_" + "A" * 44, "short"])},
+    ),
+    "/api/v1/events": st.fixed_dictionaries(
+        {"type": st.sampled_from(["post.created", "workspace.created", "a"]), "data": json_values},
+        optional={"id": st.text(max_size=20)},
+    ),
+    "/api/v1/entitlements/usage": st.fixed_dictionaries(
+        {
+            "feature": st.sampled_from(["posts", "api_calls", "storage", "nope"]),
+            "quantity": st.integers(-2, 5),
+        },
+        optional={"event_id": st.text(max_size=12), "metadata": json_values},
+    ),
+    "/api/v1/pixel/sites": st.fixed_dictionaries(
+        {"domain": st.sampled_from(["example.com", "sub.example.org", "localhost", ""])},
+        optional={"name": _name, "sample_rate": st.floats(-1, 2)},
+    ),
 }
 
 ROUTE_FIELDS = {
@@ -262,6 +309,11 @@ ROUTE_FIELDS = {
     "/api/v1/workspaces/{id}": ["name", "tier", "settings"],
     "/api/v1/api-keys": ["name", "scopes", "rate_limit_tier", "expires_at"],
     "/api/v1/api-keys/{id}/rotate": ["grace_period_hours"],
+    "/api/v1/seo/report": ["url", "scores", "issues"],
+    "/api/v1/webhooks": ["url", "events", "secret"],
+    "/api/v1/events": ["type", "data", "id"],
+    "/api/v1/entitlements/usage": ["feature", "quantity", "event_id", "metadata"],
+    "/api/v1/pixel/sites": ["domain", "name"],
 }
 
 
@@ -481,6 +533,9 @@ class Harness:
             return
         assert result.headers.get("content-type", "").startswith("application/json"), where
         body = orjson.loads(result.content)
+        if call.path == "/api/v1/mcp" and "jsonrpc" in body:  # MCP answers JSON-RPC errors
+            assert body["jsonrpc"] == "2.0" and isinstance(body["error"]["message"], str), where
+            return
         if status >= 400:
             assert isinstance(body.get("error"), str), where
             assert isinstance(body.get("message"), str), where
