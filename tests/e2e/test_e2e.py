@@ -196,11 +196,19 @@ def test_request_bodies_are_bounded_over_real_http(launcher: Launcher, tmp_path:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     with httpx.Client(base_url=server.base, headers=headers, timeout=10) as client:
         declared = client.post("/api/v1/workspaces", content=b'{"name": "' + b"x" * 70_000 + b'"}')
-        chunked = client.post("/api/v1/workspaces", content=chunks())
-        assert "content-length" not in chunked.request.headers
+        answers = [declared]
+        try:
+            chunked = client.post("/api/v1/workspaces", content=chunks())
+            assert "content-length" not in chunked.request.headers
+            answers.append(chunked)
+        except (httpx.RemoteProtocolError, httpx.WriteError):
+            # The server answered 413 after reading up to the limit and closed the
+            # connection while the client was still sending the rest: the client may see
+            # the close before it reads the answer (HTTP/1.1 allows either; seen under load).
+            pass
         assert client.get("/api/v1/workspaces").json()["meta"]["total"] == 1
         malformed = client.post("/api/v1/workspaces", content=b'{"name": ')
-    for response in (declared, chunked):
+    for response in answers:
         assert response.status_code == 413, response.text
         assert response.json() == {
             "error": "payload_too_large",

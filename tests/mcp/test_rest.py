@@ -357,3 +357,35 @@ async def test_calls_are_audited_published_and_counted(
     assert runtime.entitlements.meter.pending() - before >= 2
     drained = runtime.entitlements.meter.drain()
     assert drained[(boot["workspace"]["id"], "mcp_calls")] == 2
+
+
+async def test_key_server_list_set_through_the_api_never_widens(api: Api) -> None:
+    """POST /api-keys takes mcp_servers; a restricted key's keys inherit its list, cannot
+    widen it (422), and rotation keeps it."""
+    made = await api.post(
+        "/api/v1/api-keys",
+        json={"name": "fs only", "scopes": ["*"], "mcp_servers": ["filesystem"]},
+    )
+    assert made.status == 201, made.json
+    limited = made.json["data"]
+    assert limited["mcp_servers"] == ["filesystem"]
+    got = await api.get(f"/api/v1/api-keys/{limited['id']}")
+    assert got.json["data"]["mcp_servers"] == ["filesystem"]
+    assert (await call(api, "core", "list_workspaces", {}, key=limited["key"])).status == 403
+    assert (await call(api, "filesystem", "list_directory", {}, key=limited["key"])).status == 200
+
+    child = await api.post("/api/v1/api-keys", key=limited["key"], json={"name": "child"})
+    assert child.status == 201, child.json
+    assert child.json["data"]["mcp_servers"] == ["filesystem"]  # inherited, not "all"
+    wider = await api.post(
+        "/api/v1/api-keys", key=limited["key"], json={"name": "w", "mcp_servers": ["core"]}
+    )
+    assert wider.status == 422 and "mcp_servers" in wider.json["errors"]
+    for bad in (["Bad Id"], "filesystem", [1], ["x" * 40]):
+        refused = await api.post("/api/v1/api-keys", json={"name": "b", "mcp_servers": bad})
+        assert refused.status == 422 and "mcp_servers" in refused.json["errors"], bad
+
+    rotated = await api.post(f"/api/v1/api-keys/{limited['id']}/rotate", json={})
+    successor = rotated.json["data"]["id"]
+    got = await api.get(f"/api/v1/api-keys/{successor}")
+    assert got.json["data"]["mcp_servers"] == ["filesystem"]

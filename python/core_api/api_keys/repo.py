@@ -14,7 +14,7 @@ COLUMNS = (
     "k.id, k.user_id, k.workspace_id, k.name, k.prefix, k.scopes, k.rate_limit_tier, "
     "k.expires_at, k.last_used_at, k.grace_period_ends_at, k.rotated_to_id, k.rate_bucket_id, "
     "k.created_at, "
-    "k.updated_at"
+    "k.updated_at, k.mcp_servers"
 )
 RETURNED = COLUMNS.replace("k.", "")
 
@@ -38,6 +38,7 @@ LIST_SPEC = ListSpec(
             "last_used_at",
             "expires_at",
             "grace_period_ends_at",
+            "mcp_servers",
             "created_at",
             "updated_at",
         }
@@ -67,6 +68,7 @@ class ApiKeyRecord:
     rate_bucket_id: int | None
     created_at: int
     updated_at: int
+    mcp_servers: tuple[str, ...] | None  # the MCP servers it may use; None: every one
     workspace_tier: str
 
 
@@ -78,7 +80,12 @@ class LiveKey(ApiKeyRecord):
 
 
 def _fields(row: Row) -> Row:
-    return {**row, "scopes": tuple(orjson.loads(row["scopes"]))}
+    servers = row["mcp_servers"]
+    return {
+        **row,
+        "scopes": tuple(orjson.loads(row["scopes"])),
+        "mcp_servers": None if servers is None else tuple(orjson.loads(servers)),
+    }
 
 
 async def create(
@@ -95,13 +102,14 @@ async def create(
     expires_at: int | None,
     now: int,
     rate_bucket_id: int | None = None,
+    mcp_servers: tuple[str, ...] | None = None,
 ) -> ApiKeyRecord:
     """Insert a key and return its record from the same statement (RETURNING): one round
     trip, no re-read. ``workspace_tier`` is the caller's, as it read the workspace."""
     row = await db.fetch_one(
         "INSERT INTO api_keys (user_id, workspace_id, name, prefix, key_hash, scopes, "  # noqa: S608
-        "rate_limit_tier, expires_at, created_at, updated_at, rate_bucket_id) "
-        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RETURNED}",
+        "rate_limit_tier, expires_at, created_at, updated_at, rate_bucket_id, mcp_servers) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RETURNED}",
         (
             user_id,
             workspace_id,
@@ -114,6 +122,7 @@ async def create(
             now,
             now,
             rate_bucket_id,
+            None if mcp_servers is None else orjson.dumps(sorted(mcp_servers)).decode(),
         ),
     )
     assert row is not None

@@ -7,6 +7,7 @@ import falcon.asgi
 
 from ..clock import iso
 from ..config import Settings
+from ..mcp.registry import ID_PATTERN as MCP_SERVER_ID
 from ..web.bodies import Fields, read_json
 from ..web.context import context_workspace, list_body, list_query, principal_of
 from ..workspaces.service import WorkspaceService
@@ -32,23 +33,35 @@ class ApiKeyCollection:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = Fields(
             await read_json(req, self.settings),
-            {"name", "scopes", "rate_limit_tier", "expires_at"},
+            {"name", "scopes", "rate_limit_tier", "expires_at", "mcp_servers"},
         )
         name = body.string("name", required=True)
         scopes = body.string_list("scopes", max_items=64, max_length=80)
         tier = body.string("rate_limit_tier", max_length=64)
         expires_at = body.timestamp("expires_at")
+        servers = body.string_list("mcp_servers", max_items=64, max_length=64)
+        if servers is not None and not all(MCP_SERVER_ID.match(s) for s in servers):
+            body.fail(
+                "mcp_servers",
+                "Each MCP server id is a lowercase letter, then up to 31 of a-z, 0-9, _ and -.",
+            )
         body.done()
         assert name is not None
         workspace = await context_workspace(req, self.workspaces)
         created, key = await self.keys.create_for(
-            principal_of(req), workspace, name, scopes, tier, expires_at
+            principal_of(req), workspace, name, scopes, tier, expires_at, servers
         )
         resp.status = falcon.HTTP_201
         resp.media = {
             "message": "API key created successfully.",
             "data": present_with_secret(
-                created, key, "scopes", "rate_limit_tier", "expires_at", "created_at"
+                created,
+                key,
+                "scopes",
+                "rate_limit_tier",
+                "expires_at",
+                "mcp_servers",
+                "created_at",
             ),
         }
 

@@ -57,6 +57,7 @@ def present(record: ApiKeyRecord) -> dict[str, Any]:
         "last_used_at": iso(record.last_used_at),
         "expires_at": iso(record.expires_at),
         "grace_period_ends_at": iso(record.grace_period_ends_at),
+        "mcp_servers": None if record.mcp_servers is None else list(record.mcp_servers),
         "created_at": iso(record.created_at),
     }
 
@@ -178,6 +179,7 @@ class ApiKeyService:
         tier: str | None,
         expires_at: int | None,
         rate_bucket_id: int | None = None,
+        mcp_servers: tuple[str, ...] | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         key = _native.generate_key()
         created = await repo.create(
@@ -193,6 +195,7 @@ class ApiKeyService:
             expires_at=expires_at,
             now=self.clock.now_ms(),
             rate_bucket_id=rate_bucket_id,
+            mcp_servers=mcp_servers,
         )
         return created, key
 
@@ -204,6 +207,7 @@ class ApiKeyService:
         key_scopes: list[str] | None,
         tier: str | None,
         expires_at: int | None,
+        mcp_servers: list[str] | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         key_scopes = DEFAULT_SCOPES if key_scopes is None else key_scopes
         self.validate_scopes(key_scopes, principal)
@@ -216,6 +220,8 @@ class ApiKeyService:
             raise ValidationFailed.field(
                 "expires_at", "The expires_at must be a date in the future."
             )
+        # Read before the transaction: on SQLite a read inside it would wait for its lock.
+        servers = await self._grantable_servers(principal, mcp_servers)
         async with self.db.transaction() as tx:
             if self.entitlements is not None:  # not on rotation: a successor replaces a key
                 await self.entitlements.enforce_count(tx, "api_keys", workspace.id)
@@ -228,11 +234,29 @@ class ApiKeyService:
                 key_scopes=key_scopes,
                 tier=tier,
                 expires_at=expires_at,
+                mcp_servers=servers,
             )
             await self._publish(tx, "api_key.created", created, event_view(created))
         self.events.notify()
         await self.invalidator.changed(("key_list", workspace.id))
         return created, key
+
+    async def _grantable_servers(
+        self, principal: Principal, wanted: list[str] | None
+    ) -> tuple[str, ...] | None:
+        """The MCP servers a new key may use: what was asked, never more than the caller's
+        own list (a restricted key cannot mint an unrestricted one); none asked means the
+        caller's own restriction, or none."""
+        own = (await self.get(principal.workspace_id, principal.key_id)).mcp_servers
+        if wanted is None:
+            return own
+        if own is not None and not set(wanted) <= set(own):
+            raise ValidationFailed.field(
+                "mcp_servers",
+                "A key can only be given MCP servers its creator may use: "
+                + (", ".join(own) or "none"),
+            )
+        return tuple(sorted(set(wanted)))
 
     async def _publish(
         self, tx: Executor, event_type: str, record: ApiKeyRecord, view: dict[str, Any]
@@ -346,6 +370,7 @@ class ApiKeyService:
                 expires_at=old.expires_at,
                 # One budget across a rotation chain: rotating never refills the bucket.
                 rate_bucket_id=old.rate_bucket_id or old.id,
+                mcp_servers=old.mcp_servers,
             )
             if not await repo.mark_rotated(tx, key_id, new.id, grace_ends, now):
                 # A concurrent rotation or revocation won: the successor is rolled back.
