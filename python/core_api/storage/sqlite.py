@@ -124,14 +124,25 @@ class SQLiteDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         async with self._lock:
-            # IMMEDIATE takes the write lock up front: no lock-upgrade deadlocks between workers.
-            await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             try:
-                yield _SQLiteTransaction(self)
+                # IMMEDIATE takes the write lock up front: no lock-upgrade deadlocks.
+                await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    yield _SQLiteTransaction(self)
+                except BaseException:
+                    await self._run(lambda: self._conn.execute("ROLLBACK"))
+                    raise
+                await self._run(lambda: self._conn.execute("COMMIT"))
             except BaseException:
-                await self._run(lambda: self._conn.execute("ROLLBACK"))
+                # Cancelled while BEGIN, COMMIT or ROLLBACK ran: the statement still runs on
+                # the thread. End any transaction it left open before the lock is released,
+                # or the next BEGIN fails ("cannot start a transaction within a transaction").
+                await asyncio.shield(self._run(self._end_open_transaction))
                 raise
-            await self._run(lambda: self._conn.execute("COMMIT"))
+
+    def _end_open_transaction(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def migration_lock(self) -> Any:
         return self.transaction()
