@@ -122,20 +122,6 @@ def _record(row: dict[str, Any]) -> SiteRecord:
     )
 
 
-async def lock_workspace(db: Executor, workspace_id: int, dialect: str) -> None:
-    """Serialise creates in one workspace for the count + insert of the site cap. SQLite's
-    write transaction (BEGIN IMMEDIATE) already holds the database's only write lock."""
-    if dialect == "postgresql":
-        await db.fetch_one("SELECT id FROM workspaces WHERE id = ? FOR UPDATE", (workspace_id,))
-
-
-async def count_all(db: Executor, workspace_id: int) -> int:
-    value = await fetch_value(
-        db, "SELECT COUNT(*) AS n FROM pixel_sites WHERE workspace_id = ?", (workspace_id,)
-    )
-    return int(value or 0)
-
-
 async def create(db: Executor, workspace_id: int, values: SiteValues, now: int) -> SiteRecord:
     """Raises IntegrityError when the domain is registered already (by any workspace)."""
     row = await db.fetch_one(
