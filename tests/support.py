@@ -183,11 +183,31 @@ class Launcher:
         server = Server(proc, port, out_path, err_path)
         self.servers.append(server)
         server.wait_healthy()
+        if workers > 1:
+            wait_for_workers(server, workers)
         return server
 
     def stop_all(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def wait_for_workers(server: Server, count: int = 2, within: float = 30.0) -> None:
+    """Returns once ``count`` worker processes have answered (request ids carry a per-process
+    prefix). A server reports healthy when its first worker answers; a test about several
+    workers must not start while the others are still starting (seen on a loaded CI host)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + within
+    with httpx.Client(
+        base_url=server.base, timeout=2.0, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                seen.add(client.get("/health").headers.get("x-request-id", "")[:16])
+            if len(seen) >= count:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"only {len(seen)} of {count} workers answered within {within} s")
 
 
 def fresh_connection_client(server: Server, key: str) -> httpx.Client:

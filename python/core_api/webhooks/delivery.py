@@ -212,10 +212,12 @@ class Dispatcher:
                 continue
             self._queues.setdefault(endpoint, deque()).append(item)
             touched.add(endpoint)
-        if extra:  # more than one endpoint's window: back to the queue for later
-            await repo.release(self.db, extra, self.holder)
+        # Pumps start before any await: a pump that drains its queue during one removes
+        # that queue, and items appended here must not be left without a pump.
         for endpoint in touched:
             self._start_pumps(endpoint)
+        if extra:  # more than one endpoint's window: back to the queue for later
+            await repo.release(self.db, extra, self.holder)
         return len(claimed)
 
     def _start_pumps(self, endpoint: int) -> None:
