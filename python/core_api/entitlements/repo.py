@@ -164,11 +164,11 @@ async def record_at_once(db: Executor, e: Entry) -> tuple[int | None, bool]:
     first = max(e.quantity, 0)
     row = await db.fetch_one(
         "WITH u AS (INSERT INTO entitlement_usage (workspace_id, feature, period_start, used, "  # noqa: S608
-        "updated_at) SELECT ?, ?, ?, ?, ? WHERE ? <= ? "
+        "updated_at) SELECT ?, ?, ?, ?, ? WHERE CAST(? AS BIGINT) <= CAST(? AS BIGINT) "
         "ON CONFLICT (workspace_id, feature, period_start) DO UPDATE SET "
         "used = CASE WHEN entitlement_usage.used + ? < 0 THEN 0 "
         "ELSE entitlement_usage.used + ? END, updated_at = excluded.updated_at "
-        "WHERE ? <= 0 OR entitlement_usage.used + ? <= ? RETURNING used), "
+        "WHERE CAST(? AS BIGINT) <= 0 OR entitlement_usage.used + ? <= ? RETURNING used), "
         "e AS (" + _LEDGER + "SELECT ?, ?, ?, ?, ?, u.used, ?, ?, ?, ? FROM u "
         "ON CONFLICT (workspace_id, feature, period_start, event_id) "
         "WHERE event_id IS NOT NULL DO NOTHING RETURNING id) "

@@ -12,7 +12,7 @@ from ..storage import Executor
 
 COLUMNS = tuple(_native.PIXEL_COLUMNS)
 _COLUMN_LIST = ", ".join(COLUMNS)
-COPY_EVENTS = f"COPY pixel_events ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
+TABLE_EVENTS = "pixel_events"  # PostgreSQL: one binary COPY of COLUMNS per batch
 _PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
 # Built from constants only (the extension's column list).
 INSERT_EVENT = f"INSERT INTO pixel_events ({_COLUMN_LIST}) VALUES ({_PLACEHOLDERS})"  # noqa: S608

@@ -13,19 +13,17 @@ write; the caller keeps the batch and retries it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-import psycopg
+import asyncpg
 
 from .. import _native
 from ..config import Settings, sqlite_path
-from ..storage import DatabaseUnavailable
+from ..storage import DatabaseUnavailable, Timeouts, postgres
 from . import ingest_repo
 
 BotCounts = Sequence[tuple[int, int, int]]  # (site_id, day, count)
@@ -42,54 +40,54 @@ class EventWriter(Protocol):
     async def close(self) -> None: ...
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 class PostgresWriter:
     def __init__(self, settings: Settings) -> None:
         self.url = settings.database_url
-        self.connect_timeout = max(2, math.ceil(settings.pg_connect_timeout))
-        self.statement_ms = settings.pg_statement_timeout * 1000
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self.timeouts = Timeouts(settings.pg_connect_timeout, settings.pg_statement_timeout)
+        self._conn: asyncpg.Connection | None = None
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=self.connect_timeout
-                )
-                await conn.execute(
-                    "SELECT set_config('statement_timeout', %s, false)", (f"{self.statement_ms}ms",)
-                )
-            except psycopg.Error as exc:
-                raise DatabaseUnavailable(f"pixel writer: {_one_line(exc)}") from None
-            self._conn = conn
+                # Two statements only (the COPY is not prepared): no statement cache.
+                self._conn = await postgres.connect(self.url, self.timeouts, 2)
+            except DatabaseUnavailable as exc:
+                raise DatabaseUnavailable(f"pixel writer: {exc}") from None
         return self._conn
 
-    async def _run(self, work: Any) -> None:
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[object]]) -> None:
         conn = await self._connection()
         try:
             await work(conn)
-        except psycopg.OperationalError as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            if postgres.unavailable(exc) or conn.is_closed():
+                await self._drop()
+                raise DatabaseUnavailable(f"pixel writer: {postgres.one_line(exc)}") from None
+            raise DataRefused(postgres.one_line(exc)) from exc
+        except BaseException:
+            # Cancelled mid-COPY: the protocol state is unknown, make a new connection.
             await self._drop()
-            raise DatabaseUnavailable(f"pixel writer: {_one_line(exc)}") from None
-        except psycopg.Error as exc:
-            raise DataRefused(_one_line(exc)) from exc
+            raise
 
     async def write(self, batch: _native.PixelBatch) -> None:
         payload = batch.copy_binary()
 
-        async def copy(conn: psycopg.AsyncConnection[Any]) -> None:
-            async with conn.cursor() as cur, cur.copy(ingest_repo.COPY_EVENTS) as stream:
-                await stream.write(payload)
+        async def source() -> AsyncIterator[bytes]:  # bytes alone would be a file name
+            yield payload
+
+        async def copy(conn: asyncpg.Connection) -> None:
+            await conn.copy_to_table(
+                ingest_repo.TABLE_EVENTS,
+                source=source(),
+                columns=list(ingest_repo.COLUMNS),
+                format="binary",
+            )
 
         await self._run(copy)
 
     async def add_bot_counts(self, counts: BotCounts) -> None:
-        async def upsert(conn: psycopg.AsyncConnection[Any]) -> None:
-            async with conn.cursor() as cur:
-                await cur.executemany(ingest_repo.ADD_BOTS.replace("?", "%s"), counts)
+        async def upsert(conn: asyncpg.Connection) -> None:
+            await conn.executemany(postgres.adapt(ingest_repo.ADD_BOTS), counts)
 
         await self._run(upsert)
 
@@ -99,11 +97,15 @@ class PostgresWriter:
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
+            conn.terminate()
 
     async def close(self) -> None:
-        await self._drop()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close(timeout=1.0)
+            except Exception:  # asyncpg aborted it already
+                conn.terminate()
 
 
 _SQLITE_UNAVAILABLE = frozenset(

@@ -1,41 +1,52 @@
-"""PostgreSQL backend: psycopg 3 over a small connection pool of its own.
+"""PostgreSQL backend: asyncpg over a small connection pool of its own.
+
+asyncpg rather than psycopg 3: a by-id SELECT costs it about half the CPU, and the API's
+write paths run eight to ten statements each on a CPU-bound worker. Each connection keeps
+asyncpg's statement cache, so a statement is parsed and planned once per connection and
+later runs cost one round trip.
 
 The pool makes connections on demand, in the request that needs one, with no background
-reconnection. psycopg_pool reconnects in the background with an exponential back-off, so
-while the database was down every request waited the whole checkout timeout, and after it
-came back the first requests still waited for the next scheduled attempt. Here, while the
-database is unreachable, each request fails within the connect timeout (at once when the
-connection is refused) with :class:`DatabaseUnavailable`, and the first request after it
-is back connects again.
+reconnection: while the database is unreachable, each request fails within the connect
+timeout (at once when the connection is refused) with :class:`DatabaseUnavailable`, and
+the first request after it is back connects again.
 
-Every psycopg error becomes a storage error here, once: constraint violations become
-:class:`IntegrityError`, lost or refused connections, server shutdowns and statement
-timeouts become :class:`DatabaseUnavailable` (503 at the API).
+Every driver error that means something becomes a storage error here, once: constraint
+violations become :class:`IntegrityError`; lost or refused connections, server shutdowns,
+statement and lock timeouts, serialization failures and deadlocks become
+:class:`DatabaseUnavailable` (503 at the API). Anything else (bad SQL, a parameter of the
+wrong type) is a bug and stays as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import math
-import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-import psycopg
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
+import asyncpg
 
 from .base import DatabaseUnavailable, Executor, IntegrityError, Params, Row
 
 MIGRATION_LOCK_ID = 0x636F7265_617069  # "coreapi": one advisory lock for `core-api migrate`
 MAX_LIFETIME_SECONDS = 3600.0  # connections are replaced hourly (server memory, failovers)
+# Prepared statements kept per connection (asyncpg's LRU). The API has a few hundred
+# distinct statements; a request path uses about ten.
+STATEMENT_CACHE_SIZE = 512
 
-Conn = psycopg.AsyncConnection[Row]
+Conn = asyncpg.Connection
 T = TypeVar("T")
+
+# SQLSTATE classes that mean "not now" rather than "wrong request": connection exceptions,
+# transaction rollback (serialization failure, deadlock), insufficient resources (too many
+# connections, disk full), object not in prerequisite state (lock_timeout), operator
+# intervention (statement_timeout, shutdown), system errors, configuration file errors.
+_UNAVAILABLE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58", "F0"})
+# The server ends the session after these: the connection is gone.
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,47 +65,95 @@ class _ConnectionLost(DatabaseUnavailable):
 
 @functools.lru_cache(maxsize=1024)
 def adapt(sql: str) -> str:
-    """Repositories write ``?`` placeholders; psycopg wants ``%s`` (and literal ``%%``)."""
-    return sql.replace("%", "%%").replace("?", "%s")
+    """Repositories write ``?`` placeholders; PostgreSQL numbers them (``$1``, ``$2``)."""
+    parts = sql.split("?")
+    if len(parts) == 1:
+        return sql
+    out = [parts[0]]
+    for number, part in enumerate(parts[1:], start=1):
+        out.append(f"${number}")
+        out.append(part)
+    return "".join(out)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (raised by asyncpg or its transport) means "not now"."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return isinstance(exc, asyncpg.PostgresConnectionError) or (
+            state[:2] in _UNAVAILABLE_CLASSES
+        )
+    # The socket failed under asyncpg, or asyncpg refused a connection it had seen close.
+    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
+
+
+def _lost(conn: Conn, exc: BaseException) -> bool:
+    return (
+        conn.is_closed()
+        or isinstance(exc, asyncpg.ConnectionDoesNotExistError | OSError)
+        or getattr(exc, "sqlstate", None) in _SESSION_ENDED
+    )
 
 
 @contextmanager
 def _translated(conn: Conn) -> Iterator[None]:
-    """The one place psycopg errors become storage errors."""
+    """The one place asyncpg errors become storage errors."""
     try:
         yield
-    except psycopg.errors.IntegrityError as exc:
+    except asyncpg.IntegrityConstraintViolationError as exc:
         raise IntegrityError(str(exc)) from exc
-    except psycopg.OperationalError as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        if isinstance(exc, asyncpg.InterfaceError) and not conn.is_closed():
+            raise  # misuse (e.g. another operation in progress): a bug, not an outage
+        if not unavailable(exc):
+            raise
         # Connection lost or refused, server shutting down, statement_timeout, too many
         # connections: all mean "not now", not "wrong request".
-        lost = _ConnectionLost if conn.broken else DatabaseUnavailable
-        raise lost(f"PostgreSQL: {_one_line(exc)}") from exc
+        lost = _ConnectionLost if _lost(conn, exc) else DatabaseUnavailable
+        raise lost(f"PostgreSQL: {one_line(exc)}") from exc
+
+
+async def connect(url: str, timeouts: Timeouts, statement_cache_size: int) -> Conn:
+    """A connection with the statement timeout set, or :class:`DatabaseUnavailable`."""
+    try:
+        conn: Conn = await asyncpg.connect(
+            url, timeout=timeouts.connect, statement_cache_size=statement_cache_size
+        )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {one_line(exc)}") from None
+    try:
+        with _translated(conn):
+            # set_config rather than a startup option: poolers such as PgBouncer refuse those.
+            # A simple query (no parameters): nothing prepared, nothing cached.
+            await conn.execute(
+                "SELECT set_config('statement_timeout', "
+                f"'{int(timeouts.statement * 1000)}ms', false)"
+            )
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
 
 
 def _read_only(sql: str) -> bool:
     return sql.lstrip()[:6].upper() == "SELECT"
 
 
-def _alive(conn: Conn) -> bool:
-    """An idle connection has nothing to say: a readable socket means the server closed it
-    (restart, failover, a proxy that dropped it) or sent a fatal error. One poll(), no
-    round trip, so checking every checkout costs nothing noticeable."""
-    if conn.closed:
-        return False
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)  # POLLHUP and POLLERR are always reported
-    return not poller.poll(0)
+def _rowcount(status: str) -> int:
+    """The row count of a command tag (``UPDATE 3``, ``INSERT 0 1``); -1 when it has none."""
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else -1
 
 
 @dataclass(slots=True)
 class _Pooled:
     conn: Conn
     born: float
+    spoiled: bool = False  # a statement was interrupted: the protocol state is unknown
 
 
 class _Pool:
@@ -103,28 +162,6 @@ class _Pool:
         self._idle: list[_Pooled] = []
         self._free = asyncio.Semaphore(size)
         self._closed = False
-
-    async def _connect(self) -> Conn:
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._url,
-                autocommit=True,
-                row_factory=dict_row,
-                connect_timeout=max(2, math.ceil(self._timeouts.connect)),  # libpq's minimum
-            )
-        except psycopg.Error as exc:
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_one_line(exc)}") from None
-        try:
-            with _translated(conn):
-                # set_config rather than a startup option: poolers such as PgBouncer refuse those.
-                await conn.execute(
-                    "SELECT set_config('statement_timeout', %s, false)",
-                    (f"{int(self._timeouts.statement * 1000)}ms",),
-                )
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
 
     async def acquire(self) -> _Pooled:
         if self._closed:  # used after close(): a bug, not an outage
@@ -142,10 +179,14 @@ class _Pool:
         try:
             while self._idle:
                 pooled = self._idle.pop()  # the most recently used: warmest, least likely dead
-                if _alive(pooled.conn):
+                # The event loop reads every idle connection's socket, so asyncpg marks a
+                # connection the server closed (restart, failover, a proxy that dropped it,
+                # a fatal error) as closed as soon as the loop sees it: no round trip.
+                if not pooled.conn.is_closed():
                     return pooled
-                await pooled.conn.close()
-            return _Pooled(await self._connect(), time.monotonic())
+                pooled.conn.terminate()
+            conn = await connect(self._url, self._timeouts, STATEMENT_CACHE_SIZE)
+            return _Pooled(conn, time.monotonic())
         except BaseException:
             self._free.release()
             raise
@@ -155,12 +196,14 @@ class _Pool:
             conn = pooled.conn
             if (
                 self._closed
-                or conn.closed
-                # ACTIVE (a cancelled statement) or a transaction left open: not reusable.
-                or conn.info.transaction_status != TransactionStatus.IDLE
-                or time.monotonic() - pooled.born > MAX_LIFETIME_SECONDS
+                or pooled.spoiled
+                or conn.is_closed()
+                # A transaction left open (a failed ROLLBACK): not reusable.
+                or conn.is_in_transaction()
             ):
-                await conn.close()
+                conn.terminate()
+            elif time.monotonic() - pooled.born > MAX_LIFETIME_SECONDS:
+                await _close(conn)
             else:
                 self._idle.append(pooled)
         finally:
@@ -169,34 +212,57 @@ class _Pool:
     async def discard_idle(self) -> None:
         idle, self._idle = self._idle, []
         for pooled in idle:
-            await pooled.conn.close()
+            await _close(pooled.conn)
+
+    async def forget_statements(self) -> None:
+        for pooled in self._idle:
+            await pooled.conn.reload_schema_state()  # drops its caches; no round trip
 
     async def close(self) -> None:
         self._closed = True
         await self.discard_idle()
 
 
+async def _close(conn: Conn) -> None:
+    """Say goodbye to the server (a Terminate message), bounded; abort if that fails."""
+    try:
+        await conn.close(timeout=1.0)
+    except Exception:  # asyncpg aborted the connection already
+        conn.terminate()
+
+
 class _Connection:
     """Statements on one checked-out connection."""
 
-    def __init__(self, conn: Conn) -> None:
-        self.conn = conn
+    __slots__ = ("conn", "pooled")
 
-    async def _execute(self, sql: str, params: Params) -> psycopg.AsyncCursor[Row]:
-        with _translated(self.conn):
-            return await self.conn.execute(adapt(sql), tuple(params))
+    def __init__(self, pooled: _Pooled) -> None:
+        self.pooled = pooled
+        self.conn = pooled.conn
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        cur = await self._execute(sql, params)
-        return await cur.fetchone()
+        self.pooled.spoiled = True
+        with _translated(self.conn):
+            row = await self.conn.fetchrow(adapt(sql), *params)
+        self.pooled.spoiled = False
+        return None if row is None else dict(row.items())
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        cur = await self._execute(sql, params)
-        return await cur.fetchall()
+        self.pooled.spoiled = True
+        with _translated(self.conn):
+            rows = await self.conn.fetch(adapt(sql), *params)
+        self.pooled.spoiled = False
+        return [dict(r.items()) for r in rows]
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        cur = await self._execute(sql, params)
-        return int(cur.rowcount)
+        self.pooled.spoiled = True
+        with _translated(self.conn):
+            if params:
+                status = await self.conn.execute(adapt(sql), *params)
+            else:  # the simple protocol: one round trip, nothing prepared
+                status = await self.conn.execute(sql)
+        self.pooled.spoiled = False
+        return _rowcount(status)
 
 
 class PostgresDatabase:
@@ -216,7 +282,7 @@ class PostgresDatabase:
     async def _attempt(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
         pooled = await self._pool.acquire()
         try:
-            return await work(_Connection(pooled.conn))
+            return await work(_Connection(pooled))
         finally:
             await self._pool.release(pooled)
 
@@ -224,7 +290,7 @@ class PostgresDatabase:
         try:
             return await self._attempt(work)
         except _ConnectionLost:
-            # The connection was dropped without the checkout poll seeing it. That usually
+            # The connection was dropped without the checkout check seeing it. That usually
             # means a restart or failover, so the idle connections are suspect too. A read is
             # safe to run again, once, on a new connection; a write is not (it may have been
             # applied), so it stays a 503 that the client retries.
@@ -243,22 +309,44 @@ class PostgresDatabase:
         return await self._run(sql, lambda c: c.execute(sql, params))
 
     async def executescript(self, script: str) -> None:
+        """Several statements in one simple query (one implicit transaction)."""
+
         async def run(c: _Connection) -> None:
-            with _translated(c.conn):
-                await c.conn.execute(script)
+            await c.execute(script)
 
         await self._attempt(run)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         pooled = await self._pool.acquire()
+        conn = pooled.conn
         try:
-            with _translated(pooled.conn):  # BEGIN, COMMIT and ROLLBACK themselves
-                async with pooled.conn.transaction():
-                    yield _Connection(pooled.conn)
+            tx = _Connection(pooled)
+            await tx.execute("BEGIN")
+            try:
+                yield tx
+            except Exception:
+                # Best effort: when ROLLBACK cannot run (the connection is gone, or a
+                # statement is still cancelling) the connection is not pooled again and
+                # the server rolls back when it closes. The body's error is the one raised.
+                if not pooled.spoiled and not conn.is_closed():
+                    try:
+                        await tx.execute("ROLLBACK")
+                    except Exception:
+                        pooled.spoiled = True
+                raise
+            except BaseException:  # cancelled: no round trip now; closing rolls back
+                pooled.spoiled = True
+                raise
+            await tx.execute("COMMIT")
         except _ConnectionLost:
             await self._pool.discard_idle()  # as in _run; a transaction is never re-run
             raise
+        except asyncpg.InvalidCachedStatementError as exc:
+            # A migration changed a result type under a cached statement; asyncpg retries
+            # such a statement by itself outside a transaction, and has dropped the stale
+            # cache now, but this transaction is aborted: the client retries.
+            raise DatabaseUnavailable(f"PostgreSQL: {one_line(exc)}") from exc
         finally:
             await self._pool.release(pooled)
 
@@ -270,6 +358,10 @@ class PostgresDatabase:
             await tx.execute("SELECT set_config('statement_timeout', '0', true)")
             await tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_ID,))
             yield tx
+        # The schema may have changed: statements prepared on the idle connections may no
+        # longer describe it (asyncpg re-prepares them by itself, but not inside a
+        # transaction). Connections checked out now get that retry, or a 503 once.
+        await self._pool.forget_statements()
 
     async def close(self) -> None:
         await self._pool.close()
