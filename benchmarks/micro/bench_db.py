@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     with psycopg.connect(args.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        url = f"{args.admin_url.rsplit('/', 1)[0]}/{name}"
+        base, _, last = args.admin_url.rpartition("/")
+        query = last.partition("?")[2]  # e.g. sslmode=disable
+        url = f"{base}/{name}" + (f"?{query}" if query else "")
         try:
             import uvloop
 

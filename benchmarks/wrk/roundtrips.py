@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import falcon.testing
 import psycopg
 
@@ -32,18 +33,19 @@ counts = {"pg": 0, "sqlite": 0}
 
 
 def _count_pg() -> None:
-    execute, command = psycopg.AsyncConnection.execute, psycopg.AsyncConnection._exec_command
+    """Every statement the connector sends: asyncpg's execute (simple or prepared),
+    fetch and fetchrow (BEGIN, COMMIT and ROLLBACK are executes)."""
+    for name in ("execute", "fetch", "fetchrow"):
+        original = getattr(asyncpg.Connection, name)
 
-    async def counted_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        counts["pg"] += 1
-        return await execute(self, *args, **kwargs)
+        def counted(original: Any) -> Any:
+            async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+                counts["pg"] += 1
+                return await original(self, *args, **kwargs)
 
-    def counted_command(self: Any, *args: Any, **kwargs: Any) -> Any:  # a generator
-        counts["pg"] += 1
-        return command(self, *args, **kwargs)
+            return call
 
-    psycopg.AsyncConnection.execute = counted_execute  # type: ignore[method-assign]
-    psycopg.AsyncConnection._exec_command = counted_command  # type: ignore[method-assign]
+        setattr(asyncpg.Connection, name, counted(original))
     run = SQLiteDatabase._run
 
     async def counted_run(self: Any, fn: Any) -> Any:

@@ -50,11 +50,11 @@ async def add_usage(
     first = max(quantity, 0)
     row = await db.fetch_one(
         "INSERT INTO entitlement_usage (workspace_id, feature, period_start, used, updated_at) "
-        "SELECT ?, ?, ?, ?, ? WHERE ? <= ? "
+        "SELECT ?, ?, ?, ?, ? WHERE CAST(? AS BIGINT) <= CAST(? AS BIGINT) "
         "ON CONFLICT (workspace_id, feature, period_start) DO UPDATE SET "
         "used = CASE WHEN entitlement_usage.used + ? < 0 THEN 0 "
         "ELSE entitlement_usage.used + ? END, updated_at = excluded.updated_at "
-        "WHERE ? <= 0 OR entitlement_usage.used + ? <= ? "
+        "WHERE CAST(? AS BIGINT) <= 0 OR entitlement_usage.used + ? <= ? "
         "RETURNING used",
         (
             workspace_id,

@@ -498,6 +498,13 @@ async def mark_skipped(tx: Executor, ids: Sequence[int], holder: str, now: int) 
         )
 
 
+# Typed placeholders: VALUES gives PostgreSQL no column to infer a parameter's type from.
+_ATTEMPT_ROW = (
+    "(CAST(? AS BIGINT), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS TEXT), "
+    "CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS BIGINT))"
+)
+
+
 async def insert_attempts(tx: Executor, rows: Sequence[tuple[Any, ...]]) -> None:
     """(delivery_id, attempt, status_code, response_body, error, duration_ms, created_at).
     Rows whose delivery was deleted meanwhile (its endpoint removed) are skipped, not an
@@ -510,7 +517,7 @@ async def insert_attempts(tx: Executor, rows: Sequence[tuple[Any, ...]]) -> None
             "error, duration_ms, created_at) SELECT CAST(v.column1 AS BIGINT), "
             "CAST(v.column2 AS INTEGER), CAST(v.column3 AS INTEGER), v.column4, v.column5, "
             "CAST(v.column6 AS INTEGER), CAST(v.column7 AS BIGINT) FROM (VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            + ", ".join([_ATTEMPT_ROW] * len(chunk))
             + ") AS v WHERE EXISTS (SELECT 1 FROM webhook_deliveries d "
             "WHERE d.id = CAST(v.column1 AS BIGINT))",
             params,
