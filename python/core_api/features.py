@@ -10,6 +10,7 @@ from . import (
     gateway,
     health,
     mcp,
+    openapi,
     pixel,
     seo,
     webhooks,
@@ -17,7 +18,18 @@ from . import (
 )
 from .jobs import Job
 
-FEATURES = (health, pixel, workspaces, api_keys, events, webhooks, entitlements, seo, mcp)
+FEATURES = (
+    health,
+    pixel,
+    workspaces,
+    api_keys,
+    events,
+    webhooks,
+    entitlements,
+    seo,
+    mcp,
+    openapi,
+)
 
 
 def all_jobs() -> tuple[Job, ...]:
