@@ -92,6 +92,7 @@ async def test_secrets_are_sealed_at_rest(api: Api, runtime: Runtime) -> None:
         ({"url": None, "events": ["a.b"]}, "url"),
         ({"url": "http://127.0.0.1:9/x", "events": ["Post Created"]}, "events"),
         ({"url": "http://127.0.0.1:9/x", "events": ["post.**"]}, "events"),
+        ({"url": "http://127.0.0.1:9/x", "events": ["post.created\n"]}, "events"),
         ({"url": "http://127.0.0.1:9/x", "events": "post.created"}, "events"),
         ({"url": "ftp://example.com/x", "events": ["a.b"]}, "url"),
         ({"url": "http://user:pw@example.com/x", "events": ["a.b"]}, "url"),
