@@ -328,10 +328,14 @@ async def test_validation_errors_write_nothing(
             ({}, "feature"),
             ({"feature": "posts", "quantity": "-1"}, "quantity"),
             ({"feature": "posts", "quantity": "\u0661"}, "quantity"),
+            ({"feature": "posts", "quantity": str(10**15 + 1)}, "quantity"),  # the message's bound
+            ({"feature": "posts", "quantity": "9" * 16}, "quantity"),
             ({"feature": "posts", "colour": "red"}, "colour"),
         ]:
             got = await api.get(CHECK, params=params)
             assert got.status == 422 and field in got.json["errors"], (params, got.json)
+        got = await api.get(CHECK, params={"feature": "posts", "quantity": str(10**15)})
+        assert got.status == 200 and got.json["allowed"] is False, got.json
         assert "Valid features: workspaces, api_keys" in str(
             (await api.get(CHECK, params={"feature": "nope"})).json
         )
