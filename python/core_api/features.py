@@ -10,6 +10,7 @@ from . import (
     gateway,
     health,
     mcp,
+    metrics,
     openapi,
     pixel,
     seo,
@@ -29,6 +30,7 @@ FEATURES = (
     seo,
     mcp,
     openapi,
+    metrics,  # last: its final snapshot on a graceful stop follows every other flush
 )
 
 

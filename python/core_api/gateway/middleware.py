@@ -18,6 +18,8 @@ import falcon.asgi
 from ..config import Settings
 from ..entitlements.meter import Meter
 from ..errors import AccessDenied, Unauthorized
+from ..logs import CURRENT_REQUEST
+from ..metrics.registry import REGISTRY, ROUTE_KEY
 from ..plans import Plans, Tier
 from ..workspaces.service import WorkspaceService
 from .auth import Authenticator, CacheMiss, Principal, bearer_token
@@ -90,6 +92,7 @@ class GatewayMiddleware:
         resource: Any,
         params: dict[str, Any],
     ) -> None:
+        CURRENT_REQUEST.set(req)  # log lines written while serving it carry its id
         if resource is None and not req.path.startswith("/api/"):
             return
         if getattr(resource, "public", False):
@@ -133,6 +136,8 @@ class GatewayMiddleware:
         headers = decision.headers() if decision is not None else []
         headers.append(("X-Request-ID", request_id(req)))
         resp.set_headers(headers)  # one call: set_header per header showed in profiles
+        # Metrics: what the ASGI wrapper (pixel/fastpath.py) records once the answer is sent.
+        req.scope[ROUTE_KEY] = (req.method, req.uri_template, resp.status)
 
     async def _limit_ip(self, req: falcon.asgi.Request, name: str | None) -> None:
         tier = self.ip_tiers.get(name or "")
@@ -147,4 +152,5 @@ class GatewayMiddleware:
     def _record(self, decision: Decision, req: falcon.asgi.Request) -> None:
         req.context.rate = decision
         if not decision.allowed:
+            REGISTRY.rate_limited(decision.tier.name)
             raise decision.error()
