@@ -8,7 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from entitlements_support import CHECK, SUMMARY, USAGE, published, small_tenant, tenant
+from entitlements_support import (
+    CHECK,
+    SUMMARY,
+    USAGE,
+    listen_for_events,
+    published,
+    small_tenant,
+    tenant,
+)
 
 from conftest import Api
 from core_api.clock import ManualClock
@@ -272,6 +280,7 @@ async def test_threshold_events_once_per_period(
 ) -> None:
     async with small_tenant(settings, clock, tmp_path) as (runtime, api, boot):
         ws = boot["workspace"]["id"]
+        await listen_for_events(runtime, ws)
         await use(api, "mcp_calls", 7)
         assert await published(runtime, ws) == []
         await use(api, "mcp_calls", 1)  # 8 of 10: 80 %

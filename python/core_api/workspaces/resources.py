@@ -46,7 +46,7 @@ class WorkspaceCollection:
         acting = await context_workspace(req, self.workspaces)
         ceiling = grantable_tier(self.workspaces.plans, principal, acting.tier)
         created = await self.workspaces.create(
-            principal.user_id, ceiling, name, slug, tier, acting.id
+            principal.user_id, ceiling, name, slug, tier, acting
         )
         item = present(created, settings=False)
         del item["updated_at"]
