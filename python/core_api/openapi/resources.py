@@ -43,6 +43,7 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>core-api API reference</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{root}/api/docs/swagger-ui.css">
 </head>
 <body>
