@@ -30,6 +30,7 @@ from typing import Any
 import falcon.testing
 import orjson
 import pytest
+from security_support import routes
 
 from conftest import Api, Result, make_settings
 from core_api.api_keys.service import bootstrap
@@ -431,22 +432,11 @@ def _normalise(path: str) -> str:
 
 async def test_routes_have_rows(runtime: Runtime, settings: Settings) -> None:
     """Every route the app serves has a row in ROWS, or is listed as public/own-only."""
-    import re
-
     app = create_app(settings, runtime)
-    found: set[str] = set()
-    for node in _walk(app._router._roots):
-        if node.resource is not None:
-            found.add(re.sub(r"\{[^}]*\}", "{}", node.uri_template))
+    found = {_normalise(template) for template, _ in routes(app)}
     covered = {_normalise(row.route or row.path) for row in ROWS}
     covered |= {_normalise(p) for p in NOT_TENANT_DATA}
     # The resource route takes any URI: the filesystem row stands for it.
     covered.add("/api/v1/mcp/resources/{}")
     missing = sorted(found - covered)
     assert not missing, f"routes without a tenant-isolation row: {missing}"
-
-
-def _walk(nodes: list[Any]) -> Any:
-    for node in nodes:
-        yield node
-        yield from _walk(node.children)
