@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         host = f"http://{HOST}:{server.port}"
         _prepare(host, users, receiver.url)
+        warm: dict[str, Any] = {"endpoints": []}
         if args.warmup:  # connections, caches and plans warm before the first step
-            locust_run.run_scenario(
+            warm = locust_run.run_scenario(
                 "capacity", host, env, out_dir, args.warmup, args.users,
                 args.rates[0] / args.users, "capacity-warmup",
             )  # fmt: skip
@@ -148,8 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(2)  # let the delivery workers and flushers settle between steps
         published = sum(
             e["requests"] - e["failures"]
-            for st in steps
-            for e in st["endpoints"]
+            for e in [*warm["endpoints"], *(e for st in steps for e in st["endpoints"])]
             if e["name"] == "POST /api/v1/events"
         )
         deadline = time.monotonic() + 30
