@@ -16,7 +16,11 @@ it to exit, starts it again on the same database and port, and counts:
 - every pixel event answered ``200 {"tracked": true}`` is stored (its path is in
   ``pixel_events``);
 - every event accepted (202) reaches the receiver (at least once), within
-  ``--deliver-within`` seconds of the restart.
+  ``--deliver-within`` seconds of the restart (the receiver takes ``--receiver-delay``
+  per delivery, so deliveries are queued and in flight when the signal comes: their
+  leases must be given back, or they would wait for the lease to expire);
+- metered usage is not lost: ``api_calls`` at least the authenticated 2xx answers,
+  ``pixel_events`` at least the tracked events (both counted in memory, flushed on stop).
 
 Requests refused or cut while the server stops (connection errors, 503) are counted and
 reported, not lost: the client was not told they succeeded. Prints the counts as JSON and
@@ -69,8 +73,9 @@ class Tally:
 class Receiver:
     """A loopback webhook receiver (aiohttp, its own thread): records each event id."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.port = common.free_port()
+        self.delay = delay  # seconds per delivery: deliveries are in flight at the stop
         self.received: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -79,6 +84,8 @@ class Receiver:
 
     async def _hook(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with contextlib.suppress(ValueError):
             event_id = json.loads(body).get("id") or request.headers.get("webhook-id", "")
             self.received[event_id] = self.received.get(event_id, 0) + 1
@@ -184,10 +191,17 @@ def _wait_exit(server: common.Server, within: float) -> int | None:
         return None
 
 
-def _stored(db_url: str, tally: Tally) -> dict[str, int]:
+def _stored(db_url: str, tally: Tally, workspace_id: int) -> dict[str, int]:
     import psycopg
 
     with psycopg.connect(db_url) as conn:
+        usage = dict(
+            conn.execute(
+                "SELECT feature, SUM(used) FROM entitlement_usage WHERE workspace_id = %s "
+                "GROUP BY feature",
+                (workspace_id,),
+            ).fetchall()
+        )
         names = {
             r[0] for r in conn.execute("SELECT name FROM workspaces WHERE name LIKE 'graceful %'")
         }
@@ -195,7 +209,16 @@ def _stored(db_url: str, tally: Tally) -> dict[str, int]:
             r[0]
             for r in conn.execute("SELECT path FROM pixel_events WHERE path LIKE '/graceful/%'")
         }
+    # Metered usage (counted in memory, flushed every 2 s and on a graceful stop): at least
+    # one api_call per authenticated 2xx (2 set-up requests), one pixel_event per tracked
+    # event (more when an answer was cut after the count).
+    answered = len(tally.writes_ok) + len(tally.events_ok) + 2
+    api_calls, pixel_events = int(usage.get("api_calls", 0)), int(usage.get("pixel_events", 0))
     return {
+        "usage_api_calls_metered": api_calls,
+        "usage_api_calls_lost": max(0, answered - api_calls),
+        "usage_pixel_events_metered": pixel_events,
+        "usage_pixel_events_lost": max(0, len(tally.pixel_ok) - pixel_events),
         "writes_lost": len(tally.writes_ok - names),
         "pixel_lost": len(tally.pixel_ok - paths),
         "writes_stored": len(names),
@@ -204,7 +227,7 @@ def _stored(db_url: str, tally: Tally) -> dict[str, int]:
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
-    receiver = Receiver()
+    receiver = Receiver(opts.receiver_delay)
     receiver.start()
     with common.workdir("core-api-graceful-") as work:
         store = common.postgres_redis_store(work)
@@ -219,10 +242,13 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     "CORE_API_LOG_LEVEL": "INFO",
                 }
             )
+            t0 = time.monotonic()
             creds = common.bootstrap(env, "graceful", common.BENCH_TIER)
+            common.log(f"[graceful] bootstrap {time.monotonic() - t0:.1f}s")
             server = common.service_server(store, work, workers=opts.workers)
             server.start()
             server.wait_ready("/readyz", {})
+            common.log(f"[graceful] server ready {time.monotonic() - t0:.1f}s")
             base = f"http://{common.HOST}:{server.port}"
             _setup(base, creds.key, f"http://{common.HOST}:{receiver.port}/hook")
             tally = Tally()
@@ -244,20 +270,26 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                 os.kill(server.proc.pid, signal.SIGTERM)
             code = _wait_exit(server, opts.exit_within)
             stopped_in = time.monotonic() - signalled
+            common.log(f"[graceful] stopped {stopped_in:.1f}s after SIGTERM (exit {code})")
             time.sleep(max(0.0, opts.seconds - (time.monotonic() - started)))
             stop.set()
             for thread in threads:
                 thread.join(30)
+            common.log(f"[graceful] load stopped {time.monotonic() - t0:.1f}s")
             log_before = server.tail(200)
             server.stop()  # whatever did not exit (a failure, reported below)
             # The same database, port and shared memory: a restart.
             server.start()
             server.wait_ready("/readyz", {})
-            deadline = time.monotonic() + opts.deliver_within
+            common.log(f"[graceful] restarted {time.monotonic() - t0:.1f}s")
+            undelivered_at_restart = len(tally.events_ok - set(receiver.received))
+            restarted = time.monotonic()
+            deadline = restarted + opts.deliver_within
             while time.monotonic() < deadline and not tally.events_ok <= set(receiver.received):
-                time.sleep(0.2)
+                time.sleep(0.1)
+            delivered_in = time.monotonic() - restarted
             delivered = tally.events_ok & set(receiver.received)
-            stored = _stored(env["CORE_API_DATABASE_URL"], tally)
+            stored = _stored(env["CORE_API_DATABASE_URL"], tally, creds.workspace_id)
             server.stop()
             result = {
                 "workers": opts.workers,
@@ -270,7 +302,9 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                 "pixel_accepted": len(tally.pixel_ok),
                 "events_accepted": len(tally.events_ok),
                 **stored,
+                "events_undelivered_at_restart": undelivered_at_restart,
                 "events_delivered": len(delivered),
+                "rest_delivered_in_s": round(delivered_in, 2),
                 "events_lost": len(tally.events_ok - delivered),
                 "duplicate_deliveries": sum(n - 1 for n in receiver.received.values() if n > 1),
                 "refused": tally.refused,
@@ -285,7 +319,13 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 def losses(result: dict[str, Any]) -> int:
-    return int(result["writes_lost"] + result["pixel_lost"] + result["events_lost"])
+    return int(
+        result["writes_lost"]
+        + result["pixel_lost"]
+        + result["events_lost"]
+        + result["usage_api_calls_lost"]
+        + result["usage_pixel_events_lost"]
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -296,6 +336,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=float, default=4.0, help="seconds of load before SIGTERM")
     p.add_argument("--exit-within", type=float, default=60.0, help="seconds the stop may take")
     p.add_argument("--deliver-within", type=float, default=60.0, help="seconds after the restart")
+    p.add_argument(
+        "--receiver-delay",
+        type=float,
+        default=0.02,
+        help="seconds the receiver takes per delivery (deliveries in flight at the stop)",
+    )
     p.add_argument(
         "--signal-group",
         action="store_true",

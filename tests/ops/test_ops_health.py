@@ -10,8 +10,8 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from conftest import REDIS_URL, Api, make_settings
 
+from conftest import REDIS_URL, Api, make_settings
 from core_api.app import create_app
 from core_api.runtime import Runtime
 

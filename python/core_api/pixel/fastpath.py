@@ -120,7 +120,11 @@ class FastTrack:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            await self._falcon(scope, receive, send, started)
+            # Inline (not self._falcon): one coroutine less on every other request.
+            await self.app(scope, receive, send)
+            route = scope.get(ROUTE_KEY)
+            if route is not None:
+                REGISTRY.request(route[0], route[1], route[2], perf_counter() - started)
             return
         raw = scope["headers"]
         if type(raw) is not list or (raw and type(raw[0]) not in (tuple, list)):
