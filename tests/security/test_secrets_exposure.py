@@ -178,6 +178,19 @@ def test_secrets_are_shown_once_and_never_logged(
         for item in deliveries.json()["data"]:
             call("GET", f"/api/v1/webhooks/{hook_id}/deliveries/{item['id']}")
 
+        # A secret of the caller's own choosing: shown back once, and never logged, also
+        # when refused (too short).
+        chosen = "whsec_" + base64.b64encode(b"chosen-secret-0123456789abcdef").decode()
+        secrets["chosen"] = chosen
+        own = call("POST", f"/api/v1/webhooks/{hook_id}/secret/rotate", json={"secret": chosen})
+        assert own.status_code == 200 and own.json()["data"]["secret"] == chosen, own.text
+        weak = "whsec_" + base64.b64encode(b"too-short").decode()
+        secrets["weak"] = weak
+        refused = call(
+            "POST", "/api/v1/webhooks", json={"url": receiver.url, "events": ["*"], "secret": weak}
+        )
+        assert refused.status_code == 422, refused.text
+
         # Error paths with secrets in hand.
         assert call("DELETE", f"/api/v1/api-keys/{k2_id}", key=k2).status_code == 204
         assert call("GET", "/api/v1/workspaces", key=k2).status_code == 401  # revoked
@@ -190,6 +203,9 @@ def test_secrets_are_shown_once_and_never_logged(
 
     for name, secret in secrets.items():
         shown = [what for what, text in responses if secret in text]
+        if name == "weak":  # refused: in no response at all
+            assert shown == [], shown
+            continue
         assert len(shown) == 1 or (name == "k3" and len(shown) == 2), (name, shown)
     logs = server.stdout() + server.stderr()
     assert logs.strip(), "the server logged nothing at DEBUG"
