@@ -154,6 +154,17 @@ async def world(runtime: Runtime, settings: Settings, clock: ManualClock, tmp_pa
         await ok(wrote)
         await ok(await api.get("/api/v1/mcp/servers/core"))
 
+        # The victim reads every list and summary first, so that per-process page, total
+        # and cache entries exist for the attacker's requests to (wrongly) hit.
+        for path in (
+            "/api/v1/workspaces", "/api/v1/api-keys", "/api/v1/webhooks",
+            f"/api/v1/webhooks/{v['hook']}/deliveries", "/api/v1/seo/reports",
+            f"/api/v1/seo/issues/{VICTIM_WS}", "/api/v1/pixel/sites", "/api/v1/mcp/audit",
+            "/api/v1/mcp/servers", "/api/v1/entitlements/summary",
+            f"/api/v1/pixel/stats?site_id={v['site']}",
+        ):  # fmt: skip
+            await ok(await api.get(path))
+
         # The attacker's own webhook (for paths mixing its endpoint with the victim's delivery).
         attacker_key = attacker_boot["api_key"]["key"]
         own = await ok(
