@@ -61,6 +61,11 @@ class Registry:
         self.counters: dict[tuple[str, Labels], float] = {}
         self.histograms: dict[tuple[str, Labels], list[float]] = {}
         self.started = time.time()
+        # Series that exist from the start (0), so that rate() and alerts see them before
+        # the first event: every delivery outcome, the usage flush failures.
+        for outcome in ("success", "http_error", "network_error", "gone", "skipped"):
+            self.counters[("core_api_webhook_deliveries_total", (("outcome", outcome),))] = 0
+        self.counters[("core_api_usage_flush_failures_total", ())] = 0
         self.usage_flushed_at = self.started  # wall time of the last successful usage flush
 
     # -- the hot path ------------------------------------------------------------------
