@@ -238,6 +238,9 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     "CORE_API_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
                     "CORE_API_WEBHOOK_REQUIRE_HTTPS": "false",
                     "CORE_API_PIXEL_RATE_LIMIT": "0",
+                    # Pixel events wait up to a minute for their write (the load stays
+                    # far below a batch): at the signal, every one accepted is in memory.
+                    "CORE_API_PIXEL_FLUSH_MS": "60000",
                     "CORE_API_AUTH_FAILURE_LIMIT": "0",
                     "CORE_API_LOG_LEVEL": "INFO",
                 }
