@@ -74,3 +74,35 @@ async def test_a_key_without_the_scope_is_refused_everywhere(
             assert got.status == 403, (method, path, got.status, got.json)
             assert got.json["error"] == "access_denied" and scope in got.json["message"]
     assert len(refused) > 40
+
+
+class _Forgotten:
+    """A resource whose author forgot one method's scope."""
+
+    scopes = {"GET": "workspaces:read"}
+
+    async def on_get(self, req: Any, resp: Any) -> None:
+        resp.media = {"ok": "get"}
+
+    async def on_post(self, req: Any, resp: Any) -> None:  # no "POST" in scopes
+        resp.media = {"ok": "post"}
+
+
+async def test_a_responder_without_a_scope_is_refused(
+    runtime: Runtime, settings: Settings, boot: dict[str, Any]
+) -> None:
+    """The gateway fails closed: even a ``*`` key gets 403 on an undeclared method, while
+    a method the resource does not implement is still Falcon's 405."""
+    import falcon.testing
+
+    app = create_app(settings, runtime)
+    app.add_route("/api/v1/forgotten", _Forgotten())
+    async with falcon.testing.ASGIConductor(app) as conductor:
+        api = Api(conductor, boot["api_key"]["key"])
+        assert (await api.get("/api/v1/forgotten")).json == {"ok": "get"}
+        refused = await api.post("/api/v1/forgotten", json={})
+        assert refused.status == 403, refused.json
+        assert refused.json["error"] == "access_denied"
+        assert (await api.delete("/api/v1/forgotten")).status == 405
+        assert (await api.request("OPTIONS", "/api/v1/forgotten")).status == 200
+        assert (await api.post("/api/v1/forgotten", auth=False)).status == 401

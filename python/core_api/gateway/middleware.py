@@ -43,6 +43,18 @@ def client_ip(req: falcon.asgi.Request, settings: Settings) -> str:
     return remote
 
 
+UNDECLARED = "Insufficient permissions. This operation declares no scope."
+
+
+def _undeclared(resource: Any, method: str) -> bool:
+    """A responder its resource implements without declaring a scope for it: refused, so
+    that a forgotten ``scopes`` entry never opens a route to every key (fail closed).
+    Methods the resource does not implement go on to Falcon's 405; OPTIONS is Falcon's."""
+    return (
+        resource is not None and method != "OPTIONS" and hasattr(resource, f"on_{method.lower()}")
+    )
+
+
 def _trusted(address: str, settings: Settings) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -120,7 +132,10 @@ class GatewayMiddleware:
         if self.meter is not None:
             self.meter.record_api_call(principal.workspace_id)  # a dict increment
         required = getattr(resource, "scopes", {}).get(req.method)
-        if required is not None and not principal.allows(required):
+        if required is None:
+            if _undeclared(resource, req.method):
+                raise AccessDenied(message=UNDECLARED)
+        elif not principal.allows(required):
             raise AccessDenied(required)
         if req.method in IDEMPOTENT_METHODS:
             key = req.get_header(IDEMPOTENCY_HEADER)
