@@ -91,6 +91,7 @@ PROTECTED = {
 # onto 1..16 makes reads and writes reach real rows, while the boundary values (1, 2^31
 # and beyond, 2^63-1) stay as generated.
 FOLD_LOW, FOLD_HIGH, FOLD_TO = 16, 2**31, 16
+SAMPLES: dict[tuple[str, str, int], str] = {}  # the first refusal's body, printed with -s
 
 
 def _aim(case: Any, own: dict[str, int]) -> None:
@@ -128,7 +129,10 @@ def _run_operation(
         _aim(case, own)
         try:
             response = case.call(base_url=base_url, headers=headers, timeout=15)
-            statuses[(operation.label, mode.value, response.status_code)] += 1
+            counted = (operation.label, mode.value, response.status_code)
+            statuses[counted] += 1
+            if statuses[counted] == 1 and response.status_code >= 400:
+                SAMPLES[counted] = response.text[:160]
             case.validate_response(response, checks=CHECKS, headers=headers)
         except (AssertionError, BaseExceptionGroup) as exc:  # a FailureGroup: every check failed
             text = _describe(exc)
@@ -178,7 +182,8 @@ def test_schemathesis(launcher: Launcher, tmp_path: Path, redis_prefix: str) -> 
         assert labels, f"no operation has the tags {TAGS}"
         print("\nrequests by operation, mode and status:")  # shown with -s or on failure
         for (label, mode, status), count in sorted(statuses.items()):
-            print(f"  {label:60} {mode:8} {status} x{count}")
+            sample = SAMPLES.get((label, mode, status))
+            print(f"  {label:60} {mode:8} {status} x{count}" + (f"  {sample}" if sample else ""))
         # The key is valid: a 401 on a valid request means the run lost its key and tested
         # the gateway's refusal instead of the operations (negative mode breaks the
         # Authorization header on purpose).
