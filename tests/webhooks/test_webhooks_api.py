@@ -306,6 +306,8 @@ async def test_publish_event_fan_out_dedup_and_limits(api: Api, runtime: Runtime
     listed = await api.get(f"{HOOKS}/{exact['id']}/deliveries")
     assert listed.json["meta"]["total"] == 2
 
+    mcp = await api.post("/api/v1/events", json={"type": "mcp.tool.executed"})
+    assert mcp.status == 422 and "mcp." in mcp.json["errors"]["type"][0], mcp.json
     for body, field in (
         ({"type": "workspace.deleted"}, "type"),
         ({"type": "api_key.created"}, "type"),
