@@ -105,7 +105,7 @@ class TextFormatter(_Redacting):
     def format(self, record: logging.LogRecord) -> str:
         message, extra = self.redacted(record)
         if record.name == "granian.access" and isinstance(record.args, dict):
-            message = _access_text(record.args)
+            message = redact(_access_text(record.args), self.literals)
         line = f"{self.formatTime(record)} {record.levelname} {record.name} {message}"
         rid = current_request_id()
         if rid is not None:
@@ -220,18 +220,25 @@ def granian_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def write_granian_config(settings: Settings) -> str:
+def write_granian_config(settings: Settings) -> str | None:
     """The file ``--log-config`` names, in a directory only this user can enter (0700),
-    rewritten on every start."""
+    rewritten on every start; None (Granian keeps its own format) when it cannot be
+    written there."""
     directory = Path(tempfile.gettempdir()) / f"core-api-{os.getuid()}"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    info = directory.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise ConfigError(f"{directory} is not a private directory of this user")
-    path = directory / f"granian-logging-{settings.port}.json"
-    scratch = directory / f".granian-logging-{settings.port}.{os.getpid()}"
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(granian_config(settings), handle)
-    os.replace(scratch, path)
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        info = directory.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise ConfigError(f"{directory} is not a private directory of this user")
+        path = directory / f"granian-logging-{settings.port}.json"
+        scratch = directory / f".granian-logging-{settings.port}.{os.getpid()}"
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(granian_config(settings), handle)
+        os.replace(scratch, path)
+    except (OSError, ConfigError) as exc:
+        logging.getLogger("core_api.cli").warning(
+            "Granian's own log lines keep its format: %s", exc
+        )
+        return None
     return str(path)

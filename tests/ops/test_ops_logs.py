@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pydoc
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,14 @@ from pathlib import Path
 import httpx
 
 from core_api.config import Settings
-from core_api.logs import CURRENT_REQUEST, JsonFormatter, TextFormatter, redact, secrets_of
+from core_api.logs import (
+    CURRENT_REQUEST,
+    JsonFormatter,
+    TextFormatter,
+    granian_config,
+    redact,
+    secrets_of,
+)
 from support import Launcher, clean_env, core_api_command
 
 KEY = "sk_live_" + "A1b2C3d4" * 4 + "xyzABC"
@@ -171,3 +179,26 @@ def test_a_real_server_never_logs_the_key_it_was_sent(tmp_path: Path) -> None:
     assert len(mine) == 1, access
     assert mine[0]["path"] == "/api/v1/workspaces/1" and mine[0]["status"] == 200
     assert any(e["path"].startswith("/api/v1/sk_live_[REDACTED]") for e in access), access
+
+
+def test_granian_lines_use_the_same_format() -> None:
+    """The main process's --log-config names this formatter; an access record (Granian
+    passes a dict) becomes method, path (redacted, no query), status and duration."""
+    config = granian_config(Settings())
+    factory = pydoc.locate(config["formatters"]["core_api"]["()"])
+    assert factory is JsonFormatter
+    assert set(config["loggers"]) == {"_granian", "granian.access"}
+    record = logging.LogRecord("granian.access", logging.INFO, __file__, 1, "%(path)s", None, None)
+    record.args = {
+        "addr": "127.0.0.1",
+        "method": "GET",
+        "path": f"/api/v1/{KEY}",
+        "query_string": f"key={KEY}",
+        "status": 404,
+        "dt_ms": 0.4321,
+    }
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["method"] == "GET" and entry["status"] == 404 and entry["duration_ms"] == 0.432
+    assert entry["path"] == "/api/v1/sk_live_[REDACTED]" and KEY not in json.dumps(entry)
+    text = TextFormatter(("nothing-secret",)).format(record)
+    assert '"GET /api/v1/sk_live_[REDACTED]" 404 0.432ms' in text
