@@ -264,7 +264,10 @@ def base_env(workdir: Path) -> dict[str, str]:
 def _shm_cleanup(shm: str) -> None:
     for path in glob.glob(shm + "*"):
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            if os.path.isdir(path):  # <shm>.metrics-<port>/: the workers' metrics snapshots
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
 
 
 def sqlite_store(workdir: Path, label: str = "sqlite") -> Store:

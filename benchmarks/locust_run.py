@@ -43,6 +43,7 @@ SCENARIOS: dict[str, tuple[list[str], int, float]] = {
     "saturation": (["SaturationUser"], 4, 0.0),  # free tier, unpaced, until 429s
     "mixed": (["ReadUser", "WriteUser", "PixelUser"], 27, 10.0),
     "mix": (["MixUser"], 200, 7.5),  # the mixed load (benchmarks/mix.py seeds and runs it)
+    "capacity": (["CapacityUser"], 200, 5.0),  # benchmarks/capacity.py seeds and steps it
 }
 DEFAULT_SCENARIOS = ("reads", "writes", "pixel", "saturation")
 

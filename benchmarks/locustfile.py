@@ -376,3 +376,67 @@ class MixUser(FastHttpUser):
         # the runner lifts the per-IP pixel limit: all load comes from one loopback address
         with self.client.get(PIXEL.split()[1], name=PIXEL, catch_response=True) as resp:
             self._check(resp)
+
+
+# --------------------------------------------------------------------------- capacity mix
+
+CAP_PIXEL_ORIGIN = os.environ.get("BENCH_PIXEL_ORIGIN", "https://capacity.example")
+CAP_TRACK = "POST /api/v1/pixel/track (burst of 4)"
+CAP_USAGE = "POST /api/v1/entitlements/usage"
+CAP_EVENT = "POST /api/v1/events"
+CHROME_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0 Safari/537.36"
+)
+
+
+class CapacityUser(FastHttpUser):
+    """The operations mix of ``benchmarks/capacity.py``, per 100 requests: 30 GET
+    /workspaces/{id}, 10 list workspaces, 10 list API keys, 10 idempotent POST /workspaces
+    (10 % replays), 20 pixel hits (bursts of 4, as a page and its events), 15 usage records
+    (each with its own event_id) and 5 event publishes that fan out to a webhook endpoint of
+    the user's workspace (delivered to a loopback receiver by the serving processes)."""
+
+    wait_time = constant_throughput(USER_RPS)
+    on_start = MixUser.on_start
+    _check = MixUser._check
+    tasks = {  # MixUser's own tasks (not inherited: the pixel config read is not in this mix)
+        MixUser.workspace: 30,
+        MixUser.list_workspaces: 10,
+        MixUser.list_keys: 10,
+        MixUser.create: 10,
+    }
+
+    def _post_json(self, path: str, body: dict[str, Any], name: str, ok: tuple[int, ...]) -> None:
+        headers = {**self.headers, "Content-Type": "application/json"}
+        with self.client.post(
+            path, data=json.dumps(body), headers=headers, name=name, catch_response=True
+        ) as resp:
+            self._check(resp, ok)
+
+    @task(5)
+    def pixel_burst(self) -> None:
+        headers = {
+            "Content-Type": "text/plain",
+            "Origin": CAP_PIXEL_ORIGIN,
+            "User-Agent": CHROME_UA,
+            "X-Forwarded-For": f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.9",
+        }
+        page = f"{CAP_PIXEL_ORIGIN}/p/{random.randint(1, 500)}"
+        for name in ("pageview", "pageview", "signup", "click"):
+            body = json.dumps({"event": name, "url": page, "properties": {"plan": "pro"}})
+            with self.client.post(
+                "/api/v1/pixel/track", data=body, headers=headers, name=CAP_TRACK,
+                catch_response=True,
+            ) as resp:  # fmt: skip
+                self._check(resp)
+
+    @task(15)
+    def usage(self) -> None:
+        body = {"feature": "posts", "quantity": 1, "event_id": uuid.uuid4().hex}
+        self._post_json("/api/v1/entitlements/usage", body, CAP_USAGE, (200,))
+
+    @task(5)
+    def publish(self) -> None:
+        body = {"type": "post.created", "data": {"post": {"id": random.randint(1, 10**9)}}}
+        self._post_json("/api/v1/events", body, CAP_EVENT, (202,))

@@ -40,7 +40,7 @@ CONTEXTFORGE = "250-400 MCP requests/s per pod (16-24 workers), IBM ContextForge
 
 def registry(root: Path) -> str:
     return (
-        f'[builtin.filesystem]\nroot = "{root}"\n\n'
+        f'[builtin.filesystem]\nroot = "{root}"\nper_workspace = false\n\n'
         f'[[servers]]\nid = "echo"\nname = "Echo"\n[servers.transport]\ntype = "stdio"\n'
         f'command = "{sys.executable}"\nargs = ["{ECHO}"]\n'
     )

@@ -57,6 +57,11 @@ def cache_stats(log_text: str) -> dict[str, Any] | None:
     totals: dict[str, dict[str, int]] = {}
     processes = 0
     for line in log_text.splitlines():
+        if line.startswith("{"):  # CORE_API_LOG_FORMAT=json (the default): the message field
+            try:
+                line = str(json.loads(line).get("message", ""))
+            except ValueError:
+                continue
         _, marker, payload = line.partition("cache stats ")
         if not marker:
             continue

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run [--only micro,peak,locust,endpoints,lists,mix] [--seconds N]
+    python -m benchmarks.run [--only micro,peak,locust,endpoints,lists,mix,capacity] [--seconds N]
                              [--mix-seconds N] [--quick] [--strict]
 
 ``--seconds`` is the measured time per wrk target and per locust scenario (default 8).
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import common, endpoints, lists, locust_run, mix, peak
+from . import capacity, common, endpoints, lists, locust_run, mix, peak
 
-PARTS = ("micro", "peak", "locust", "endpoints", "lists", "mix")
+PARTS = ("micro", "peak", "locust", "endpoints", "lists", "mix", "capacity")
 MICRO = Path(__file__).resolve().parent / "micro" / "bench_native.py"
 MICRO_MIN_SPEEDUP = {"rate_check": 10.0}  # budget: the limiter check >= 10x pure Python
 MICRO_DEFAULT_MIN = 3.0  # budget: each Rust hot path >= 3x the obvious Python
@@ -126,7 +126,7 @@ def summarise(summary: dict[str, Any]) -> list[str]:
             missed.append(f"locust {name}: error")
     goals = [
         v
-        for part in ("endpoints", "lists", "mix")
+        for part in ("endpoints", "lists", "mix", "capacity")
         for v in summary.get(part, {}).get("verdicts", [])
     ]
     if goals:
@@ -137,7 +137,7 @@ def summarise(summary: dict[str, Any]) -> list[str]:
             print(f"  {v['figure']:<66} {value}{budget}  {'PASS' if v['pass'] else 'MISS'}")
             if not v["pass"]:
                 missed.append(f"{v['figure']}: {value}")
-        for part in ("endpoints", "lists", "mix"):
+        for part in ("endpoints", "lists", "mix", "capacity"):
             for name, error in summary.get(part, {}).get("errors", {}).items():
                 print(f"  {part} {name}: ERROR {error[:200]}")
                 missed.append(f"{part} {name}: error")
@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             mix_argv += ["--seconds", str(args.mix_seconds)]
             mix_argv += ["--tenant-seconds", str(min(args.mix_seconds, 120.0))]
         summary["mix"] = _guarded(mix.main, mix_argv)
+    if "capacity" in parts:
+        common.log("[bench] capacity mix (PostgreSQL + Redis, 2 workers) ...")
+        summary["capacity"] = _guarded(capacity.main, ["--quick"] if args.quick else [])
     missed = summarise(summary)
     summary["missed"] = missed
     summary["wall_s"] = round(time.monotonic() - started, 1)

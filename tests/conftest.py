@@ -19,6 +19,7 @@ import falcon.testing
 import psycopg
 import pytest
 
+import openapi_check
 from core_api.api_keys.service import bootstrap
 from core_api.app import create_app
 from core_api.clock import ManualClock
@@ -170,6 +171,8 @@ class Api:
         if body is not None:
             kwargs["body"] = body
         result = await self.conductor.simulate_request(method, path, **kwargs)
+        # Every response of a documented operation must match the OpenAPI document.
+        openapi_check.verify(method, path, result.status_code, result.headers, result.content)
         return Result(
             result.status_code,
             result.json if result.content else None,

@@ -10,16 +10,13 @@ request and the lifespan go straight to the Falcon app.
 
 from __future__ import annotations
 
-import logging
-
+from . import logs
 from .app import create_app
 from .config import Settings
 from .pixel import fastpath
 from .runtime import Runtime
 
 settings = Settings.from_env()
-logging.basicConfig(
-    level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-)
+logs.configure(settings)  # JSON or text, request ids, redaction (core_api/logs.py)
 runtime = Runtime.build(settings)
 app = fastpath.wrap(create_app(settings, runtime, manage_lifespan=True), runtime, settings)

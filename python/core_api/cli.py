@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from . import logs
 from .clock import Clock
 from .config import ConfigError, Settings
 from .entitlements import cli as entitlements_cli
@@ -68,9 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"core-api: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings)
     handler = {
         "serve": _serve,
         "worker": _worker,
@@ -142,7 +141,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
                 flush=True,
             )
     nofile = raise_nofile_limit()
-    argv = granian_argv(settings, nofile, uvloop=_has_uvloop())
+    argv = granian_argv(
+        settings, nofile, uvloop=_has_uvloop(), log_config=logs.write_granian_config(settings)
+    )
     log.info("serving with %s", " ".join(argv[argv.index("--backlog") : -1]))
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, *argv])  # noqa: S606 - fixed argv, no shell
@@ -172,7 +173,9 @@ def backpressure(settings: Settings, nofile: int) -> int:
     return min(settings.backpressure or available, available)
 
 
-def granian_argv(settings: Settings, nofile: int, *, uvloop: bool) -> list[str]:
+def granian_argv(
+    settings: Settings, nofile: int, *, uvloop: bool, log_config: str | None = None
+) -> list[str]:
     """``python -m granian ...`` for these settings; the limits are chosen in config.py."""
     return [
         "-m",
@@ -206,6 +209,10 @@ def granian_argv(settings: Settings, nofile: int, *, uvloop: bool) -> list[str]:
         "--respawn-failed-workers",
         "--log-level",
         settings.log_level.lower(),
+        # Granian's own lines in the service's format (core_api/logs.py); its access log
+        # (one line per request) only when asked for.
+        *(["--log-config", log_config] if log_config else []),
+        "--access-log" if settings.access_log else "--no-access-log",
         "core_api.asgi:app",
     ]
 

@@ -215,6 +215,14 @@ class Settings:
     pg_statement_timeout: int = _var(5, _Reader.integer, low=0, high=86_400)
     pg_pool_timeout: int = _var(5, _Reader.integer, low=1, high=600)
     log_level: str = _var("INFO", _Reader.choice, options=("DEBUG", "INFO", "WARNING", "ERROR"))
+    # Operations (docs/operations.md): log lines as JSON objects (one per line, with the
+    # request id) or as text; Granian's access log (one line per request) in that format;
+    # GET /metrics, and where each process writes its metrics snapshot ("" = beside the
+    # shared-memory file).
+    log_format: str = _var("JSON", _Reader.choice, options=("JSON", "TEXT"))
+    access_log: bool = _var(False, _Reader.boolean)
+    metrics_enabled: bool = _var(True, _Reader.boolean)
+    metrics_dir: str = _var("", _Reader.text)
     embedded_worker: bool = _var(True, _Reader.boolean)
     idempotency_ttl_seconds: int = _var(86_400, _Reader.integer, low=60)
     # Connection limits of `core-api serve` (Granian), see docs/operations.md. Granian holds

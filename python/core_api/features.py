@@ -10,6 +10,8 @@ from . import (
     gateway,
     health,
     mcp,
+    metrics,
+    openapi,
     pixel,
     seo,
     webhooks,
@@ -17,7 +19,19 @@ from . import (
 )
 from .jobs import Job
 
-FEATURES = (health, pixel, workspaces, api_keys, events, webhooks, entitlements, seo, mcp)
+FEATURES = (
+    health,
+    pixel,
+    workspaces,
+    api_keys,
+    events,
+    webhooks,
+    entitlements,
+    seo,
+    mcp,
+    openapi,
+    metrics,  # last: its final snapshot on a graceful stop follows every other flush
+)
 
 
 def all_jobs() -> tuple[Job, ...]:

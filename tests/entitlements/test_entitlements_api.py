@@ -8,7 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from entitlements_support import CHECK, SUMMARY, USAGE, published, small_tenant, tenant
+from entitlements_support import (
+    CHECK,
+    SUMMARY,
+    USAGE,
+    listen_for_events,
+    published,
+    small_tenant,
+    tenant,
+)
 
 from conftest import Api
 from core_api.clock import ManualClock
@@ -272,6 +280,7 @@ async def test_threshold_events_once_per_period(
 ) -> None:
     async with small_tenant(settings, clock, tmp_path) as (runtime, api, boot):
         ws = boot["workspace"]["id"]
+        await listen_for_events(runtime, ws)
         await use(api, "mcp_calls", 7)
         assert await published(runtime, ws) == []
         await use(api, "mcp_calls", 1)  # 8 of 10: 80 %
@@ -328,10 +337,14 @@ async def test_validation_errors_write_nothing(
             ({}, "feature"),
             ({"feature": "posts", "quantity": "-1"}, "quantity"),
             ({"feature": "posts", "quantity": "\u0661"}, "quantity"),
+            ({"feature": "posts", "quantity": str(10**15 + 1)}, "quantity"),  # the message's bound
+            ({"feature": "posts", "quantity": "9" * 16}, "quantity"),
             ({"feature": "posts", "colour": "red"}, "colour"),
         ]:
             got = await api.get(CHECK, params=params)
             assert got.status == 422 and field in got.json["errors"], (params, got.json)
+        got = await api.get(CHECK, params={"feature": "posts", "quantity": str(10**15)})
+        assert got.status == 200 and got.json["allowed"] is False, got.json
         assert "Valid features: workspaces, api_keys" in str(
             (await api.get(CHECK, params={"feature": "nope"})).json
         )

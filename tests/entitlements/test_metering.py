@@ -7,7 +7,14 @@ import sqlite3
 import time
 from pathlib import Path
 
-from entitlements_support import CHECK, SUMMARY, plans_file, published, small_tenant
+from entitlements_support import (
+    CHECK,
+    SUMMARY,
+    listen_for_events,
+    plans_file,
+    published,
+    small_tenant,
+)
 
 from conftest import make_settings, serving
 from core_api.clock import ManualClock
@@ -41,6 +48,7 @@ async def test_flush_publishes_thresholds_and_skips_deleted_workspaces(
 ) -> None:
     async with small_tenant(settings, clock, tmp_path) as (runtime, _api, boot):
         ws, meter = boot["workspace"]["id"], runtime.entitlements.meter
+        await listen_for_events(runtime, ws)
         for _ in range(4):
             meter.record_api_call(ws)  # api_calls: a soft 5 on "small"
         meter.record_api_call(987_654)  # a workspace that no longer exists

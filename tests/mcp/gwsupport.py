@@ -27,6 +27,7 @@ allowed_origins = ["https://app.example.com"]
 [builtin.filesystem]
 root = "{root}"
 max_file_bytes = 1024
+per_workspace = false  # one shared tree: the tests put files straight into fs_root
 
 [[servers]]
 id = "echo"

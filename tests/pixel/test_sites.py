@@ -100,6 +100,7 @@ async def test_validation_errors_write_nothing(api: Api) -> None:
         ),
         ({"domain": "a.com", "honor_dnt": None, "excluded_paths": ["admin"]}, "excluded_paths"),
         ({"domain": "a.com", "excluded_paths": ["/a b"]}, "excluded_paths"),
+        ({"domain": "a.com", "excluded_paths": ["/admin\n"]}, "excluded_paths"),
         ({"domain": "a.com", "excluded_paths": ["/" + "a" * 300]}, "excluded_paths"),
         ({"domain": "a.com", "owner": 1}, "owner"),
     ]

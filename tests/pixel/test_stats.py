@@ -246,6 +246,9 @@ async def test_validation(api: Api, runtime: Runtime, boot: dict[str, Any]) -> N
         ({"site_id": "0"}, "site_id"),
         ({"site_id": str(site), "from": "2026-13-01"}, "from"),
         ({"site_id": str(site), "to": "yesterday"}, "to"),
+        ({"site_id": str(site), "to": "9999-12-31"}, "to"),  # its end overflowed: a 500
+        ({"site_id": str(site), "from": "9999-12-31", "to": "9999-12-31"}, "from"),
+        ({"site_id": str(site), "from": "1969-12-31", "to": "1970-01-01"}, "from"),
         ({"site_id": str(site), "from": "2026-01-10", "to": "2026-01-01"}, "from"),
         ({"site_id": str(site), "from": "2024-01-01", "to": "2026-01-01"}, "from"),
         (

@@ -10,6 +10,7 @@ from seo_support import (
     REPORT,
     REPORTS,
     issues_path,
+    listen_for_seo_events,
     other_tenant,
     report_body,
     row_counts,
@@ -74,6 +75,7 @@ async def test_submit_stores_and_reads_back(
 async def test_the_event_is_published_with_the_report(
     api: Api, runtime: Runtime, boot: dict[str, Any]
 ) -> None:
+    await listen_for_seo_events(runtime, boot["workspace"]["id"])
     report = await submit(api, report_body())
     events = await seo_events(runtime, boot["workspace"]["id"])
     assert len(events) == 1
@@ -154,6 +156,7 @@ async def test_scopes(api: Api, boot: dict[str, Any]) -> None:
 async def test_other_tenants_see_404_and_nothing(
     api: Api, runtime: Runtime, clock: ManualClock, boot: dict[str, Any]
 ) -> None:
+    await listen_for_seo_events(runtime, boot["workspace"]["id"])
     mine = await submit(api, report_body())
     other = await other_tenant(runtime, clock)
     key = other["api_key"]["key"]

@@ -181,8 +181,12 @@ json_values = st.recursive(
 )
 
 
-# Routes whose success is not JSON: the health probe and static assets (pixel.js, the GIF).
-NON_JSON_OK = frozenset({"/health", "/api/v1/pixel/pixel.js", "/api/v1/pixel/track.gif"})
+# Routes whose success is not JSON: the health probe, the metrics exposition and static
+# assets (pixel.js, the GIF, the API docs page and its scripts).
+NON_JSON_OK = frozenset(
+    {"/health", "/metrics", "/api/v1/pixel/pixel.js", "/api/v1/pixel/track.gif", "/api/docs"}
+)
+NON_JSON_PREFIXES = ("/api/docs/",)
 
 
 @dataclass(frozen=True)
@@ -529,7 +533,8 @@ class Harness:
         self.statuses[(group, call.method, status)] += 1
         where = (call, status, result.text[:500])
         assert status < 500, where
-        if status == 204 or (status == 200 and call.path in NON_JSON_OK):
+        non_json = call.path in NON_JSON_OK or call.path.startswith(NON_JSON_PREFIXES)
+        if status == 204 or (status == 200 and non_json):
             return
         assert result.headers.get("content-type", "").startswith("application/json"), where
         body = orjson.loads(result.content)

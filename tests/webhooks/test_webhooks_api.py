@@ -92,6 +92,7 @@ async def test_secrets_are_sealed_at_rest(api: Api, runtime: Runtime) -> None:
         ({"url": None, "events": ["a.b"]}, "url"),
         ({"url": "http://127.0.0.1:9/x", "events": ["Post Created"]}, "events"),
         ({"url": "http://127.0.0.1:9/x", "events": ["post.**"]}, "events"),
+        ({"url": "http://127.0.0.1:9/x", "events": ["post.created\n"]}, "events"),
         ({"url": "http://127.0.0.1:9/x", "events": "post.created"}, "events"),
         ({"url": "ftp://example.com/x", "events": ["a.b"]}, "url"),
         ({"url": "http://user:pw@example.com/x", "events": ["a.b"]}, "url"),
@@ -305,6 +306,8 @@ async def test_publish_event_fan_out_dedup_and_limits(api: Api, runtime: Runtime
     listed = await api.get(f"{HOOKS}/{exact['id']}/deliveries")
     assert listed.json["meta"]["total"] == 2
 
+    mcp = await api.post("/api/v1/events", json={"type": "mcp.tool.executed"})
+    assert mcp.status == 422 and "mcp." in mcp.json["errors"]["type"][0], mcp.json
     for body, field in (
         ({"type": "workspace.deleted"}, "type"),
         ({"type": "api_key.created"}, "type"),

@@ -222,8 +222,12 @@ class ApiKeyService:
             )
         # Read before the transaction: on SQLite a read inside it would wait for its lock.
         servers = await self._grantable_servers(principal, mcp_servers)
+        counted = self.entitlements is not None and await self.entitlements.needs_count(
+            "api_keys", workspace.id, workspace.tier
+        )
         async with self.db.transaction() as tx:
-            if self.entitlements is not None:  # not on rotation: a successor replaces a key
+            if counted:  # not on rotation: a successor replaces a key
+                assert self.entitlements is not None
                 await self.entitlements.enforce_count(tx, "api_keys", workspace.id)
             created, key = await self.create(
                 tx,

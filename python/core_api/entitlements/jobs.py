@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ..jobs import Job, Kind
+from ..metrics.registry import usage_flush_failed, usage_flushed
 from .meter import FLUSH_SECONDS
 
 if TYPE_CHECKING:
@@ -17,7 +19,13 @@ async def flush_usage(runtime: Runtime) -> str | None:
     """This process's in-memory counts (api_calls, ...): per-process, because only this
     process holds them; run once more when the process stops, so a graceful stop loses
     nothing."""
-    flushed = await runtime.entitlements.flush()
+    started = time.perf_counter()
+    try:
+        flushed = await runtime.entitlements.flush()
+    except BaseException:
+        usage_flush_failed()  # metrics: the lag keeps growing until one succeeds
+        raise
+    usage_flushed(time.perf_counter() - started, flushed)
     return f"{flushed} metered unit(s) flushed" if flushed else None
 
 

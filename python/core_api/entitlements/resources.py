@@ -25,7 +25,13 @@ def _check_query(req: falcon.asgi.Request) -> tuple[str, int]:
         errors["feature"] = ["The feature parameter is required."]
     raw = params.get("quantity", "1")
     quantity = 0
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 16:
+    if (
+        isinstance(raw, str)
+        and raw.isascii()
+        and raw.isdigit()
+        and len(raw) <= 16
+        and int(raw) <= MAX_QUANTITY
+    ):
         quantity = int(raw)
     else:
         errors["quantity"] = [f"The quantity must be an integer between 0 and {MAX_QUANTITY}."]

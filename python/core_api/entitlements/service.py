@@ -457,6 +457,16 @@ class EntitlementService:
 
     # -- counts of core-api's own resources ----------------------------------------------
 
+    async def needs_count(self, feature: str, workspace_id: int, tier: str) -> bool:
+        """False when the feature is unlimited for the workspace (its tier and its cached
+        overrides): the creation then skips ``enforce_count`` and its lock and count, since
+        there is nothing to serialise against. Call it before the transaction (it may read
+        the overrides). A tier change or a new override applies to creations that start
+        after the invalidation reaches this process (the next request on the host, within
+        a second on other nodes through Redis)."""
+        definition = self.plans.features.get(feature) or Feature(feature, "limit")
+        return not (await self.effective(workspace_id, tier, definition)).unlimited
+
     async def enforce_count(
         self, tx: Executor, feature: str, workspace_id: int, *, user_id: int | None = None
     ) -> None:

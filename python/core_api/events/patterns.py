@@ -15,7 +15,8 @@ import orjson
 
 MAX_TYPE_LENGTH = 128
 MAX_PATTERNS = 100
-_TYPE = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*$")
+# \Z, not $: "$" also matches before a final newline ("post.created\n" was a type).
+_TYPE = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*\Z")
 
 
 def type_problem(name: str) -> str | None:

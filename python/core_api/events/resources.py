@@ -13,10 +13,11 @@ from ..storage import Database
 from ..web.bodies import Fields, read_json
 from ..web.context import context_workspace
 from ..workspaces.service import WorkspaceService
-from .catalogue import reserved
+from .catalogue import RESERVED_PREFIXES, reserved
 from .service import Notifier, iso_ms, publish
 
 _PUBLISHER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_RESERVED = ", ".join(RESERVED_PREFIXES[:-1]) + " and " + RESERVED_PREFIXES[-1]
 
 
 class EventCollection:
@@ -43,7 +44,7 @@ class EventCollection:
         if event_id is not None and not _PUBLISHER_ID.match(event_id):
             body.fail("id", "The id must be 1-128 characters: letters, digits, _ . : -")
         if event_type and reserved(event_type):
-            body.fail("type", "Types under workspace., api_key. and webhook. are core-api's own.")
+            body.fail("type", f"Types under {_RESERVED} are core-api's own.")
         body.done()
         assert event_type is not None
         workspace = await context_workspace(req, self.workspaces)

@@ -2,8 +2,9 @@
 
 ``publish(tx, ...)`` only writes, inside the caller's transaction: the event row (its
 envelope encoded once) and one pending delivery per active endpoint of the workspace
-whose patterns match the type. The change that caused the event and the event commit or
-roll back together. After the commit the caller calls :meth:`Notifier.notify`
+whose patterns match the type. An event that matches no endpoint and carries no publisher
+id is not stored at all: nothing could read it. The change that caused the event and
+the event commit or roll back together. After the commit the caller calls :meth:`Notifier.notify`
 (``runtime.events.notify()``) so this process's delivery worker starts at once; workers
 also poll, so other processes and nodes pick the work up within a fraction of a second.
 """
@@ -92,6 +93,15 @@ async def publish(
         raise ValidationFailed.field(
             "data", f"The event may not be larger than {max_bytes} bytes once encoded."
         )
+    targets = [
+        endpoint_id
+        for endpoint_id, patterns in await repo.active_endpoints(tx, workspace_id)
+        if matches(parse_stored(patterns), type)
+    ]
+    if not targets and event_id is None:
+        # Nothing would ever read the row (events are reached only through their
+        # deliveries, and there is no publisher id to deduplicate on): skip the write.
+        return Event(public_id, type, workspace_id, now, payload, 0)
     text = payload.decode()
     row_id = await repo.insert(
         tx,
@@ -116,11 +126,6 @@ async def publish(
             0,
             duplicate=True,
         )
-    targets = [
-        endpoint_id
-        for endpoint_id, patterns in await repo.active_endpoints(tx, workspace_id)
-        if matches(parse_stored(patterns), type)
-    ]
     if targets:
         await repo.insert_deliveries(tx, row_id, targets, now)
     return Event(public_id, type, workspace_id, now, payload, len(targets))

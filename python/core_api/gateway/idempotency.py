@@ -159,7 +159,8 @@ class Store:
             if record.expires_at <= now:
                 await repo.delete_expired(self.db, scope, key, now)
                 continue
-            if record.request_hash != ticket.fingerprint:
+            # A keyed hash, compared in constant time like every MAC here (docs/security.md).
+            if not hmac.compare_digest(record.request_hash, ticket.fingerprint):
                 raise ValidationFailed.field(
                     HEADER, "This Idempotency-Key was already used with a different request."
                 )

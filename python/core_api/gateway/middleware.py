@@ -18,6 +18,8 @@ import falcon.asgi
 from ..config import Settings
 from ..entitlements.meter import Meter
 from ..errors import AccessDenied, Unauthorized
+from ..logs import CURRENT_REQUEST
+from ..metrics.registry import REGISTRY, ROUTE_KEY
 from ..plans import Plans, Tier
 from ..workspaces.service import WorkspaceService
 from .auth import Authenticator, CacheMiss, Principal, bearer_token
@@ -39,6 +41,18 @@ def client_ip(req: falcon.asgi.Request, settings: Settings) -> str:
         if not _trusted(hop, settings):
             return hop
     return remote
+
+
+UNDECLARED = "Insufficient permissions. This operation declares no scope."
+
+
+def _undeclared(resource: Any, method: str) -> bool:
+    """A responder its resource implements without declaring a scope for it: refused, so
+    that a forgotten ``scopes`` entry never opens a route to every key (fail closed).
+    Methods the resource does not implement go on to Falcon's 405; OPTIONS is Falcon's."""
+    return (
+        resource is not None and method != "OPTIONS" and hasattr(resource, f"on_{method.lower()}")
+    )
 
 
 def _trusted(address: str, settings: Settings) -> bool:
@@ -90,6 +104,7 @@ class GatewayMiddleware:
         resource: Any,
         params: dict[str, Any],
     ) -> None:
+        CURRENT_REQUEST.set(req)  # log lines written while serving it carry its id
         if resource is None and not req.path.startswith("/api/"):
             return
         if getattr(resource, "public", False):
@@ -117,7 +132,10 @@ class GatewayMiddleware:
         if self.meter is not None:
             self.meter.record_api_call(principal.workspace_id)  # a dict increment
         required = getattr(resource, "scopes", {}).get(req.method)
-        if required is not None and not principal.allows(required):
+        if required is None:
+            if _undeclared(resource, req.method):
+                raise AccessDenied(message=UNDECLARED)
+        elif not principal.allows(required):
             raise AccessDenied(required)
         if req.method in IDEMPOTENT_METHODS:
             key = req.get_header(IDEMPOTENCY_HEADER)
@@ -133,6 +151,8 @@ class GatewayMiddleware:
         headers = decision.headers() if decision is not None else []
         headers.append(("X-Request-ID", request_id(req)))
         resp.set_headers(headers)  # one call: set_header per header showed in profiles
+        # Metrics: what the ASGI wrapper (pixel/fastpath.py) records once the answer is sent.
+        req.scope[ROUTE_KEY] = (req.method, req.uri_template, resp.status)
 
     async def _limit_ip(self, req: falcon.asgi.Request, name: str | None) -> None:
         tier = self.ip_tiers.get(name or "")
@@ -147,4 +167,5 @@ class GatewayMiddleware:
     def _record(self, decision: Decision, req: falcon.asgi.Request) -> None:
         req.context.rate = decision
         if not decision.allowed:
+            REGISTRY.rate_limited(decision.tier.name)
             raise decision.error()

@@ -1,4 +1,6 @@
-"""/health for load balancers."""
+"""Health and readiness for load balancers and orchestrators: /health (kept: liveness
+plus a database ping), /healthz (the process is up) and /readyz (the database, Redis
+and the schema). All unauthenticated and exempt from rate limits."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ JOBS: tuple[Job, ...] = ()
 
 
 def register(app: Any, runtime: Runtime, settings: Settings) -> None:
-    from .resources import Health  # here: importing a repo must not pull in HTTP
+    from .resources import Health, Live, Ready  # here: importing a repo must not pull in HTTP
 
     app.add_route("/health", Health(runtime.db))
+    app.add_route("/healthz", Live())
+    app.add_route("/readyz", Ready(runtime))

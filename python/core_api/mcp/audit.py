@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -54,7 +55,7 @@ class AuditLog:
         self._closing = False
 
     def record(self, row: AuditRow) -> None:
-        self.pending.append(row)
+        self.pending.append(storable(row))
         if len(self.pending) > MAX_PENDING:
             drop = len(self.pending) - MAX_PENDING
             del self.pending[:drop]
@@ -125,6 +126,31 @@ class AuditLog:
                 await task
         with contextlib.suppress(Exception):
             await self.flush()
+
+
+def clean_text(value: str) -> str:
+    """``value`` as text every backend stores: a NUL character (PostgreSQL text cannot hold
+    one) becomes U+FFFD, a lone surrogate (not encodable as UTF-8) ``?``."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def storable(row: AuditRow) -> AuditRow:
+    """The row with its client-given text made storable. The server, tool and resource
+    names come from the request as they are (a resource path, a JSON-RPC tool name): one
+    NUL among them made the whole batch fail, and it stayed first in the queue, so no
+    audit row of the process was written again and every audit read was a 500."""
+    server, tool = clean_text(row.server), clean_text(row.tool)
+    error = None if row.error is None else clean_text(row.error)
+    if server is row.server and tool is row.tool and error is row.error:
+        return row
+    return dataclasses.replace(row, server=server, tool=tool, error=error)
 
 
 def event_data(row: AuditRow) -> dict[str, Any]:

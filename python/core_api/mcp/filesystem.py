@@ -1,5 +1,7 @@
 """The built-in ``filesystem`` server: read_file, write_file, list_directory, confined to
-one root directory (``[builtin.filesystem] root``).
+one directory per workspace, ``<root>/<workspace id>`` (``[builtin.filesystem] root``), so
+that no workspace reads or writes another's files; ``per_workspace = false`` shares one
+tree, the root itself, among every workspace the registry lets use the server.
 
 Every path is taken relative to the root (a leading ``/`` means the root). ``..``
 components, NUL bytes and anything that resolves outside the root (a symlink pointing
@@ -63,12 +65,17 @@ TOOLS = [
 
 
 class FilesystemServer:
+    """The server: one :class:`Tree` per workspace (``root/<workspace id>``), or one tree
+    shared by every workspace allowed to use it when ``per_workspace`` is off."""
+
     available = True
 
-    def __init__(self, spec: ServerSpec, root: str, max_bytes: int) -> None:
-        self.spec, self.max_bytes = spec, max_bytes
+    def __init__(
+        self, spec: ServerSpec, root: str, max_bytes: int, *, per_workspace: bool = True
+    ) -> None:
+        self.spec, self.max_bytes, self.per_workspace = spec, max_bytes, per_workspace
         self.root_path = Path(root)
-        self._root: Path | None = None
+        self._trees: dict[int, Tree] = {}
         template = types.ResourceTemplate(
             name="file",
             uri_template="filesystem://{path}",
@@ -76,18 +83,60 @@ class FilesystemServer:
         )
         self._catalogue = Catalogue(tools=list(TOOLS), templates=[template])
 
-    @property
-    def root(self) -> Path:
-        if self._root is None:  # created on first use, not at import or start-up
-            self.root_path.mkdir(parents=True, exist_ok=True)
-            self._root = self.root_path.resolve(strict=True)
-        return self._root
+    def tree(self, workspace_id: int) -> Tree:
+        """The caller's tree: a workspace never reaches another's files."""
+        slot = workspace_id if self.per_workspace else 0
+        tree = self._trees.get(slot)
+        if tree is None:
+            path = self.root_path / str(workspace_id) if self.per_workspace else self.root_path
+            tree = self._trees[slot] = Tree(path, self.max_bytes)
+        return tree
 
     async def catalogue(self) -> Catalogue:
         return self._catalogue
 
     def cached(self) -> Catalogue:
         return self._catalogue
+
+    async def call(
+        self, tool: str, arguments: Mapping[str, Any], caller: Caller, seconds: float
+    ) -> ToolResult:
+        tree = self.tree(caller.workspace_id)
+        if tool == "read_file":
+            return structured(tree.read_file(str(arguments["path"])))
+        if tool == "write_file":
+            return structured(tree.write_file(str(arguments["path"]), str(arguments["content"])))
+        return structured(tree.list_directory(str(arguments.get("path", "/"))))
+
+    async def read(self, uri: str, caller: Caller, seconds: float) -> types.ReadResourceResult:
+        path = uri.split("://", 1)[1] if "://" in uri else uri
+        found = self.tree(caller.workspace_id).read_file(path)
+        contents: types.TextResourceContents | types.BlobResourceContents
+        if found.get("encoding") == "base64":
+            contents = types.BlobResourceContents(uri=uri, blob=found["content"])
+        else:
+            contents = types.TextResourceContents(
+                uri=uri, text=found["content"], mime_type="text/plain"
+            )
+        return types.ReadResourceResult(contents=[contents])
+
+    async def close(self) -> None:
+        return None
+
+
+class Tree:
+    """One directory tree: every path is confined below ``root``."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root_path, self.max_bytes = root, max_bytes
+        self._root: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:  # created on first use, not at import or start-up
+            self.root_path.mkdir(parents=True, exist_ok=True)
+            self._root = self.root_path.resolve(strict=True)
+        return self._root
 
     def resolve(self, raw: str, *, must_exist: bool) -> Path:
         """The absolute path of ``raw`` under the root, or ToolRefused.
@@ -132,15 +181,6 @@ class FilesystemServer:
 
     def relative(self, path: Path) -> str:
         return "/" + path.relative_to(self.root).as_posix() if path != self.root else "/"
-
-    async def call(
-        self, tool: str, arguments: Mapping[str, Any], caller: Caller, seconds: float
-    ) -> ToolResult:
-        if tool == "read_file":
-            return structured(self.read_file(str(arguments["path"])))
-        if tool == "write_file":
-            return structured(self.write_file(str(arguments["path"]), str(arguments["content"])))
-        return structured(self.list_directory(str(arguments.get("path", "/"))))
 
     def _open(self, path: Path, flags: int, raw: str) -> tuple[int, Path]:
         """Open without following a final symlink; a symlink there is resolved, checked
@@ -213,18 +253,3 @@ class FilesystemServer:
                 size = entry.stat(follow_symlinks=False).st_size if kind == "file" else None
                 entries.append({"name": entry.name, "type": kind, "size": size})
         return {"path": self.relative(path), "entries": entries}
-
-    async def read(self, uri: str, caller: Caller, seconds: float) -> types.ReadResourceResult:
-        path = uri.split("://", 1)[1] if "://" in uri else uri
-        found = self.read_file(path)
-        contents: types.TextResourceContents | types.BlobResourceContents
-        if found.get("encoding") == "base64":
-            contents = types.BlobResourceContents(uri=uri, blob=found["content"])
-        else:
-            contents = types.TextResourceContents(
-                uri=uri, text=found["content"], mime_type="text/plain"
-            )
-        return types.ReadResourceResult(contents=[contents])
-
-    async def close(self) -> None:
-        return None

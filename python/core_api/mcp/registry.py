@@ -63,6 +63,8 @@ class Registry:
     allowed_origins: frozenset[str] = frozenset()  # for /api/v1/mcp (besides no Origin)
     filesystem_root: str = "data/mcp-files"
     filesystem_max_bytes: int = 1_048_576
+    # One tree per workspace under the root (False: the root, shared by every workspace).
+    filesystem_per_workspace: bool = True
 
 
 def load_registry(path: str | None, env: Mapping[str, str] | None = None) -> Registry:
@@ -160,7 +162,15 @@ def _build(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -> Regi
         filesystem_max_bytes=int(
             _number(fs, "max_file_bytes", 1_048_576, "[builtin.filesystem]", 1)
         ),
+        filesystem_per_workspace=_per_workspace(fs),
     )
+
+
+def _per_workspace(fs: Mapping[str, Any]) -> bool:
+    value = fs.get("per_workspace", True)
+    if not isinstance(value, bool):
+        raise _fail("[builtin.filesystem]", "per_workspace must be true or false")
+    return value
 
 
 def _spec(

@@ -12,7 +12,7 @@ from ..gateway.auth import bearer_token
 from ..gateway.request_ids import request_id
 from ..web.bodies import Fields, read_json
 from ..web.context import context_workspace, principal_of
-from ..web.listing import ascii_integer
+from ..web.listing import MAX_PARAM_LENGTH, ascii_integer
 from ..workspaces.service import WorkspaceService
 from . import repo
 from .backends import Caller, Structured, ToolResult
@@ -149,6 +149,10 @@ class AuditCollection(Base):
                 errors[name] = [f"The {name} parameter is not supported here."]
             elif not isinstance(value, str):
                 errors[name] = [f"The {name} parameter may be given only once."]
+            elif "\x00" in value:  # PostgreSQL text cannot hold one: it matches nothing
+                errors[name] = [f"The {name} may not contain NUL characters."]
+            elif len(value) > MAX_PARAM_LENGTH:
+                errors[name] = [f"The {name} may not be longer than {MAX_PARAM_LENGTH} characters."]
             else:
                 params[name] = value
         page = ascii_integer(params.get("page", "1"), 1, 10_000_000)

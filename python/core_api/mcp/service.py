@@ -101,7 +101,8 @@ class McpGateway:
             return UpstreamServer(spec, self.registry)
         if spec.id == "filesystem":
             root, limit = self.registry.filesystem_root, self.registry.filesystem_max_bytes
-            return FilesystemServer(spec, root, limit)
+            per_workspace = self.registry.filesystem_per_workspace
+            return FilesystemServer(spec, root, limit, per_workspace=per_workspace)
         return CoreServer(spec, app)
 
     def _forget_key(self, key_id: int) -> None:

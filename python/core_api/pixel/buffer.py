@@ -21,6 +21,7 @@ import logging
 import time
 
 from .. import _native
+from ..metrics.registry import REGISTRY
 from ..storage import DatabaseUnavailable
 from .writer import DataRefused, EventWriter
 
@@ -106,7 +107,9 @@ class EventQueue:
         self._set_down(False)
         n = self.buffer.commit(batch)
         self.written += n
-        log.debug("pixel: %d event(s) written in %.1f ms", n, (time.perf_counter() - started) * 1e3)
+        took = time.perf_counter() - started
+        REGISTRY.observe("core_api_pixel_flush_duration_seconds", took)
+        log.debug("pixel: %d event(s) written in %.1f ms", n, took * 1e3)
         return n
 
     def _set_down(self, down: bool) -> None:

@@ -179,15 +179,25 @@ class PixelScript:
         resp.data = body
 
 
+# Local days whose bounds (and hourly buckets) exist in every time zone: the day after
+# 9999-12-31 is past datetime's range (a 500 before this bound).
+FIRST_DAY, LAST_DAY = dt.date(1970, 1, 1), dt.date(9999, 12, 30)
+
+
 def _date(value: str | None, name: str, errors: dict[str, list[str]]) -> dt.date | None:
     if value is None:
         return None
     try:
         if len(value) != 10:
             raise ValueError(value)
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise ValueError(value)
+        return day
     except ValueError:
-        errors.setdefault(name, []).append(f"The {name} must be a date (YYYY-MM-DD).")
+        errors.setdefault(name, []).append(
+            f"The {name} must be a date (YYYY-MM-DD) from {FIRST_DAY} to {LAST_DAY}."
+        )
         return None
 
 

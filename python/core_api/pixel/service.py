@@ -38,7 +38,8 @@ FIELDS = {
     "excluded_paths",
 }
 # A path prefix or glob: printable ASCII from "/", no spaces, quotes or angle brackets.
-_PATH = re.compile(r"^/[!#-&(-;=?-~]*$")
+# \Z, not $: "$" also matches before a final newline.
+_PATH = re.compile(r"^/[!#-&(-;=?-~]*\Z")
 
 
 def snippet(script_url: str, domain: str) -> str:

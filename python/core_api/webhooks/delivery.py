@@ -45,6 +45,7 @@ from ..clock import Clock
 from ..config import Settings
 from ..events.service import Notifier, publish
 from ..jobs import holder_id
+from ..metrics.registry import REGISTRY
 from ..storage import Database, DatabaseUnavailable
 from ..storage.base import Executor
 from . import repo, signing
@@ -88,6 +89,23 @@ def retry_delay(
     if retry_after_s is not None:
         delay = max(delay, min(retry_after_s, float(retry_after_cap)))
     return delay
+
+
+_DELIVERIES = "core_api_webhook_deliveries_total"
+_OUTCOMES = {
+    name: (("outcome", name),)
+    for name in ("success", "http_error", "network_error", "gone", "skipped")
+}
+
+
+def _outcome_labels(outcome: Outcome | None) -> tuple[tuple[str, str], ...]:
+    if outcome is None:
+        return _OUTCOMES["skipped"]  # the endpoint was inactive when claimed
+    if outcome.ok:
+        return _OUTCOMES["success"]
+    if outcome.status is None:
+        return _OUTCOMES["network_error"]
+    return _OUTCOMES["gone" if outcome.status == 410 else "http_error"]
 
 
 def _storable(text: str | None) -> str | None:
@@ -347,6 +365,7 @@ class Dispatcher:
             await self._write(tx, results, disabled)
         for result in results:
             self._forget(result.item)
+            REGISTRY.inc(_DELIVERIES, _outcome_labels(result.outcome))  # metrics, once written
         idle_gone = {e for e in self._gone if e not in self._pumps}
         self._gone -= idle_gone
         unsent: list[int] = []

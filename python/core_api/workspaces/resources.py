@@ -45,9 +45,7 @@ class WorkspaceCollection:
         principal = principal_of(req)
         acting = await context_workspace(req, self.workspaces)
         ceiling = grantable_tier(self.workspaces.plans, principal, acting.tier)
-        created = await self.workspaces.create(
-            principal.user_id, ceiling, name, slug, tier, acting.id
-        )
+        created = await self.workspaces.create(principal.user_id, ceiling, name, slug, tier, acting)
         item = present(created, settings=False)
         del item["updated_at"]
         resp.status = falcon.HTTP_201

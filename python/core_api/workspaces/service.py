@@ -154,7 +154,7 @@ class WorkspaceService:
         name: str,
         slug: str | None,
         tier: str | None,
-        acting_workspace_id: int,
+        acting: Workspace,
     ) -> Workspace:
         """The workspace, its owner's membership and a ``workspace.created`` event, in one
         transaction. The event goes to the workspace the request acted in (the key's home
@@ -162,11 +162,17 @@ class WorkspaceService:
         tier = tier or self.plans.default_tier
         self.check_tier(tier, ceiling_tier)
         now = self.clock.now_ms()
+        acting_workspace_id = acting.id
+        # The acting workspace's tier and overrides apply; nothing to count when unlimited.
+        counted = self.entitlements is not None and await self.entitlements.needs_count(
+            "workspaces", acting.id, acting.tier
+        )
         for attempt in range(5):
             try:
                 picked = await self._pick_slug(slug, name, attempt)
                 async with self.db.transaction() as tx:
-                    if self.entitlements is not None:  # the acting workspace's tier applies
+                    if counted:
+                        assert self.entitlements is not None
                         await self.entitlements.enforce_count(
                             tx, "workspaces", acting_workspace_id, user_id=user_id
                         )

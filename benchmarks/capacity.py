@@ -1,0 +1,246 @@
+"""Capacity: the operations mix on one host, ``core-api serve --workers 2``, PostgreSQL and
+Redis, stepped up in rate until it no longer holds p99 < 25 ms with 0 failures.
+
+The mix (``CapacityUser`` in ``locustfile.py``), per 100 requests: 30 GET /workspaces/{id},
+10 list workspaces, 10 list API keys, 10 idempotent POST /workspaces (10 % replays), 20
+pixel hits (bursts of 4), 15 usage records (unique event_id each) and 5 event publishes.
+Every seeded user's workspace has a webhook endpoint subscribed to ``post.*`` on a
+loopback receiver (its own process), so each publish is also a signed delivery made by the
+serving processes; one pixel site takes the pixel hits.
+
+Each step is a fresh locust run at a constant offered rate (``--users`` users paced at
+``rate / users``) on the same server, so rows accumulate as they would. A step holds when
+it achieves at least 95 % of the offered rate with 0 failures and p99 < 25 ms. Stepping
+stops at the first step that does not hold; when locust itself cannot reach the offered
+rate the report says so (the load generator, sharing the 2 cores, is then the limit).
+
+Usage::
+
+    python -m benchmarks.capacity [--rates 400,600,800,1000,1200,1500] [--step-seconds 60]
+                                  [--users 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import common, entitlements, locust_run
+from .common import HOST, log
+from .webhook_baseline import receiver_process
+
+P99_MAX_MS = 25.0
+DRIVEN_MIN = 0.95  # achieved / offered below this: locust could not drive the rate
+PIXEL_DOMAIN = "capacity.example"
+
+
+def _prepare(base: str, users: list[dict[str, Any]], receiver_url: str) -> None:
+    """A post.* webhook endpoint per user's workspace and one pixel site, through the API."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for i, user in enumerate(users):
+            auth = {"Authorization": f"Bearer {user['key']}"}
+            made = client.post(
+                "/api/v1/webhooks",
+                json={"url": f"{receiver_url}u{i}", "events": ["post.*"]},
+                headers=auth,
+            )
+            if made.status_code != 201:
+                raise RuntimeError(f"webhook endpoint: {made.status_code} {made.text}")
+        site = client.post(
+            "/api/v1/pixel/sites",
+            json={"domain": PIXEL_DOMAIN, "name": "Capacity"},
+            headers={"Authorization": f"Bearer {users[0]['key']}"},
+        )
+        if site.status_code != 201:
+            raise RuntimeError(f"pixel site: {site.status_code} {site.text}")
+
+
+def _step_verdict(result: dict[str, Any], rate: float) -> dict[str, Any]:
+    tl, agg = result.get("timeline") or {}, result.get("aggregate") or {}
+    achieved = float(tl.get("rps") or agg.get("rps") or 0.0)
+    p99 = float(tl.get("p99_all_ms") or agg.get("p99_ms") or 0.0)
+    failures = int(agg.get("failures", 0))
+    driven = achieved >= DRIVEN_MIN * rate
+    return {
+        "offered_rps": rate,
+        "achieved_rps": round(achieved, 1),
+        "p50_ms": agg.get("p50_ms"),
+        "p99_ms": p99,
+        "failures": failures,
+        "requests": int(agg.get("requests", 0)),
+        "driven": driven,
+        "held": driven and failures == 0 and p99 < P99_MAX_MS,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    stamp = common.timestamp()
+    out_dir = common.RESULTS / f"capacity-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps: list[dict[str, Any]] = []
+    with common.workdir("core-api-capacity-") as workdir, contextlib.ExitStack() as stack:
+        # The shipped plans plus a bench tier whose limits the run cannot reach (posts
+        # counts the usage records); base_env keeps an existing file.
+        (workdir / "plans.toml").write_text(entitlements.plans_text())
+        store = common.postgres_redis_store(workdir)
+        stack.callback(store.close)
+        store.env |= {
+            "CORE_API_PIXEL_RATE_LIMIT": "1000000000",  # every locust user is one loopback IP
+            "CORE_API_TRUSTED_PROXIES": "127.0.0.1/32",  # pixel visitors from X-Forwarded-For
+            "CORE_API_WEBHOOK_REQUIRE_HTTPS": "false",
+            "CORE_API_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the loopback receiver
+        }
+        receiver = stack.enter_context(receiver_process())
+        log(f"[capacity] seeding {args.users} users ...")
+        users = common.populate(store.env, "users", "--count", str(args.users))
+        users_file = workdir / "users.json"
+        users_file.write_text(json.dumps(users))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORE_API_")}
+        env["BENCH_USERS_FILE"] = str(users_file)
+        env["BENCH_PIXEL_ORIGIN"] = f"https://{PIXEL_DOMAIN}"
+        server = common.service_server(store, workdir, workers=2)
+        server.start()
+        stack.callback(server.stop)
+        first = users[0]
+        server.wait_ready(
+            f"/api/v1/workspaces/{first['workspace_id']}",
+            {"Authorization": f"Bearer {first['key']}"},
+            timeout=60,
+        )
+        host = f"http://{HOST}:{server.port}"
+        _prepare(host, users, receiver.url)
+        warm: dict[str, Any] = {"endpoints": []}
+        if args.warmup:  # connections, caches and plans warm before the first step
+            warm = locust_run.run_scenario(
+                "capacity", host, env, out_dir, args.warmup, args.users,
+                args.rates[0] / args.users, "capacity-warmup",
+            )  # fmt: skip
+        for rate in args.rates:
+            load_before = os.getloadavg()
+            log(f"[capacity] {rate:g} req/s for {args.step_seconds:g}s ...")
+            result = locust_run.run_scenario(
+                "capacity", host, env, out_dir, args.step_seconds, args.users,
+                rate / args.users, f"capacity-{rate:g}",
+            )  # fmt: skip
+            if server.proc is not None and server.proc.poll() is not None:
+                raise RuntimeError(f"service exited early:\n{server.tail()}")
+            step = _step_verdict(result, rate)
+            step["loadavg_before"] = round(load_before[0], 2)
+            step["endpoints"] = [
+                {k: e[k] for k in ("name", "requests", "failures", "p50_ms", "p99_ms")}
+                for e in result["endpoints"]
+            ]
+            step["failure_samples"] = result["failures"][:5]
+            steps.append(step)
+            log(
+                f"[capacity] {rate:g}: {step['achieved_rps']:.0f} req/s, p50 {step['p50_ms']} "
+                f"p99 {step['p99_ms']} ms, {step['failures']} failures -> "
+                f"{'held' if step['held'] else 'not held'}"
+            )
+            if not step["held"]:
+                break
+            time.sleep(2)  # let the delivery workers and flushers settle between steps
+        published = sum(
+            e["requests"] - e["failures"]
+            for e in [*warm["endpoints"], *(e for st in steps for e in st["endpoints"])]
+            if e["name"] == "POST /api/v1/events"
+        )
+        deadline = time.monotonic() + 30
+        while receiver.count() < published and time.monotonic() < deadline:
+            time.sleep(0.5)  # deliveries still in flight
+        delivered = receiver.count()
+    held = [s for s in steps if s["held"]]
+    best = held[-1] if held else None
+    return {
+        "kind": "capacity",
+        "timestamp": stamp,
+        "machine": common.machine_info(),
+        "settings": {
+            "rates": args.rates,
+            "step_seconds": args.step_seconds,
+            "users": args.users,
+            "workers": 2,
+            "store": "postgres+redis",
+        },
+        "steps": steps,
+        "highest_held": best,
+        "generator_limited": bool(steps) and not steps[-1]["driven"],
+        "verdicts": [
+            {
+                "figure": f"capacity mix: p99 < {P99_MAX_MS:g} ms, 0 failures (highest rate held)",
+                "value": (
+                    f"{best['achieved_rps']:.0f} req/s, p50 {best['p50_ms']} ms, "
+                    f"p99 {best['p99_ms']} ms"
+                    if best
+                    else "no step held"
+                ),
+                "pass": best is not None,
+            }
+        ],
+        "events_accepted": published,
+        "deliveries_received": delivered,
+        "csv_dir": str(out_dir),
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    s = report["settings"]
+    print(
+        f"\nCapacity mix (locust CapacityUser, {s['users']} users, core-api serve --workers 2,"
+        f" PostgreSQL + Redis, {s['step_seconds']:g} s per step)"
+    )
+    print(f"{'offered':>8} {'achieved':>9} {'p50':>6} {'p99':>7} {'failures':>9}  verdict")
+    for st in report["steps"]:
+        verdict = "held" if st["held"] else ("locust short" if not st["driven"] else "not held")
+        print(
+            f"{st['offered_rps']:>8g} {st['achieved_rps']:>9.0f} {st['p50_ms']:>6} "
+            f"{st['p99_ms']:>7.1f} {st['failures']:>9}  {verdict}"
+        )
+    best = report["highest_held"]
+    if best:
+        print(
+            f"highest rate held (p99 < {P99_MAX_MS:g} ms, 0 failures): "
+            f"{best['achieved_rps']:.0f} req/s, p50 {best['p50_ms']} ms, p99 {best['p99_ms']} ms"
+        )
+    else:
+        print("no step held")
+    print(
+        f"webhook deliveries received {report['deliveries_received']:,} of "
+        f"{report['events_accepted']:,} events accepted"
+    )
+    if report["generator_limited"]:
+        print("the last step was limited by the load generator (locust could not offer it)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.capacity", description=__doc__)
+    p.add_argument("--rates", default="400,600,800,1000,1200,1500,1800")
+    p.add_argument("--step-seconds", type=float, default=60.0)
+    p.add_argument("--users", type=int, default=200)
+    p.add_argument("--warmup", type=float, default=10.0, help="unmeasured seconds first")
+    p.add_argument("--quick", action="store_true", help="20 s steps")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    args.rates = [float(x) for x in args.rates.split(",") if x]
+    if args.quick:
+        args.step_seconds = min(args.step_seconds, 20.0)
+    report = run(args)
+    path: Path = common.write_json(f"capacity-{report['timestamp']}.json", report)
+    print_report(report)
+    print(f"results: {path} (CSV in {report['csv_dir']})")
+    return report
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

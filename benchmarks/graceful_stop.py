@@ -1,0 +1,369 @@
+"""Graceful stop: SIGTERM under load loses no accepted write, pixel event or webhook.
+
+Runs ``core-api serve --workers 2`` on a private PostgreSQL database with Redis (a fresh
+key prefix), creates a webhook endpoint pointing at a loopback receiver and a pixel site,
+then drives a concurrent load of
+
+- idempotent writes: ``POST /api/v1/workspaces`` with an ``Idempotency-Key``;
+- pixel events: ``POST /api/v1/pixel/track``, each with its own page path;
+- webhook publishes: ``POST /api/v1/events`` (each event is queued for the endpoint);
+
+sends SIGTERM to the server (its main process, as an orchestrator does; ``--signal-group``
+sends it to every process of the group, as systemd does) while the load runs, waits for
+it to exit, starts it again on the same database and port, and counts:
+
+- every write answered 2xx is stored (the workspace exists);
+- every pixel event answered ``200 {"tracked": true}`` is stored (its path is in
+  ``pixel_events``);
+- every event accepted (202) reaches the receiver (at least once), within
+  ``--deliver-within`` seconds of the restart (the receiver takes ``--receiver-delay``
+  per delivery, so deliveries are queued and in flight when the signal comes: their
+  leases must be given back, or they would wait for the lease to expire);
+- metered usage is not lost: ``api_calls`` at least the authenticated 2xx answers,
+  ``pixel_events`` at least the tracked events (both counted in memory, flushed on stop).
+
+Requests refused or cut while the server stops (connection errors, 503) are counted and
+reported, not lost: the client was not told they succeeded. Prints the counts as JSON and
+exits 1 on any loss. Loopback only; bounded in time; cleans up its database and keys.
+
+    python -m benchmarks.graceful_stop --seconds 6 --stop-after 3 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from . import common
+
+BROWSER_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+SITE = "graceful.example"
+
+
+@dataclass
+class Tally:
+    """What the clients were told, per kind."""
+
+    writes_ok: set[str] = field(default_factory=set)  # workspace names answered 2xx
+    pixel_ok: set[str] = field(default_factory=set)  # paths answered tracked
+    events_ok: set[str] = field(default_factory=set)  # evt_ ids answered 202
+    refused: dict[str, int] = field(default_factory=dict)  # kind:status -> count
+    errors: dict[str, int] = field(default_factory=dict)  # kind:error -> count
+    sent: int = 0
+
+    def bump(self, table: dict[str, int], key: str) -> None:
+        table[key] = table.get(key, 0) + 1
+
+
+class Receiver:
+    """A loopback webhook receiver (aiohttp, its own thread): records each event id."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.port = common.free_port()
+        self.delay = delay  # seconds per delivery: deliveries are in flight at the stop
+        self.received: dict[str, int] = {}
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        with contextlib.suppress(ValueError):
+            event_id = json.loads(body).get("id") or request.headers.get("webhook-id", "")
+            self.received[event_id] = self.received.get(event_id, 0) + 1
+        return web.json_response({"received": True})
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, common.HOST, self.port)
+        self._loop.run_until_complete(site.start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        fut = asyncio.run_coroutine_threadsafe(close(), self._loop)
+        with contextlib.suppress(Exception):
+            fut.result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+
+def _setup(base: str, key: str, hook_url: str) -> None:
+    with httpx.Client(base_url=base, headers=_auth(key), timeout=10) as client:
+        made = client.post("/api/v1/webhooks", json={"url": hook_url, "events": ["graceful.*"]})
+        assert made.status_code == 201, made.text
+        site = client.post("/api/v1/pixel/sites", json={"domain": SITE})
+        assert site.status_code == 201, site.text
+
+
+def _one(client: httpx.Client, kind: str, n: str, tally: Tally, key: str) -> None:
+    tally.sent += 1
+    try:
+        if kind == "write":
+            name = f"graceful {n}"
+            resp = client.post(
+                "/api/v1/workspaces",
+                json={"name": name},
+                headers={**_auth(key), "Idempotency-Key": f"graceful-{n}"},
+            )
+            if 200 <= resp.status_code < 300:
+                tally.writes_ok.add(name)
+                return
+        elif kind == "pixel":
+            path = f"/graceful/{n}"
+            resp = client.post(
+                "/api/v1/pixel/track",
+                content=json.dumps({"url": f"https://{SITE}{path}"}),
+                headers={"Content-Type": "text/plain", "User-Agent": BROWSER_UA},
+            )
+            if resp.status_code == 200 and resp.json().get("tracked") is True:
+                tally.pixel_ok.add(path)
+                return
+        else:
+            resp = client.post(
+                "/api/v1/events",
+                json={"type": "graceful.tested", "data": {"n": n}},
+                headers=_auth(key),
+            )
+            if resp.status_code == 202:
+                tally.events_ok.add(resp.json()["data"]["id"])
+                return
+        tally.bump(tally.refused, f"{kind}:{resp.status_code}")
+    except httpx.HTTPError as exc:
+        tally.bump(tally.errors, f"{kind}:{type(exc).__name__}")
+
+
+def _load(base: str, key: str, stop: threading.Event, tally: Tally, worker: int) -> None:
+    kinds = ("write", "pixel", "event")
+    i = 0
+    # New connections now and then, so both workers take requests and a stop is met by
+    # clients both mid-connection and connecting.
+    while not stop.is_set():
+        with httpx.Client(base_url=base, timeout=10) as client:
+            for _ in range(20):
+                if stop.is_set():
+                    break
+                _one(client, kinds[i % 3], f"{worker}-{i}", tally, key)
+                i += 1
+                if tally.errors or tally.refused:
+                    time.sleep(0.005)  # the server is going or gone: do not spin
+
+
+def _wait_exit(server: common.Server, within: float) -> int | None:
+    assert server.proc is not None
+    try:
+        return server.proc.wait(timeout=within)
+    except Exception:
+        return None
+
+
+def _stored(db_url: str, tally: Tally, workspace_id: int) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        usage = dict(
+            conn.execute(
+                "SELECT feature, SUM(used) FROM entitlement_usage WHERE workspace_id = %s "
+                "GROUP BY feature",
+                (workspace_id,),
+            ).fetchall()
+        )
+        names = {
+            r[0] for r in conn.execute("SELECT name FROM workspaces WHERE name LIKE 'graceful %'")
+        }
+        paths = {
+            r[0]
+            for r in conn.execute("SELECT path FROM pixel_events WHERE path LIKE '/graceful/%'")
+        }
+    # Metered usage (counted in memory, flushed every 2 s and on a graceful stop): at least
+    # one api_call per authenticated 2xx (2 set-up requests), one pixel_event per tracked
+    # event (more when an answer was cut after the count).
+    answered = len(tally.writes_ok) + len(tally.events_ok) + 2
+    api_calls, pixel_events = int(usage.get("api_calls", 0)), int(usage.get("pixel_events", 0))
+    return {
+        "usage_api_calls_metered": api_calls,
+        "usage_api_calls_lost": max(0, answered - api_calls),
+        "usage_pixel_events_metered": pixel_events,
+        "usage_pixel_events_lost": max(0, len(tally.pixel_ok) - pixel_events),
+        "writes_lost": len(tally.writes_ok - names),
+        "pixel_lost": len(tally.pixel_ok - paths),
+        "writes_stored": len(names),
+        "pixel_stored": len(paths),
+    }
+
+
+def run(opts: argparse.Namespace) -> dict[str, Any]:
+    receiver = Receiver(opts.receiver_delay)
+    receiver.start()
+    with common.workdir("core-api-graceful-") as work:
+        store = common.postgres_redis_store(work)
+        try:
+            env = store.env
+            env.update(
+                {
+                    "CORE_API_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+                    "CORE_API_WEBHOOK_REQUIRE_HTTPS": "false",
+                    "CORE_API_PIXEL_RATE_LIMIT": "0",
+                    # Pixel events wait up to a minute for their write (the load stays
+                    # far below a batch): at the signal, every one accepted is in memory.
+                    "CORE_API_PIXEL_FLUSH_MS": "60000",
+                    "CORE_API_AUTH_FAILURE_LIMIT": "0",
+                    "CORE_API_LOG_LEVEL": "INFO",
+                }
+            )
+            t0 = time.monotonic()
+            creds = common.bootstrap(env, "graceful", common.BENCH_TIER)
+            common.log(f"[graceful] bootstrap {time.monotonic() - t0:.1f}s")
+            server = common.service_server(store, work, workers=opts.workers)
+            server.start()
+            server.wait_ready("/readyz", {})
+            common.log(f"[graceful] server ready {time.monotonic() - t0:.1f}s")
+            base = f"http://{common.HOST}:{server.port}"
+            _setup(base, creds.key, f"http://{common.HOST}:{receiver.port}/hook")
+            tally = Tally()
+            stop = threading.Event()
+            threads = [
+                threading.Thread(target=_load, args=(base, creds.key, stop, tally, n))
+                for n in range(opts.concurrency)
+            ]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            time.sleep(opts.stop_after)
+            accepted_before = len(tally.writes_ok) + len(tally.pixel_ok) + len(tally.events_ok)
+            assert server.proc is not None
+            signalled = time.monotonic()
+            if opts.signal_group:
+                os.killpg(server.proc.pid, signal.SIGTERM)
+            else:
+                os.kill(server.proc.pid, signal.SIGTERM)
+            code = _wait_exit(server, opts.exit_within)
+            stopped_in = time.monotonic() - signalled
+            common.log(f"[graceful] stopped {stopped_in:.1f}s after SIGTERM (exit {code})")
+            time.sleep(max(0.0, opts.seconds - (time.monotonic() - started)))
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+            common.log(f"[graceful] load stopped {time.monotonic() - t0:.1f}s")
+            log_before = server.tail(200)
+            server.stop()  # whatever did not exit (a failure, reported below)
+            # The same database, port and shared memory: a restart.
+            server.start()
+            server.wait_ready("/readyz", {})
+            common.log(f"[graceful] restarted {time.monotonic() - t0:.1f}s")
+            undelivered_at_restart = len(tally.events_ok - set(receiver.received))
+            restarted = time.monotonic()
+            deadline = restarted + opts.deliver_within
+            while time.monotonic() < deadline and not tally.events_ok <= set(receiver.received):
+                time.sleep(0.1)
+            delivered_in = time.monotonic() - restarted
+            delivered = tally.events_ok & set(receiver.received)
+            stored = _stored(env["CORE_API_DATABASE_URL"], tally, creds.workspace_id)
+            server.stop()
+            result = {
+                "workers": opts.workers,
+                "signal": "group" if opts.signal_group else "main process",
+                "exit_code": code,
+                "stopped_in_s": round(stopped_in, 2),
+                "requests_sent": tally.sent,
+                "accepted_before_signal": accepted_before,
+                "writes_accepted": len(tally.writes_ok),
+                "pixel_accepted": len(tally.pixel_ok),
+                "events_accepted": len(tally.events_ok),
+                **stored,
+                "events_undelivered_at_restart": undelivered_at_restart,
+                "events_delivered": len(delivered),
+                "rest_delivered_in_s": round(delivered_in, 2),
+                "events_lost": len(tally.events_ok - delivered),
+                "duplicate_deliveries": sum(n - 1 for n in receiver.received.values() if n > 1),
+                "refused": tally.refused,
+                "connection_errors": tally.errors,
+            }
+            if code is None:
+                result["server_log_tail"] = log_before[-3000:]
+            return result
+        finally:
+            store.close()
+            receiver.stop()
+
+
+def losses(result: dict[str, Any]) -> int:
+    return int(
+        result["writes_lost"]
+        + result["pixel_lost"]
+        + result["events_lost"]
+        + result["usage_api_calls_lost"]
+        + result["usage_pixel_events_lost"]
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.graceful_stop", description=__doc__)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=8, help="client threads")
+    p.add_argument("--seconds", type=float, default=8.0, help="load duration in all")
+    p.add_argument("--stop-after", type=float, default=4.0, help="seconds of load before SIGTERM")
+    p.add_argument("--exit-within", type=float, default=60.0, help="seconds the stop may take")
+    p.add_argument("--deliver-within", type=float, default=60.0, help="seconds after the restart")
+    p.add_argument(
+        "--receiver-delay",
+        type=float,
+        default=0.02,
+        help="seconds the receiver takes per delivery (deliveries in flight at the stop)",
+    )
+    p.add_argument(
+        "--signal-group",
+        action="store_true",
+        help="SIGTERM every process of the server's group (systemd), not only the main one",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parser().parse_args(argv)
+    result = run(opts)
+    print(json.dumps(result, indent=2))
+    lost = losses(result)
+    if lost or result["exit_code"] is None:
+        print(f"graceful stop: {lost} accepted item(s) lost", file=sys.stderr)
+        return 1
+    print("graceful stop: nothing accepted was lost", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

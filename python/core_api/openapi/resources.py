@@ -1,0 +1,153 @@
+"""``GET /api/v1/openapi.json`` and the docs page ``GET /api/docs`` with its assets.
+
+All public (no key, no rate limit: static bytes built once per process), each with a
+strong ETag (a 304 on revalidation) and a gzip variant. The docs page loads only its own
+assets (``static/``, vendored Swagger UI), under a CSP that allows nothing else.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+from dataclasses import dataclass
+from importlib import resources
+
+import falcon
+import falcon.asgi
+
+from .document import document_bytes
+
+# The page and its script/style: no inline script, no other origin. Swagger UI sets inline
+# style attributes and draws some icons from data: URIs.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_COMMON_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "docs.js": "text/javascript; charset=utf-8",
+}
+ASSET_CACHE = "public, max-age=3600"
+DOCUMENT_CACHE = "no-cache"  # always revalidated (a 304 costs nothing): a deploy changes it
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>core-api API reference</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{root}/api/docs/swagger-ui.css">
+</head>
+<body>
+<noscript>This page needs JavaScript. The document itself is at
+<a href="{root}/api/v1/openapi.json">{root}/api/v1/openapi.json</a>.</noscript>
+<div id="swagger-ui" data-spec-url="{root}/api/v1/openapi.json"></div>
+<script src="{root}/api/docs/swagger-ui-bundle.js"></script>
+<script src="{root}/api/docs/docs.js"></script>
+</body>
+</html>
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    body: bytes
+    gzipped: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, body: bytes) -> Payload:
+        gzipped = gzip.compress(body, compresslevel=6, mtime=0)  # same bytes in every process
+        return cls(body, gzipped, '"' + hashlib.sha256(body).hexdigest()[:24] + '"')
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    for item in (header or "").lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _send(
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response,
+    payload: Payload,
+    content_type: str,
+    headers: list[tuple[str, str]],
+) -> None:
+    gzipped = _accepts_gzip(req.get_header("Accept-Encoding"))
+    etag = payload.etag[:-1] + '-gz"' if gzipped else payload.etag
+    headers = [*headers, *_COMMON_HEADERS, ("ETag", etag), ("Vary", "Accept-Encoding")]
+    if _matches(req.get_header("If-None-Match"), etag):
+        resp.status = falcon.HTTP_304
+        resp.set_headers(headers)
+        return
+    if gzipped:
+        headers.append(("Content-Encoding", "gzip"))
+    resp.set_headers(headers)
+    resp.content_type = content_type
+    resp.data = payload.gzipped if gzipped else payload.body
+
+
+class OpenApiDocument:
+    public = True
+
+    def __init__(self) -> None:
+        self.payload = Payload.of(document_bytes())
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        headers = [("Cache-Control", DOCUMENT_CACHE), ("Access-Control-Allow-Origin", "*")]
+        _send(req, resp, self.payload, "application/json", headers)
+
+
+class DocsPage:
+    public = True
+
+    def __init__(self) -> None:
+        self.pages: dict[str, Payload] = {}  # by root path (one in practice)
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        root = req.root_path.rstrip("/")
+        payload = self.pages.get(root)
+        if payload is None:
+            payload = Payload.of(_PAGE.format(root=html.escape(root)).encode())
+            if len(self.pages) < 16:
+                self.pages[root] = payload
+        headers = [
+            ("Cache-Control", "no-cache"),
+            ("Content-Security-Policy", DOCS_CSP),
+            ("X-Frame-Options", "DENY"),
+        ]
+        _send(req, resp, payload, "text/html; charset=utf-8", headers)
+
+
+class DocsAsset:
+    public = True
+
+    def __init__(self) -> None:
+        folder = resources.files(__package__ or "core_api.openapi") / "static"
+        self.assets = {name: Payload.of((folder / name).read_bytes()) for name in ASSETS}
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
+        payload = self.assets.get(name)
+        if payload is None:
+            raise falcon.HTTPNotFound()
+        headers = [("Cache-Control", ASSET_CACHE), ("Cross-Origin-Resource-Policy", "same-origin")]
+        _send(req, resp, payload, ASSETS[name], headers)
