@@ -54,7 +54,7 @@ async def seed_workspaces(
             "INSERT INTO workspaces (name, slug, tier, settings, owner_id, created_at, "
             "updated_at) "
             f"SELECT 'Seed ' || ((i * 7919) % {count + 1}), '{tag}-' || i, 'free', "
-            f"'{{}}', ?, ? + i, ? + i FROM {_series(db, count)}",
+            f"'{{}}', ?, CAST(? AS BIGINT) + i, CAST(? AS BIGINT) + i FROM {_series(db, count)}",
             (user_id, now, now),
         )
         await tx.execute(
@@ -76,7 +76,8 @@ async def seed_api_keys(db: Database, user_id: int, workspace_id: int, count: in
             "INSERT INTO api_keys (user_id, workspace_id, name, prefix, key_hash, scopes, "
             "created_at, updated_at) "
             f"SELECT ?, ?, 'Seed key ' || ((i * 7919) % {count + 1}), 'sk_seed', "
-            f"'{tag}-' || i, '[\"read\"]', ? + i, ? + i FROM {_series(db, count)}",
+            f"'{tag}-' || i, '[\"read\"]', CAST(? AS BIGINT) + i, CAST(? AS BIGINT) + i "
+            f"FROM {_series(db, count)}",
             (user_id, workspace_id, now, now),
         )
     await analyze(db)
