@@ -166,8 +166,6 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
     previous = getattr(settings, "secret_key_previous", None)  # during a key rotation
     if previous:
         found.append(previous.decode(errors="replace"))
-    if settings.secret_key_previous is not None:
-        found.append(settings.secret_key_previous.decode(errors="replace"))
     for url in (settings.database_url, settings.redis_url):
         if url:
             password = urlsplit(url).password
