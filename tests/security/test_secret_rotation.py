@@ -122,6 +122,28 @@ async def test_a_key_hashed_under_the_previous_secret_works_and_moves(
     assert await _status(after, unused.json["data"]["key"], path) == 401
 
 
+async def test_a_rolling_restart_in_two_passes_keeps_keys_and_secrets_working(
+    api: Api, boot: dict[str, Any], settings: Settings, tmp_path: Path, restarted: Any
+) -> None:
+    """docs/production.md: first pass old+new as previous, second pass new+old. Nodes of
+    either pass serve a key whichever hash its row has now, and open either seal."""
+    key, key_id = boot["api_key"]["key"], boot["api_key"]["id"]
+    path = f"/api/v1/workspaces/{boot['workspace']['id']}"
+    first_pass = replace(settings, secret_key_previous=NEW, shm_path=str(tmp_path / "shm-first"))
+    old_node, old_app = await restarted(first_pass)
+    new_node, new_app = await restarted(_switched(settings, tmp_path, "second", OLD))
+    assert await _status(new_app, key, path) == 200  # moved to the new hash
+    assert await _stored_hash(new_node.db, key_id) == _native.hash_key(NEW, key).hex()
+    assert await _status(old_app, key, path) == 200  # moved back on the other node's miss
+    assert await _stored_hash(old_node.db, key_id) == _native.hash_key(OLD, key).hex()
+    new_node.auth.cache.clear()
+    assert await _status(new_app, key, path) == 200
+    assert await _stored_hash(new_node.db, key_id) == _native.hash_key(NEW, key).hex()
+    # A secret sealed on a node of the second pass opens on one of the first.
+    sealed = new_node.webhooks.box.seal(3, "whsec_new")
+    assert old_node.webhooks.box.open(3, sealed) == "whsec_new"
+
+
 async def test_concurrent_first_uses_move_the_row_once(
     runtime: Runtime, boot: dict[str, Any], settings: Settings, tmp_path: Path, restarted: Any
 ) -> None:
