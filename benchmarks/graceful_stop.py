@@ -19,6 +19,7 @@ it to exit, starts it again on the same database and port, and counts:
   ``--deliver-within`` seconds of the restart (the receiver takes ``--receiver-delay``
   per delivery, so deliveries are queued and in flight when the signal comes: their
   leases must be given back, or they would wait for the lease to expire);
+- no delivery is still leased once the server has stopped (checked before the restart);
 - metered usage is not lost: ``api_calls`` at least the authenticated 2xx answers,
   ``pixel_events`` at least the tracked events (both counted in memory, flushed on stop).
 
@@ -113,9 +114,9 @@ class Receiver:
 
         fut = asyncio.run_coroutine_threadsafe(close(), self._loop)
         with contextlib.suppress(Exception):
-            fut.result(5)
+            fut.result(1)  # a daemon thread: whatever is left ends with the process
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._thread.join(1)
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -189,6 +190,22 @@ def _wait_exit(server: common.Server, within: float) -> int | None:
         return server.proc.wait(timeout=within)
     except Exception:
         return None
+
+
+def _leases_held(db_url: str) -> dict[str, int]:
+    """After the stop, before the restart: undelivered deliveries and how many of them a
+    lease still holds (a stopped worker that gave its leases back holds none; a held one
+    would wait for CORE_API_WEBHOOK_LEASE_SECONDS before anyone sends it)."""
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE locked_until > %s) FROM webhook_deliveries "
+            "WHERE status IN ('pending', 'retrying')",
+            (int(time.time() * 1000),),
+        ).fetchone()
+    assert row is not None
+    return {"undelivered_after_stop": int(row[0]), "leases_still_held_after_stop": int(row[1])}
 
 
 def _stored(db_url: str, tally: Tally, workspace_id: int) -> dict[str, int]:
@@ -280,6 +297,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                 thread.join(30)
             common.log(f"[graceful] load stopped {time.monotonic() - t0:.1f}s")
             log_before = server.tail(200)
+            leases = _leases_held(env["CORE_API_DATABASE_URL"])  # the stopped server's
             server.stop()  # whatever did not exit (a failure, reported below)
             # The same database, port and shared memory: a restart.
             server.start()
@@ -293,6 +311,11 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             delivered_in = time.monotonic() - restarted
             delivered = tally.events_ok & set(receiver.received)
             stored = _stored(env["CORE_API_DATABASE_URL"], tally, creds.workspace_id)
+            # Counted: the restarted server and its database go now (no need to wait for a
+            # worker that may still be starting).
+            assert server.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.proc.pid, signal.SIGKILL)
             server.stop()
             result = {
                 "workers": opts.workers,
@@ -305,6 +328,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                 "pixel_accepted": len(tally.pixel_ok),
                 "events_accepted": len(tally.events_ok),
                 **stored,
+                **leases,
                 "events_undelivered_at_restart": undelivered_at_restart,
                 "events_delivered": len(delivered),
                 "rest_delivered_in_s": round(delivered_in, 2),
@@ -317,8 +341,10 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                 result["server_log_tail"] = log_before[-3000:]
             return result
         finally:
+            t1 = time.monotonic()
             store.close()
             receiver.stop()
+            common.log(f"[graceful] cleaned up in {time.monotonic() - t1:.1f}s")
 
 
 def losses(result: dict[str, Any]) -> int:
@@ -328,6 +354,7 @@ def losses(result: dict[str, Any]) -> int:
         + result["events_lost"]
         + result["usage_api_calls_lost"]
         + result["usage_pixel_events_lost"]
+        + result["leases_still_held_after_stop"]  # not lost, but late: the stop failed
     )
 
 

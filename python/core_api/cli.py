@@ -1,4 +1,4 @@
-"""``core-api``: serve | worker | migrate | bootstrap | entitlements.
+"""``core-api``: serve | worker | migrate | bootstrap | entitlements | secrets.
 
 Flags map onto ``CORE_API_*`` variables, so Granian's worker processes, which read the
 environment, see exactly what the parent validated.
@@ -26,6 +26,7 @@ from .local_files import ensure_secret_key
 from .plans import load_plans
 from .storage import DatabaseUnavailable, open_database
 from .storage.migrate import migrate
+from .webhooks import reseal as secrets_cli
 
 log = logging.getLogger("core_api.cli")
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     boot.add_argument("--tier")
     boot.add_argument("--email")
     entitlements_cli.add_parser(commands)
+    secrets_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     for flag in ("host", "port", "workers"):
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         "migrate": _migrate,
         "bootstrap": _bootstrap,
         "entitlements": entitlements_cli.run,
+        "secrets": secrets_cli.run,
     }
     settings = ensure_secret_key(settings)  # first start of an embedded (SQLite) node
     try:

@@ -10,6 +10,7 @@ created by the CLI and the runtime, see :mod:`core_api.local_files`.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
@@ -146,6 +147,16 @@ class _Reader:
         except FileNotFoundError:
             return b""
 
+    def previous_secret(self, name: str, default: bytes | None) -> bytes | None:
+        """The secret key before the last change, during a rotation (docs/production.md):
+        API-key hashes and sealed webhook secrets made under it are still accepted."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        if len(value) < 32:
+            raise self.fail(name, "must be at least 32 characters")
+        return value.encode()
+
 
 def _var(default: T, read: Callable[..., T], **limits: Any) -> T:
     """A setting read from ``CORE_API_<FIELD NAME>`` by ``read`` (a :class:`_Reader` method)."""
@@ -162,6 +173,11 @@ class Settings:
     workers: int = _var(1, _Reader.integer, low=1, high=256)
     # Explicit, or read from the file beside the SQLite database; never in logs or reprs.
     secret_key: bytes = dataclasses.field(default=b"", repr=False)
+    # During a rotation of the secret key, the one before it (never in logs or reprs):
+    # API keys and sealed secrets made under it still work, and move to the current one.
+    secret_key_previous: bytes | None = dataclasses.field(
+        default=None, repr=False, metadata={"read": _Reader.previous_secret, "limits": {}}
+    )
     # Explicit, or "" for the default derived from the database's identity at start.
     shm_path: str = _var("", _Reader.text)
     public_url: str | None = _var(None, _Reader.public_url)
@@ -248,7 +264,10 @@ class Settings:
                     reader, spec.name.upper(), spec.default, **spec.metadata["limits"]
                 )
         values.update({k: v for k, v in overrides.items() if v is not None})
-        values["secret_key"] = reader.secret_key(str(values["database_url"]))
+        current = values["secret_key"] = reader.secret_key(str(values["database_url"]))
+        previous = values["secret_key_previous"]
+        if isinstance(previous, bytes) and hmac.compare_digest(previous, current):
+            raise reader.fail("SECRET_KEY_PREVIOUS", f"must differ from {PREFIX}SECRET_KEY")
         return cls(**values)  # type: ignore[arg-type]
 
     @property

@@ -159,9 +159,13 @@ def _access_text(args: dict[str, Any]) -> str:
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:
-    """Values never to be written, wherever they turn up: the secret key and passwords of
-    the database and Redis URLs (at least 6 characters: shorter ones would mask words)."""
+    """Values never to be written, wherever they turn up: the secret key (and the previous
+    one during a rotation) and passwords of the database and Redis URLs (at least 6
+    characters: shorter ones would mask words)."""
     found = [settings.secret_key.decode(errors="replace")]
+    previous = getattr(settings, "secret_key_previous", None)  # during a key rotation
+    if previous:
+        found.append(previous.decode(errors="replace"))
     for url in (settings.database_url, settings.redis_url):
         if url:
             password = urlsplit(url).password

@@ -83,7 +83,7 @@ class Runtime:
         local = LocalLimiter(shared, clock)
         ttl_ms = settings.idempotency_ttl_seconds * 1000
         # Idempotency records live in the database in every mode (never only in Redis).
-        idempotency = Store(db, ttl_ms, settings.secret_key)
+        idempotency = Store(db, ttl_ms, settings.secret_key, settings.secret_key_previous)
         limiter: Limiter = local
         if redis is not None:
             limiter = RedisLimiter(redis, settings.redis_prefix, local, clock)
@@ -98,7 +98,15 @@ class Runtime:
             shared=shared,
             redis=redis,
             invalidator=invalidator,
-            auth=Authenticator(db, shared, cache, plans, clock, invalidator),
+            auth=Authenticator(
+                db,
+                shared,
+                cache,
+                plans,
+                clock,
+                invalidator,
+                previous_pepper=settings.secret_key_previous,
+            ),
             limiter=limiter,
             local_limiter=local,
             idempotency=idempotency,
@@ -108,7 +116,13 @@ class Runtime:
             ),
             events=events,
             webhooks=WebhookService(
-                db, plans, clock, settings, SecretBox(settings.secret_key), events, entitlements
+                db,
+                plans,
+                clock,
+                settings,
+                SecretBox(settings.secret_key, settings.secret_key_previous),
+                events,
+                entitlements,
             ),
             pixel_sites=pixel_sites,
             pixel_ingest=PixelIngest(

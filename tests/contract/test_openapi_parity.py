@@ -1,5 +1,6 @@
 """Every route the app serves is in the OpenAPI document, and every documented operation
-is a route the app serves (auto OPTIONS/HEAD responders aside)."""
+is a route the app serves (auto OPTIONS/HEAD responders aside); each operation's
+``x-required-scopes`` and ``security`` are what the gateway enforces."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from core_api.runtime import Runtime
 DOC_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 
-def served_routes(app: Any) -> set[tuple[str, str]]:
-    """(METHOD, template) for each responder a resource defines, templates as OpenAPI
-    writes them (``{id:id}`` -> ``{id}``)."""
-    found: set[tuple[str, str]] = set()
+def responders(app: Any) -> dict[tuple[str, str], Any]:
+    """(METHOD, template) -> resource, for each responder a resource defines, templates as
+    OpenAPI writes them (``{id:id}`` -> ``{id}``)."""
+    found: dict[tuple[str, str], Any] = {}
 
     def walk(nodes: list[Any]) -> None:
         for node in nodes:
@@ -30,7 +31,7 @@ def served_routes(app: Any) -> set[tuple[str, str]]:
                 for method, responder in node.method_map.items():
                     # Falcon's own responders (OPTIONS, 405 for the rest) are plain functions.
                     if getattr(responder, "__self__", None) is node.resource:
-                        found.add((method, template))
+                        found[(method, template)] = node.resource
             walk(node.children)
 
     walk(app._router._roots)
@@ -48,7 +49,7 @@ def documented() -> set[tuple[str, str]]:
 
 @pytest.fixture
 async def app(tmp_path: Path) -> Any:
-    # Every optional route switched on (metrics), so the comparison sees all of them.
+    # Default settings: every optional route (metrics) is on.
     settings = make_settings(f"sqlite:///{tmp_path}/core-api.db", tmp_path)
     runtime = await Runtime.open(settings, run_migrations=True)
     try:
@@ -58,7 +59,7 @@ async def app(tmp_path: Path) -> Any:
 
 
 async def test_every_route_is_documented_and_every_operation_served(app: Any) -> None:
-    served = served_routes(app)
+    served = set(responders(app))
     # The ASGI fast path in front of the app answers this route without the router.
     served.add(("POST", fastpath.PATH))
     assert ("GET", "/api/v1/workspaces") in served  # the walk sees the router
@@ -72,6 +73,25 @@ async def test_every_route_is_documented_and_every_operation_served(app: Any) ->
     )
 
 
+async def test_documented_scopes_and_security_are_the_gateways(app: Any) -> None:
+    problems = []
+    for (method, template), resource in sorted(responders(app).items()):
+        op = document()["paths"].get(template, {}).get(method.lower())
+        if op is None:
+            continue  # the parity test reports it
+        public = getattr(resource, "public", False)
+        scope = getattr(resource, "scopes", {}).get(method)
+        scopes = [] if public or scope is None else [scope]
+        if op.get("x-required-scopes") != scopes:
+            problems.append(
+                f"{method} {template}: x-required-scopes {op.get('x-required-scopes')},"
+                f" the gateway requires {scopes}"
+            )
+        if public != (op.get("security") == []):
+            problems.append(f"{method} {template}: public={public}, security={op.get('security')}")
+    assert not problems, "\n".join(problems)
+
+
 def test_documented_path_parameters_match_the_template() -> None:
     problems = []
     for path, item in document()["paths"].items():
@@ -80,9 +100,8 @@ def test_documented_path_parameters_match_the_template() -> None:
         for method, op in item.items():
             if method not in DOC_METHODS:
                 continue
-            params = [*shared, *op.get("parameters", [])]
             declared = set()
-            for param in params:
+            for param in [*shared, *op.get("parameters", [])]:
                 if "$ref" in param:
                     param = _resolve(param["$ref"])
                 if param.get("in") == "path":

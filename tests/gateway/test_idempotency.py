@@ -259,7 +259,8 @@ async def test_another_caller_cannot_open_a_stored_response(node: tuple[Runtime,
     # A row copied under the other key's id: its hash does not match, nor does the cipher open it.
     row = await runtime.db.fetch_one(
         "SELECT api_key_id, idempotency_key, status, body FROM idempotency_records "
-        "WHERE body IS NOT NULL AND status = 201 ORDER BY created_at LIMIT 1"
+        "WHERE body IS NOT NULL AND status = 201 AND api_key_id <> ?",  # the first caller's
+        (other["id"],),
     )
     assert row is not None
     req = falcon.testing.create_asgi_req(method="POST", path="/api/v1/api-keys")

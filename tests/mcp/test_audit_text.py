@@ -62,3 +62,22 @@ async def test_audit_filters_refuse_nul_and_long_values(api: Api) -> None:
         assert list(r.json["errors"]) == list(params)
     r = await api.get("/api/v1/mcp/audit", params={"server": "s" * 1024})
     assert r.status == 200 and r.json["data"] == []
+
+
+async def test_jsonrpc_arguments_beyond_64_bits_are_audited(api: Api) -> None:
+    """The registry keeps arguments (gwsupport: audit_arguments = true); a JSON-RPC body may
+    carry an integer orjson cannot encode: the call still answers and is audited."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "filesystem__list_directory", "arguments": {"path": "/", "n": 10**30}},
+    }
+    r = await api.post("/api/v1/mcp", json=call, headers=JSON_RPC)
+    assert r.status == 200, r.json
+    assert r.json["result"]["isError"] is True  # n is not in the schema: a validation error
+    assert "arguments.n" in r.json["result"]["content"][0]["text"]
+    r = await api.get("/api/v1/mcp/audit")
+    [row] = r.json["data"]
+    assert (row["tool"], row["outcome"]) == ("list_directory", "invalid")
+    assert row["arguments"] == {"path": "/", "n": 1e30}

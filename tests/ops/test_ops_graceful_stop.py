@@ -38,4 +38,5 @@ def test_sigterm_under_load_loses_no_accepted_write_event_or_delivery() -> None:
     assert result["events_accepted"] > 0
     assert result["writes_lost"] == result["pixel_lost"] == result["events_lost"] == 0
     assert result["usage_api_calls_lost"] == result["usage_pixel_events_lost"] == 0
+    assert result["leases_still_held_after_stop"] == 0  # the stopped workers gave them back
     assert result["events_delivered"] == result["events_accepted"]

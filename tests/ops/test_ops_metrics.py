@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -248,3 +249,10 @@ def test_a_two_worker_server_counts_what_it_was_sent(
             assert value(series, "core_api_webhook_deliveries_total", outcome="success") == 4
         finally:
             launcher.stop_all()
+
+
+def test_every_series_is_documented_with_its_type() -> None:
+    """docs/operations.md's table names every series of the catalogue, with its type."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    rows = dict(re.findall(r"^\| `(core_api_[a-z_]+)` \| (counter|gauge|histogram) \|", doc, re.M))
+    assert rows == {name: kind for name, (kind, _) in SERIES.items()}

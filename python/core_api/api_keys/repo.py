@@ -139,6 +139,17 @@ async def get_live_by_hash(db: Executor, key_hash: str) -> LiveKey | None:
     return None if row is None else LiveKey(**_fields(row))
 
 
+async def rehash(db: Executor, key_id: int, old_hash: str, new_hash: str) -> bool:
+    """Move a key to its hash under the current server secret, unless another request did
+    first (the row no longer has ``old_hash``). The key itself is unchanged, so nothing
+    cached about it needs evicting."""
+    changed = await db.execute(
+        "UPDATE api_keys SET key_hash = ? WHERE id = ? AND key_hash = ?",
+        (new_hash, key_id, old_hash),
+    )
+    return changed == 1
+
+
 async def get(db: Executor, workspace_id: int, key_id: int) -> ApiKeyRecord | None:
     row = await db.fetch_one(
         f"SELECT {COLUMNS}, w.tier AS workspace_tier FROM api_keys k "  # noqa: S608

@@ -6,10 +6,17 @@ home workspace (tier, membership, deletion) evicts exactly the entries of that k
 workspace in every process, on its next request. A principal holds nothing about its user
 beyond the id, so "user" targets leave it cached. A full flush clears the cache through the
 generation passed to ``lookup`` (the invalidator's epoch).
+
+During a rotation of the server secret (``CORE_API_SECRET_KEY_PREVIOUS`` set), a key
+whose hash under the current secret is not in the database is looked up once more by its
+hash under the previous secret; when found, its row is rewritten to the current hash (a
+conditional update, so concurrent requests agree) and it authenticates. A cache hit is
+unaffected; an unknown key costs one more hash and one more query.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +27,8 @@ from ..plans import Plans
 from ..storage import Database
 from . import scopes
 from .invalidation import Invalidator
+
+log = logging.getLogger("core_api.auth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +53,13 @@ class Principal:
 
 class CacheMiss:
     """The key is well formed but not in this process's cache (yet); carries its hash so
-    that :meth:`Authenticator.load` need not compute it again."""
+    that :meth:`Authenticator.load` need not compute it again (and the key, for the
+    previous secret's hash during a rotation)."""
 
-    __slots__ = ("key_hash",)
+    __slots__ = ("key_hash", "token")
 
-    def __init__(self, key_hash: bytes) -> None:
-        self.key_hash = key_hash
+    def __init__(self, key_hash: bytes, token: str) -> None:
+        self.key_hash, self.token = key_hash, token
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -68,9 +78,14 @@ class Authenticator:
         plans: Plans,
         clock: Clock,
         invalidator: Invalidator,
+        *,
+        previous_pepper: bytes | None = None,
     ) -> None:
         self.db, self.shared, self.cache, self.plans, self.clock = db, shared, cache, plans, clock
         self.invalidator = invalidator
+        # The previous server secret while it is being rotated out (None otherwise).
+        self.previous_pepper = previous_pepper
+        self.migrated = 0  # keys this process moved to the current secret's hash
         # Told the key ids whose last_used_at this process just wrote (caches of key records).
         self.usage_listeners: list[Callable[[list[int]], object]] = []
         invalidator.subscribe("key", cache.evict_key)
@@ -85,18 +100,34 @@ class Authenticator:
         if not key_hash:
             return None
         if principal is None:
-            return CacheMiss(key_hash)
+            return CacheMiss(key_hash, token)
         assert isinstance(principal, Principal)
         return principal if principal.usable_at(now) else None
 
     async def load(self, miss: CacheMiss, generation: int) -> Principal | None:
         """Resolve a cache miss with one indexed query; caches what it finds."""
         principal = await self._load(miss.key_hash, generation)
+        if principal is None and self.previous_pepper is not None:
+            principal = await self._load_previous(miss, generation)
         now = self.clock.now_ms()
         if principal is None or not principal.usable_at(now):
             return None
         self.cache.note_use(principal.key_id, now)  # hits mark their entry; a miss has none
         return principal
+
+    async def _load_previous(self, miss: CacheMiss, generation: int) -> Principal | None:
+        """The key's hash under the previous secret; when a live key has it, rewrite the
+        row to the current hash (only if still the old one: a concurrent request may have
+        done it first, then the current hash finds it) and load it by that."""
+        assert self.previous_pepper is not None
+        old_hash = _native.hash_key(self.previous_pepper, miss.token)
+        key = await keys_repo.get_live_by_hash(self.db, old_hash.hex())
+        if key is None or not _native.constant_time_eq(bytes.fromhex(key.key_hash), old_hash):
+            return None
+        if await keys_repo.rehash(self.db, key.id, old_hash.hex(), miss.key_hash.hex()):
+            self.migrated += 1
+            log.info("api key %d moved to the current secret key's hash", key.id)
+        return await self._load(miss.key_hash, generation)
 
     async def _load(self, key_hash: bytes, generation: int) -> Principal | None:
         mark = self.invalidator.mark()

@@ -15,6 +15,12 @@ Nothing readable is at rest: a row holds keyed hashes of the Idempotency-Key and
 request, and the response (which may carry a new API key) sealed with AES-GCM under a key
 derived from the server secret and the caller's own API key, so only that caller's replay
 opens it.
+
+During a rotation of the server secret (``CORE_API_SECRET_KEY_PREVIOUS`` set), a request
+first looks for a record made under the previous secret (one more keyed hash and one more
+read per idempotent write, only then): a completed one is replayed, one in flight is a
+409, one for a different request a 422. Without the previous secret such records are not
+found, and a retry runs again (docs/production.md).
 """
 
 from __future__ import annotations
@@ -136,11 +142,22 @@ def ticket_for(
 class Store:
     """Idempotency records in the database (``idempotency_records``)."""
 
-    def __init__(self, db: Database, ttl_ms: int, secret_key: bytes) -> None:
+    def __init__(
+        self, db: Database, ttl_ms: int, secret_key: bytes, previous_key: bytes | None = None
+    ) -> None:
         self.db, self.ttl_ms, self.root = db, ttl_ms, root_key(secret_key)
+        # The previous server secret's root while it is rotated out (None otherwise).
+        self.previous_root = None if previous_key is None else root_key(previous_key)
 
-    async def claim(self, ticket: Ticket, now: int) -> Response | None:
-        """None when this request now holds the key; else the stored response to replay."""
+    async def claim(
+        self, ticket: Ticket, now: int, previous: Ticket | None = None
+    ) -> Response | None:
+        """None when this request now holds the key; else the stored response to replay.
+        ``previous``: the same request's ticket under the previous server secret."""
+        if previous is not None:
+            replay = await self._claimed_before(previous, now)
+            if replay is not None:
+                return replay
         scope, key = ticket.scope, ticket.key
         for _ in range(3):
             if await repo.insert(
@@ -179,6 +196,23 @@ class Store:
                 return None
         raise InFlight()
 
+    async def _claimed_before(self, ticket: Ticket, now: int) -> Response | None:
+        """A live record of this key made under the previous server secret: its response
+        to replay (or 409/422 as for any record); None when there is none to honour."""
+        record = await repo.get(self.db, ticket.scope, ticket.key)
+        if record is None or record.expires_at <= now:
+            return None
+        if not hmac.compare_digest(record.request_hash, ticket.fingerprint):
+            raise ValidationFailed.field(
+                HEADER, "This Idempotency-Key was already used with a different request."
+            )
+        if record.status is not None:
+            assert record.body is not None
+            return ticket.open(record.status, record.body)
+        if record.locked_until > now:
+            raise InFlight()
+        return None  # abandoned in flight: this request claims the key under the current one
+
     async def complete(self, ticket: Ticket, response: Response, now: int) -> None:
         await repo.complete(
             self.db, ticket.scope, ticket.key, response.status, ticket.seal(response)
@@ -202,9 +236,13 @@ class IdempotencyGuard:
             )
         body = await read_raw(req, self.settings)
         token = bearer_token(req.get_header("Authorization")) or ""  # authenticated already
-        ticket = ticket_for(self.store.root, token, req.context.principal.key_id, key, req, body)
+        scope = req.context.principal.key_id
+        ticket = ticket_for(self.store.root, token, scope, key, req, body)
+        previous = None
+        if self.store.previous_root is not None:
+            previous = ticket_for(self.store.previous_root, token, scope, key, req, body)
         try:
-            replay = await self.store.claim(ticket, self.clock.now_ms())
+            replay = await self.store.claim(ticket, self.clock.now_ms(), previous)
         except ApiError:
             raise
         except Exception as exc:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -304,7 +305,7 @@ class McpGateway:
         principal = caller.principal
         kept = None
         if self.registry.audit_arguments and arguments is not None:
-            kept = orjson.dumps(arguments).decode()
+            kept = arguments_text(arguments)
         self.audit.record(
             repo.AuditRow(
                 workspace_id=caller.workspace_id,
@@ -324,6 +325,16 @@ class McpGateway:
         )
         if self.meter is not None and kind == "tool" and outcome in ("ok", "error", "timeout"):
             self.meter.add(caller.workspace_id, "mcp_calls")
+
+
+def arguments_text(arguments: Mapping[str, Any]) -> str:
+    """The arguments as JSON text for the audit log. A ``/api/v1/mcp`` body is the SDK's to
+    parse, not checked like a REST body, so it may hold an integer beyond 64 bits: orjson
+    refuses those, and the error replaced the call's own answer and lost its audit row."""
+    try:
+        return orjson.dumps(arguments).decode()
+    except TypeError:
+        return json.dumps(arguments, default=str)
 
 
 def _text(result: ToolResult) -> str:

@@ -70,13 +70,21 @@ class Registry:
 
     # -- the hot path ------------------------------------------------------------------
 
-    def request(self, method: str, route: str | None, status: Any, seconds: float) -> None:
+    def request(
+        self,
+        method: str,
+        route: str | None,
+        status: Any,
+        seconds: float,
+        _bisect: Any = bisect_left,  # bound once: no global lookups per request
+        _bounds: tuple[float, ...] = REQUEST_BUCKETS,
+    ) -> None:
         """One answered request: a dict lookup, a bisect and two list updates."""
         key = (method, route, status)
         row = self.requests.get(key)
         if row is None:
-            row = self.requests[key] = [0.0] * (len(REQUEST_BUCKETS) + 2)
-        row[bisect_left(REQUEST_BUCKETS, seconds)] += 1
+            row = self.requests[key] = [0.0] * (len(_bounds) + 2)
+        row[_bisect(_bounds, seconds)] += 1
         row[-1] += seconds
 
     def rate_limited(self, limit: str) -> None:

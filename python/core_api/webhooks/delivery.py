@@ -161,7 +161,7 @@ class Dispatcher:
             runtime.clock,
             runtime.settings,
             runtime.events,
-            SecretBox(runtime.settings.secret_key),
+            SecretBox(runtime.settings.secret_key, runtime.settings.secret_key_previous),
         )
 
     # -- the loop --------------------------------------------------------------------

@@ -609,3 +609,55 @@ async def purge_orphan_endpoints(db: Database) -> int:
         "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d "
         "WHERE d.endpoint_id = webhook_endpoints.id AND d.status IN ('pending', 'retrying'))"
     )
+
+
+# -- resealing under a new server secret (core-api secrets reseal) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSecrets:
+    id: int
+    workspace_id: int
+    secret_sealed: bytes
+    previous_secret_sealed: bytes | None
+
+
+_SEALED = "SELECT id, workspace_id, secret_sealed, previous_secret_sealed FROM webhook_endpoints "
+
+
+def _sealed(row: Row) -> SealedSecrets:
+    previous = row["previous_secret_sealed"]
+    return SealedSecrets(
+        row["id"],
+        row["workspace_id"],
+        bytes(row["secret_sealed"]),
+        None if previous is None else bytes(previous),
+    )
+
+
+async def sealed_secrets_after(db: Executor, after_id: int, limit: int) -> list[SealedSecrets]:
+    """The next ``limit`` endpoints' sealed secrets by id (a keyset walk of the table)."""
+    rows = await db.fetch_all(_SEALED + "WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+    return [_sealed(r) for r in rows]
+
+
+async def get_sealed_secrets(db: Executor, endpoint_id: int) -> SealedSecrets | None:
+    found = await db.fetch_one(_SEALED + "WHERE id = ?", (endpoint_id,))
+    return None if found is None else _sealed(found)
+
+
+async def replace_sealed(
+    db: Executor, seen: SealedSecrets, secret_sealed: bytes, previous_secret_sealed: bytes | None
+) -> bool:
+    """Write the same secrets sealed anew, unless the row changed since it was read (a
+    rotation meanwhile). ``updated_at`` stays: the endpoint itself did not change."""
+    params: tuple[bytes, ...] = ()
+    same_previous = "previous_secret_sealed IS NULL"
+    if seen.previous_secret_sealed is not None:
+        same_previous, params = "previous_secret_sealed = ?", (seen.previous_secret_sealed,)
+    changed = await db.execute(
+        "UPDATE webhook_endpoints SET secret_sealed = ?, previous_secret_sealed = ? "  # noqa: S608
+        f"WHERE id = ? AND secret_sealed = ? AND {same_previous}",
+        (secret_sealed, previous_secret_sealed, seen.id, seen.secret_sealed, *params),
+    )
+    return changed == 1
