@@ -91,6 +91,26 @@ async def test_execute_counts_rows_and_integrity_errors_translate(db: Database) 
     assert await fetch_value(db, "SELECT COUNT(*) FROM driver_rows WHERE id = ?", (3,)) == 0
 
 
+async def test_an_error_answer_keeps_the_connection(db: Database) -> None:
+    """A refused statement (constraint, bad SQL) leaves the connection ready: it is pooled
+    again, inside a transaction after its ROLLBACK; no reconnection per conflict."""
+    await db.execute("DROP TABLE IF EXISTS driver_keep")
+    await db.execute("CREATE TABLE driver_keep (id BIGINT PRIMARY KEY)")
+    await db.execute("INSERT INTO driver_keep VALUES (?)", (1,))
+    pid = await fetch_value(db, "SELECT pg_backend_pid()")
+    with pytest.raises(IntegrityError):
+        await db.execute("INSERT INTO driver_keep VALUES (?)", (1,))
+    with pytest.raises(IntegrityError):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO driver_keep VALUES (?)", (1,))
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO driver_keep VALUES (?)", (2,))
+            raise RuntimeError("the caller gives up")
+    assert await fetch_value(db, "SELECT pg_backend_pid()") == pid
+    assert await fetch_value(db, "SELECT COUNT(*) FROM driver_keep") == 1
+
+
 async def test_an_interrupted_statement_takes_its_connection_with_it(db: Database) -> None:
     """Cancelled mid-statement, the connection is closed (the server cancels the query
     when the client goes), not pooled for the next request half-way through a reply."""

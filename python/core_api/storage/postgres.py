@@ -102,22 +102,30 @@ def _lost(conn: Conn, exc: BaseException) -> bool:
     )
 
 
+def _translate(conn: Conn, exc: BaseException) -> None:
+    """The one place asyncpg errors become storage errors: raises the storage error that
+    ``exc`` means, or returns when it is none of them (a bug: the caller re-raises it)."""
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        raise IntegrityError(str(exc)) from exc
+    if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+        return
+    if isinstance(exc, asyncpg.InterfaceError) and not conn.is_closed():
+        return  # misuse (e.g. another operation in progress): a bug, not an outage
+    if not unavailable(exc):
+        return
+    # Connection lost or refused, server shutting down, statement_timeout, too many
+    # connections: all mean "not now", not "wrong request".
+    lost = _ConnectionLost if _lost(conn, exc) else DatabaseUnavailable
+    raise lost(f"PostgreSQL: {one_line(exc)}") from exc
+
+
 @contextmanager
 def _translated(conn: Conn) -> Iterator[None]:
-    """The one place asyncpg errors become storage errors."""
     try:
         yield
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        raise IntegrityError(str(exc)) from exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        if isinstance(exc, asyncpg.InterfaceError) and not conn.is_closed():
-            raise  # misuse (e.g. another operation in progress): a bug, not an outage
-        if not unavailable(exc):
-            raise
-        # Connection lost or refused, server shutting down, statement_timeout, too many
-        # connections: all mean "not now", not "wrong request".
-        lost = _ConnectionLost if _lost(conn, exc) else DatabaseUnavailable
-        raise lost(f"PostgreSQL: {one_line(exc)}") from exc
+    except Exception as exc:
+        _translate(conn, exc)
+        raise
 
 
 def _loopback(host: str) -> bool:
@@ -276,28 +284,47 @@ class _Connection:
         self.pooled = pooled
         self.conn = pooled.conn
 
+    # Until a statement answers, an interruption (a cancelled request) leaves the protocol
+    # mid-statement: ``spoiled`` stays set and the pool closes the connection. An error
+    # answer leaves it ready for the next statement (inline try: no frame per statement).
+
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        self.pooled.spoiled = True
-        with _translated(self.conn):
+        pooled = self.pooled
+        pooled.spoiled = True
+        try:
             row = await self.conn.fetchrow(adapt(sql), *params)
-        self.pooled.spoiled = False
+        except Exception as exc:
+            pooled.spoiled = False
+            _translate(self.conn, exc)
+            raise
+        pooled.spoiled = False
         return None if row is None else dict(row.items())
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        self.pooled.spoiled = True
-        with _translated(self.conn):
+        pooled = self.pooled
+        pooled.spoiled = True
+        try:
             rows = await self.conn.fetch(adapt(sql), *params)
-        self.pooled.spoiled = False
+        except Exception as exc:
+            pooled.spoiled = False
+            _translate(self.conn, exc)
+            raise
+        pooled.spoiled = False
         return [dict(r.items()) for r in rows]
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        self.pooled.spoiled = True
-        with _translated(self.conn):
+        pooled = self.pooled
+        pooled.spoiled = True
+        try:
             if params:
                 status = await self.conn.execute(adapt(sql), *params)
             else:  # the simple protocol: one round trip, nothing prepared
                 status = await self.conn.execute(sql)
-        self.pooled.spoiled = False
+        except Exception as exc:
+            pooled.spoiled = False
+            _translate(self.conn, exc)
+            raise
+        pooled.spoiled = False
         return _rowcount(status)
 
 
