@@ -60,7 +60,7 @@ class PostgresWriter:
         try:
             await work(conn)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            if postgres.unavailable(exc) or conn.is_closed():
+            if postgres.unavailable(exc, conn):
                 await self._drop()
                 raise DatabaseUnavailable(f"pixel writer: {postgres.one_line(exc)}") from None
             raise DataRefused(postgres.one_line(exc)) from exc

@@ -83,15 +83,19 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def unavailable(exc: BaseException) -> bool:
-    """True when ``exc`` (raised by asyncpg or its transport) means "not now"."""
+def unavailable(exc: BaseException, conn: Conn) -> bool:
+    """True when ``exc``, raised by asyncpg or its transport on ``conn``, means "not now"
+    (rather than a refused statement or a bug)."""
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
         return isinstance(exc, asyncpg.PostgresConnectionError) or (
             state[:2] in _UNAVAILABLE_CLASSES
         )
-    # The socket failed under asyncpg, or asyncpg refused a connection it had seen close.
-    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError)
+    if isinstance(exc, asyncpg.InterfaceError):
+        # On a closed connection: it was lost. Otherwise misuse (another operation in
+        # progress) or a parameter of the wrong type: a bug, not an outage.
+        return conn.is_closed()
+    return isinstance(exc, OSError | TimeoutError)  # the socket failed under asyncpg
 
 
 def _lost(conn: Conn, exc: BaseException) -> bool:
@@ -107,11 +111,7 @@ def _translate(conn: Conn, exc: BaseException) -> None:
     ``exc`` means, or returns when it is none of them (a bug: the caller re-raises it)."""
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         raise IntegrityError(str(exc)) from exc
-    if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
-        return
-    if isinstance(exc, asyncpg.InterfaceError) and not conn.is_closed():
-        return  # misuse (e.g. another operation in progress): a bug, not an outage
-    if not unavailable(exc):
+    if not unavailable(exc, conn):
         return
     # Connection lost or refused, server shutting down, statement_timeout, too many
     # connections: all mean "not now", not "wrong request".
