@@ -17,7 +17,7 @@ _SCOPE = re.compile(
 
 
 def is_valid(scope: str) -> bool:
-    return bool(_SCOPE.match(scope))
+    return bool(_SCOPE.fullmatch(scope))  # not match: `$` also matches before a final \n
 
 
 def normalise(scope: str) -> str:
