@@ -13,6 +13,9 @@ from ..storage import Executor
 COLUMNS = tuple(_native.PIXEL_COLUMNS)
 _COLUMN_LIST = ", ".join(COLUMNS)
 TABLE_EVENTS = "pixel_events"  # PostgreSQL: one binary COPY of COLUMNS per batch
+# The statement that COPY is (the writer has asyncpg's copy_to_table build it from
+# TABLE_EVENTS and COLUMNS); tests decode encoded batches through it.
+COPY_EVENTS = f"COPY {TABLE_EVENTS} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
 _PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
 # Built from constants only (the extension's column list).
 INSERT_EVENT = f"INSERT INTO pixel_events ({_COLUMN_LIST}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
