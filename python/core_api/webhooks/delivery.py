@@ -191,10 +191,11 @@ class Dispatcher:
                 await task
         with contextlib.suppress(DatabaseUnavailable):
             await self._flush()
-        unsent = list(self._held)
-        if unsent:
-            with contextlib.suppress(DatabaseUnavailable):
-                await repo.release(self.db, unsent, self.holder)
+        # Everything still leased to this holder goes back: what is held and unsent, and
+        # the rows of a claim the stop cancelled after its UPDATE ran (never read back, so
+        # not in _held; seen as leases left behind by a graceful stop).
+        with contextlib.suppress(DatabaseUnavailable):
+            await repo.release_holder(self.db, self.holder)
         self._held.clear()
         await self.transport.close()
 

@@ -455,6 +455,16 @@ async def release(db: Executor, ids: Sequence[int], holder: str) -> None:
         )
 
 
+async def release_holder(db: Executor, holder: str) -> int:
+    """Give back every lease ``holder`` still has (a graceful stop): also those of a claim
+    cancelled after its UPDATE ran but before its rows were read back."""
+    return await db.execute(
+        "UPDATE webhook_deliveries SET locked_until = NULL, locked_by = NULL "
+        "WHERE status IN ('pending', 'retrying') AND locked_by = ?",
+        (holder,),
+    )
+
+
 async def mark_succeeded(
     tx: Executor, ids: Sequence[int], holder: str, code: int, now: int
 ) -> None:
