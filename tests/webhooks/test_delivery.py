@@ -559,3 +559,27 @@ async def test_workspace_deleted_reaches_its_own_endpoints_which_then_go(
         "SELECT COUNT(*) AS n FROM webhook_endpoints WHERE workspace_id = ?", (workspace_id,)
     )
     assert left is not None and left["n"] == 0
+
+
+async def test_a_stop_gives_back_leases_its_claim_never_read_back(
+    api: Api, runtime: Runtime, receiver: Receiver
+) -> None:
+    """A claim cancelled by the stop after its UPDATE ran leaves rows leased to the holder
+    that were never loaded into memory: the stop must give those back too."""
+    from core_api.webhooks.delivery import Dispatcher
+    from core_api.webhooks.secrets import SecretBox
+
+    await endpoint(api, receiver.url("/lost"))
+    await emit(api, n=1)
+    settings = runtime.settings
+    dispatcher = Dispatcher(
+        runtime.db, runtime.clock, settings, runtime.events, SecretBox(settings.secret_key)
+    )
+    far = runtime.clock.now_ms() + 3_600_000
+    leased = await runtime.db.execute(
+        "UPDATE webhook_deliveries SET locked_by = ?, locked_until = ?", (dispatcher.holder, far)
+    )
+    assert leased == 1
+    await dispatcher._shutdown()  # nothing held in memory, one row leased in the database
+    rows = await runtime.db.fetch_all("SELECT locked_by, locked_until FROM webhook_deliveries")
+    assert rows == [{"locked_by": None, "locked_until": None}]
