@@ -18,8 +18,8 @@ Users: 20 by default (20 tenants, each a locust user on its own keep-alive conne
 With 200 users each sending about 1.5 requests/s, latency on this machine is dominated by
 about 40 ms waits on most requests whatever the rate (p50 35-43 ms at 300 req/s, the
 server's own work under 1 ms), on today's code and on the code of the session's start
-alike: idle keep-alive connections meeting delayed ACKs (Granian does not set
-TCP_NODELAY). See docs/benchmarks.md.
+alike. Not delayed ACKs (loopback quickack changed nothing); the cause is open. See
+docs/benchmarks.md.
 
 Usage::
 
