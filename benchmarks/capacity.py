@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,43 @@ def _prepare(base: str, users: list[dict[str, Any]], receiver_url: str) -> None:
             raise RuntimeError(f"pixel site: {site.status_code} {site.text}")
 
 
+@dataclass
+class Service:
+    """The serving side of the capacity mix, ready for locust."""
+
+    server: common.Server
+    host: str
+    users: list[dict[str, Any]]
+    env: dict[str, str]  # locust's environment (CapacityUser reads it)
+    receiver: Any  # the loopback webhook receiver
+
+
+def start_service(workdir: Path, stack: contextlib.ExitStack, users: int) -> Service:
+    """``core-api serve --workers 2`` on PostgreSQL + Redis with ``users`` seeded tenants,
+    each with a webhook endpoint on a loopback receiver, and the pixel site; everything is
+    stopped with ``stack``. Also used by ``benchmarks.metrics_scrape``."""
+    # The shipped plans plus a bench tier whose limits the run cannot reach (posts counts
+    # the usage records); base_env keeps an existing file.
+    (workdir / "plans.toml").write_text(entitlements.plans_text())
+    store = common.postgres_redis_store(workdir)
+    stack.callback(store.close)
+    store.env |= {
+        "CORE_API_PIXEL_RATE_LIMIT": "1000000000",  # every locust user is one loopback IP
+        "CORE_API_TRUSTED_PROXIES": "127.0.0.1/32",  # pixel visitors from X-Forwarded-For
+        "CORE_API_WEBHOOK_REQUIRE_HTTPS": "false",
+        "CORE_API_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the loopback receiver
+    }
+    receiver = stack.enter_context(receiver_process())
+    log(f"[capacity] seeding {users} users ...")
+    seeded = common.populate(store.env, "users", "--count", str(users))
+    env = common.locust_env(workdir, seeded)
+    env["BENCH_PIXEL_ORIGIN"] = f"https://{PIXEL_DOMAIN}"
+    server = common.start_service(store, workdir, stack, seeded[0], workers=2)
+    host = f"http://{HOST}:{server.port}"
+    _prepare(host, seeded, receiver.url)
+    return Service(server, host, seeded, env, receiver)
+
+
 def _step_verdict(result: dict[str, Any], rate: float) -> dict[str, Any]:
     tl, agg = result.get("timeline") or {}, result.get("aggregate") or {}
     achieved = float(tl.get("rps") or agg.get("rps") or 0.0)
@@ -99,36 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     steps: list[dict[str, Any]] = []
     with common.workdir("core-api-capacity-") as workdir, contextlib.ExitStack() as stack:
-        # The shipped plans plus a bench tier whose limits the run cannot reach (posts
-        # counts the usage records); base_env keeps an existing file.
-        (workdir / "plans.toml").write_text(entitlements.plans_text())
-        store = common.postgres_redis_store(workdir)
-        stack.callback(store.close)
-        store.env |= {
-            "CORE_API_PIXEL_RATE_LIMIT": "1000000000",  # every locust user is one loopback IP
-            "CORE_API_TRUSTED_PROXIES": "127.0.0.1/32",  # pixel visitors from X-Forwarded-For
-            "CORE_API_WEBHOOK_REQUIRE_HTTPS": "false",
-            "CORE_API_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the loopback receiver
-        }
-        receiver = stack.enter_context(receiver_process())
-        log(f"[capacity] seeding {args.users} users ...")
-        users = common.populate(store.env, "users", "--count", str(args.users))
-        users_file = workdir / "users.json"
-        users_file.write_text(json.dumps(users))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORE_API_")}
-        env["BENCH_USERS_FILE"] = str(users_file)
-        env["BENCH_PIXEL_ORIGIN"] = f"https://{PIXEL_DOMAIN}"
-        server = common.service_server(store, workdir, workers=2)
-        server.start()
-        stack.callback(server.stop)
-        first = users[0]
-        server.wait_ready(
-            f"/api/v1/workspaces/{first['workspace_id']}",
-            {"Authorization": f"Bearer {first['key']}"},
-            timeout=60,
-        )
-        host = f"http://{HOST}:{server.port}"
-        _prepare(host, users, receiver.url)
+        service = start_service(workdir, stack, args.users)
+        server, host, env, receiver = service.server, service.host, service.env, service.receiver
         warm: dict[str, Any] = {"endpoints": []}
         if args.warmup:  # connections, caches and plans warm before the first step
             warm = locust_run.run_scenario(

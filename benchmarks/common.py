@@ -395,6 +395,34 @@ def service_server(store: Store, workdir: Path, workers: int = 1) -> Server:
     return Server(f"service[{store.label}]", argv, port, dict(store.env), log_path)
 
 
+def locust_env(
+    workdir: Path, users: list[dict[str, Any]], env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a locust run over seeded users: ``env`` (by default this
+    process's, without ``CORE_API_*``) plus ``BENCH_USERS_FILE`` naming them."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORE_API_")}
+    users_file = workdir / "users.json"
+    users_file.write_text(json.dumps(users))
+    return {**env, "BENCH_USERS_FILE": str(users_file)}
+
+
+def start_service(
+    store: Store, workdir: Path, stack: contextlib.ExitStack, user: dict[str, Any], workers: int
+) -> Server:
+    """``core-api serve`` on ``store``, stopped with ``stack``; returns once ``user``'s key
+    reads its own workspace."""
+    server = service_server(store, workdir, workers=workers)
+    server.start()
+    stack.callback(server.stop)
+    server.wait_ready(
+        f"/api/v1/workspaces/{user['workspace_id']}",
+        {"Authorization": f"Bearer {user['key']}"},
+        timeout=60,
+    )
+    return server
+
+
 def granian_argv(module: str, port: int, workers: int = 1) -> list[str]:
     """The same Granian flags ``core-api serve`` uses."""
     return [

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import sys
 import threading
@@ -30,10 +29,9 @@ import httpx
 
 from core_api.metrics.exposition import SERIES
 
-from . import common, entitlements, locust_run
-from .capacity import PIXEL_DOMAIN, _prepare
-from .common import HOST, log
-from .webhook_baseline import receiver_process
+from . import common, locust_run
+from .capacity import start_service
+from .common import log
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
 
@@ -68,28 +66,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     out_dir = common.RESULTS / f"metrics-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
     with common.workdir("core-api-metrics-") as workdir, contextlib.ExitStack() as stack:
-        (workdir / "plans.toml").write_text(entitlements.plans_text())
-        store = common.postgres_redis_store(workdir)
-        stack.callback(store.close)
-        store.env |= {
-            "CORE_API_PIXEL_RATE_LIMIT": "1000000000",
-            "CORE_API_TRUSTED_PROXIES": "127.0.0.1/32",
-            "CORE_API_WEBHOOK_REQUIRE_HTTPS": "false",
-            "CORE_API_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
-        }
-        receiver = stack.enter_context(receiver_process())
-        users = common.populate(store.env, "users", "--count", str(opts.users))
-        users_file = workdir / "users.json"
-        users_file.write_text(json.dumps(users))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORE_API_")}
-        env["BENCH_USERS_FILE"] = str(users_file)
-        env["BENCH_PIXEL_ORIGIN"] = f"https://{PIXEL_DOMAIN}"
-        server = common.service_server(store, workdir, workers=2)
-        server.start()
-        stack.callback(server.stop)
-        server.wait_ready("/readyz", {}, timeout=60)
-        base = f"http://{HOST}:{server.port}"
-        _prepare(base, users, receiver.url)
+        service = start_service(workdir, stack, opts.users)
+        base, env = service.host, service.env
         scrapes: list[tuple[float, str]] = []
         stop = threading.Event()
         scraper = threading.Thread(target=_scrape_loop, args=(base, stop, scrapes))

@@ -124,18 +124,8 @@ def run_one(scenario: str, store_name: str, args: Any, out_dir: Path) -> dict[st
             bulk = common.populate(store.env, "workspaces", "--user-id", uid, "--count", rows)
             env["BENCH_TENANT_IDS"] = f"{bulk['first_id']}-{bulk['last_id']}"
         seed_s = round(time.monotonic() - started, 1)
-        users_file = workdir / "users.json"
-        users_file.write_text(json.dumps(users))
-        env["BENCH_USERS_FILE"] = str(users_file)
-        server = common.service_server(store, workdir, workers=2)
-        server.start()
-        stack.callback(server.stop)
-        first = users[0]
-        server.wait_ready(
-            f"/api/v1/workspaces/{first['workspace_id']}",
-            {"Authorization": f"Bearer {first['key']}"},
-            timeout=60,
-        )
+        env = common.locust_env(workdir, users, env)
+        server = common.start_service(store, workdir, stack, users[0], workers=2)
         host = f"http://{HOST}:{server.port}"
         load_before = os.getloadavg()
         seconds = args.seconds if scenario == "spread" else args.tenant_seconds
