@@ -270,3 +270,20 @@ async def read_back(api: Api) -> dict[str, dict[int, Any]]:
             assert got.status == 200, (key["id"], got.json)
             snapshot["keys"][key["id"]] = got.json["data"]
     return snapshot
+
+
+async def listen_for(runtime: Any, workspace_id: int, pattern: str) -> None:
+    """A webhook endpoint of ``workspace_id`` subscribed to ``pattern``: events are stored
+    only when some endpoint will receive them. Inserted directly, so the endpoint is neither
+    counted against the tier's webhooks nor announced with events of its own."""
+    from core_api.webhooks import repo as webhooks_repo
+
+    async with runtime.db.transaction() as tx:
+        await webhooks_repo.create_endpoint(
+            tx,
+            workspace_id=workspace_id,
+            url="https://127.0.0.1:9/listen",
+            events=[pattern],
+            secret_sealed=b"unused",
+            now=runtime.clock.now_ms(),
+        )

@@ -16,7 +16,6 @@ from core_api.api_keys.service import bootstrap
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.runtime import Runtime
-from core_api.webhooks import repo as webhooks_repo
 
 CHECK = "/api/v1/entitlements/check"
 USAGE = "/api/v1/entitlements/usage"
@@ -109,21 +108,6 @@ async def small_tenant(
         boot = await tenant(runtime, clock, "Acme", tier)
         api.key = boot["api_key"]["key"]
         yield runtime, api, boot
-
-
-async def listen_for_events(runtime: Runtime, workspace_id: int) -> None:
-    """An endpoint subscribed to ``entitlement.*``: events are stored only when some endpoint
-    will receive them. Inserted directly, so the endpoint is neither counted against the
-    tier's webhooks nor announced with threshold events of its own."""
-    async with runtime.db.transaction() as tx:
-        await webhooks_repo.create_endpoint(
-            tx,
-            workspace_id=workspace_id,
-            url="https://127.0.0.1:9/entitlements",
-            events=["entitlement.*"],
-            secret_sealed=b"unused",
-            now=runtime.clock.now_ms(),
-        )
 
 
 async def published(runtime: Runtime, workspace_id: int) -> list[dict[str, Any]]:

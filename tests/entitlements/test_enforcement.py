@@ -8,11 +8,12 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
-from entitlements_support import SUMMARY, listen_for_events, published, small_tenant
+from entitlements_support import SUMMARY, published, small_tenant
 
 from conftest import Api
 from core_api.clock import ManualClock
 from core_api.config import Settings
+from support import listen_for
 
 UPGRADE = "https://up.test/go"
 
@@ -36,7 +37,7 @@ async def test_api_keys_limit_revocation_frees_a_slot_and_a_grant_adds_one(
 ) -> None:
     async with small_tenant(settings, clock, tmp_path) as (runtime, api, boot):
         ws = boot["workspace"]["id"]
-        await listen_for_events(runtime, ws)
+        await listen_for(runtime, ws, "entitlement.*")
         assert (await make_key(api, 1))[0] == 201  # the bootstrap key is the first of 3
         status, body = await make_key(api, 2)
         assert status == 201

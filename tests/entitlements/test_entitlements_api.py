@@ -12,7 +12,6 @@ from entitlements_support import (
     CHECK,
     SUMMARY,
     USAGE,
-    listen_for_events,
     published,
     small_tenant,
     tenant,
@@ -21,6 +20,7 @@ from entitlements_support import (
 from conftest import Api
 from core_api.clock import ManualClock
 from core_api.config import Settings
+from support import listen_for
 
 UPGRADE = "https://up.test/go"
 FEB_1 = 1_769_904_000_000  # 2026-02-01T00:00:00Z (the manual clock starts on 2026-01-01)
@@ -280,7 +280,7 @@ async def test_threshold_events_once_per_period(
 ) -> None:
     async with small_tenant(settings, clock, tmp_path) as (runtime, api, boot):
         ws = boot["workspace"]["id"]
-        await listen_for_events(runtime, ws)
+        await listen_for(runtime, ws, "entitlement.*")
         await use(api, "mcp_calls", 7)
         assert await published(runtime, ws) == []
         await use(api, "mcp_calls", 1)  # 8 of 10: 80 %

@@ -10,7 +10,6 @@ from pathlib import Path
 from entitlements_support import (
     CHECK,
     SUMMARY,
-    listen_for_events,
     plans_file,
     published,
     small_tenant,
@@ -20,7 +19,7 @@ from conftest import make_settings, serving
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.entitlements.meter import FLUSH_SECONDS
-from support import Launcher, clean_env, fresh_connection_client, printed_key
+from support import Launcher, clean_env, fresh_connection_client, listen_for, printed_key
 
 
 async def test_requests_count_in_memory_then_flush(
@@ -48,7 +47,7 @@ async def test_flush_publishes_thresholds_and_skips_deleted_workspaces(
 ) -> None:
     async with small_tenant(settings, clock, tmp_path) as (runtime, _api, boot):
         ws, meter = boot["workspace"]["id"], runtime.entitlements.meter
-        await listen_for_events(runtime, ws)
+        await listen_for(runtime, ws, "entitlement.*")
         for _ in range(4):
             meter.record_api_call(ws)  # api_calls: a soft 5 on "small"
         meter.record_api_call(987_654)  # a workspace that no longer exists

@@ -10,7 +10,6 @@ from conftest import Api
 from core_api.api_keys.service import bootstrap
 from core_api.clock import ManualClock
 from core_api.runtime import Runtime
-from core_api.webhooks import repo as webhooks_repo
 
 REPORT = "/api/v1/seo/report"
 REPORTS = "/api/v1/seo/reports"
@@ -67,20 +66,6 @@ async def row_counts(runtime: Runtime) -> dict[str, int]:
         assert row is not None
         counts[table] = int(row["n"])
     return counts
-
-
-async def listen_for_seo_events(runtime: Runtime, workspace_id: int) -> None:
-    """An endpoint subscribed to ``seo.*``: events are stored only when some endpoint will
-    receive them (inserted directly: the endpoint itself is not what a test is about)."""
-    async with runtime.db.transaction() as tx:
-        await webhooks_repo.create_endpoint(
-            tx,
-            workspace_id=workspace_id,
-            url="https://127.0.0.1:9/seo",
-            events=["seo.*"],
-            secret_sealed=b"unused",
-            now=runtime.clock.now_ms(),
-        )
 
 
 async def seo_events(runtime: Runtime, workspace_id: int) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from seo_support import (
     REPORT,
     REPORTS,
     issues_path,
-    listen_for_seo_events,
     other_tenant,
     report_body,
     row_counts,
@@ -21,6 +20,7 @@ from seo_support import (
 from conftest import Api
 from core_api.clock import ManualClock
 from core_api.runtime import Runtime
+from support import listen_for
 
 
 async def test_submit_stores_and_reads_back(
@@ -75,7 +75,7 @@ async def test_submit_stores_and_reads_back(
 async def test_the_event_is_published_with_the_report(
     api: Api, runtime: Runtime, boot: dict[str, Any]
 ) -> None:
-    await listen_for_seo_events(runtime, boot["workspace"]["id"])
+    await listen_for(runtime, boot["workspace"]["id"], "seo.*")
     report = await submit(api, report_body())
     events = await seo_events(runtime, boot["workspace"]["id"])
     assert len(events) == 1
@@ -156,7 +156,7 @@ async def test_scopes(api: Api, boot: dict[str, Any]) -> None:
 async def test_other_tenants_see_404_and_nothing(
     api: Api, runtime: Runtime, clock: ManualClock, boot: dict[str, Any]
 ) -> None:
-    await listen_for_seo_events(runtime, boot["workspace"]["id"])
+    await listen_for(runtime, boot["workspace"]["id"], "seo.*")
     mine = await submit(api, report_body())
     other = await other_tenant(runtime, clock)
     key = other["api_key"]["key"]
