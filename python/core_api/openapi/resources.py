@@ -7,15 +7,13 @@ assets (``static/``, vendored Swagger UI), under a CSP that allows nothing else.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import html
-from dataclasses import dataclass
 from importlib import resources
 
 import falcon
 import falcon.asgi
 
+from ..web.static import StaticBody, matches
 from .document import document_bytes
 
 # The page and its script/style: no inline script, no other origin. Swagger UI sets inline
@@ -57,45 +55,16 @@ _PAGE = """<!doctype html>
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
-    body: bytes
-    gzipped: bytes
-    etag: str
-
-    @classmethod
-    def of(cls, body: bytes) -> Payload:
-        gzipped = gzip.compress(body, compresslevel=6, mtime=0)  # same bytes in every process
-        return cls(body, gzipped, '"' + hashlib.sha256(body).hexdigest()[:24] + '"')
-
-
-def _accepts_gzip(header: str | None) -> bool:
-    for item in (header or "").lower().split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip() in ("gzip", "*"):
-            q = params.strip()
-            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
-    return False
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return "*" in tags or etag in tags
-
-
 def _send(
     req: falcon.asgi.Request,
     resp: falcon.asgi.Response,
-    payload: Payload,
+    payload: StaticBody,
     content_type: str,
     headers: list[tuple[str, str]],
 ) -> None:
-    gzipped = _accepts_gzip(req.get_header("Accept-Encoding"))
-    etag = payload.etag[:-1] + '-gz"' if gzipped else payload.etag
+    body, etag, gzipped = payload.variant(req.get_header("Accept-Encoding"))
     headers = [*headers, *_COMMON_HEADERS, ("ETag", etag), ("Vary", "Accept-Encoding")]
-    if _matches(req.get_header("If-None-Match"), etag):
+    if matches(req.get_header("If-None-Match"), etag):
         resp.status = falcon.HTTP_304
         resp.set_headers(headers)
         return
@@ -103,14 +72,14 @@ def _send(
         headers.append(("Content-Encoding", "gzip"))
     resp.set_headers(headers)
     resp.content_type = content_type
-    resp.data = payload.gzipped if gzipped else payload.body
+    resp.data = body
 
 
 class OpenApiDocument:
     public = True
 
     def __init__(self) -> None:
-        self.payload = Payload.of(document_bytes())
+        self.payload = StaticBody.of(document_bytes())
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         headers = [("Cache-Control", DOCUMENT_CACHE), ("Access-Control-Allow-Origin", "*")]
@@ -121,13 +90,13 @@ class DocsPage:
     public = True
 
     def __init__(self) -> None:
-        self.pages: dict[str, Payload] = {}  # by root path (one in practice)
+        self.pages: dict[str, StaticBody] = {}  # by root path (one in practice)
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         root = req.root_path.rstrip("/")
         payload = self.pages.get(root)
         if payload is None:
-            payload = Payload.of(_PAGE.format(root=html.escape(root)).encode())
+            payload = StaticBody.of(_PAGE.format(root=html.escape(root)).encode())
             if len(self.pages) < 16:
                 self.pages[root] = payload
         headers = [
@@ -143,7 +112,7 @@ class DocsAsset:
 
     def __init__(self) -> None:
         folder = resources.files(__package__ or "core_api.openapi") / "static"
-        self.assets = {name: Payload.of((folder / name).read_bytes()) for name in ASSETS}
+        self.assets = {name: StaticBody.of((folder / name).read_bytes()) for name in ASSETS}
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
         payload = self.assets.get(name)
