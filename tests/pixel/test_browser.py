@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -24,16 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from support import Launcher, clean_env, core_api_command, free_port, fresh_database
+from support import Launcher, clean_env, core_api_command, fresh_database
+from webdriver import NEEDS_CHROMIUM, Browser, chromium
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        shutil.which("chromedriver") is None or shutil.which("chromium") is None,
-        reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
-        "chromium-driver)",
-    ),
-]
+pytestmark = [pytest.mark.e2e, NEEDS_CHROMIUM]
 
 SITE = "shop.localhost"  # Chromium resolves *.localhost to loopback; the rule below pins it
 # A desktop Chrome user agent: the ingest path drops "HeadlessChrome" as a bot, rightly.
@@ -82,89 +75,6 @@ def page_server(core: str) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-class Browser:
-    """The few WebDriver commands the test needs."""
-
-    def __init__(self, base: str) -> None:
-        self.http = httpx.Client(base_url=base, timeout=60.0)
-        created = self.http.post(
-            "/session",
-            json={
-                "capabilities": {
-                    "alwaysMatch": {
-                        "browserName": "chrome",
-                        "goog:chromeOptions": {
-                            "binary": shutil.which("chromium"),
-                            "args": [
-                                "--headless=new",
-                                "--no-sandbox",
-                                "--disable-gpu",
-                                "--disable-dev-shm-usage",
-                                f"--user-agent={USER_AGENT}",
-                                f"--host-resolver-rules=MAP {SITE} 127.0.0.1",
-                            ],
-                        },
-                    }
-                }
-            },
-        )
-        assert created.status_code == 200, created.text
-        self.session = f"/session/{created.json()['value']['sessionId']}"
-
-    def go(self, url: str) -> None:
-        got = self.http.post(f"{self.session}/url", json={"url": url})
-        assert got.status_code == 200, got.text
-
-    def run(self, script: str, *args: Any) -> Any:
-        got = self.http.post(
-            f"{self.session}/execute/sync", json={"script": script, "args": list(args)}
-        )
-        assert got.status_code == 200, got.text
-        return got.json()["value"]
-
-    def wait_for(self, script: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.run(script):
-            assert time.monotonic() < deadline, f"timed out waiting for: {script}"
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        with contextlib.suppress(httpx.HTTPError):
-            self.http.delete(self.session)
-        self.http.close()
-
-
-@contextlib.contextmanager
-def chromium(tmp_path: Path) -> Iterator[Browser]:
-    port = free_port()
-    log = open(tmp_path / "chromedriver.log", "wb")  # noqa: SIM115 (closed below)
-    driver = subprocess.Popen(
-        ["chromedriver", f"--port={port}"], stdout=log, stderr=subprocess.STDOUT
-    )
-    browser = None
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/status", timeout=1).json()["value"]["ready"]:
-                    break
-            assert time.monotonic() < deadline, "chromedriver did not start"
-            time.sleep(0.1)
-        browser = Browser(base)
-        yield browser
-    finally:
-        if browser is not None:
-            browser.close()
-        driver.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            driver.wait(timeout=10)
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-        log.close()
 
 
 CONFIG_LOADED = (
@@ -240,7 +150,13 @@ def test_chromium_spa_pageviews_and_event_reach_the_stats(
         assert made.status_code == 201, made.text
         site_id = made.json()["data"]["id"]
         site_port = stack.enter_context(page_server(server.base))
-        browser = stack.enter_context(chromium(tmp_path))
+        browser = stack.enter_context(
+            chromium(
+                tmp_path,
+                f"--user-agent={USER_AGENT}",
+                f"--host-resolver-rules=MAP {SITE} 127.0.0.1",
+            )
+        )
         spa_visit(browser, f"http://{SITE}:{site_port}")
 
         stats_until(client, site_id, 4)
