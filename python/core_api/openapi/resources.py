@@ -13,7 +13,7 @@ from importlib import resources
 import falcon
 import falcon.asgi
 
-from ..web.static import StaticBody, matches
+from ..web.static import StaticBody, send
 from .document import document_bytes
 
 # The page and its script/style: no inline script, no other origin. Swagger UI sets inline
@@ -62,17 +62,7 @@ def _send(
     content_type: str,
     headers: list[tuple[str, str]],
 ) -> None:
-    body, etag, gzipped = payload.variant(req.get_header("Accept-Encoding"))
-    headers = [*headers, *_COMMON_HEADERS, ("ETag", etag), ("Vary", "Accept-Encoding")]
-    if matches(req.get_header("If-None-Match"), etag):
-        resp.status = falcon.HTTP_304
-        resp.set_headers(headers)
-        return
-    if gzipped:
-        headers.append(("Content-Encoding", "gzip"))
-    resp.set_headers(headers)
-    resp.content_type = content_type
-    resp.data = body
+    send(req, resp, payload, content_type, [*headers, *_COMMON_HEADERS])
 
 
 class OpenApiDocument:

@@ -13,11 +13,12 @@ from ..errors import NotFound, ValidationFailed
 from ..web.bodies import Fields, read_json
 from ..web.context import context_workspace, list_body, list_query
 from ..web.listing import ascii_integer
+from ..web.static import send
 from ..workspaces.service import WorkspaceService
 from .repo import LIST_SPEC, SiteRecord
 from .service import FIELDS, PixelSiteService, present
 from .sites import Site, SiteDirectory
-from .snippet import CACHE_CONTROL, Script, matches
+from .snippet import CACHE_CONTROL, Script
 from .stats import MAX_DAYS, MAX_HOURLY_DAYS, PixelStats, StatsQuery, timezone_setting, zone
 
 MAX_ID = 2**63 - 1
@@ -160,23 +161,12 @@ class PixelScript:
         self.script = Script.load()
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body, etag, gzipped = self.script.variant(req.get_header("Accept-Encoding"))
         headers = [
-            ("ETag", etag),
             ("Cache-Control", CACHE_CONTROL),
-            ("Vary", "Accept-Encoding"),
             ("Access-Control-Allow-Origin", "*"),
             ("Cross-Origin-Resource-Policy", "cross-origin"),
         ]
-        if matches(req.get_header("If-None-Match"), etag):
-            resp.status = falcon.HTTP_304
-            resp.set_headers(headers)
-            return
-        if gzipped:
-            headers.append(("Content-Encoding", "gzip"))
-        resp.set_headers(headers)
-        resp.content_type = "text/javascript; charset=utf-8"
-        resp.data = body
+        send(req, resp, self.script, "text/javascript; charset=utf-8", headers)
 
 
 # Local days whose bounds (and hourly buckets) exist in every time zone: the day after

@@ -7,6 +7,9 @@ import gzip
 import hashlib
 from dataclasses import dataclass
 
+import falcon
+import falcon.asgi
+
 
 @dataclass(frozen=True, slots=True)
 class StaticBody:
@@ -42,3 +45,25 @@ def matches(if_none_match: str | None, etag: str) -> bool:
         return False
     tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     return "*" in tags or etag in tags
+
+
+def send(
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response,
+    payload: StaticBody,
+    content_type: str,
+    headers: list[tuple[str, str]],
+) -> None:
+    """``payload`` in the variant the request accepts, with its ETag; a 304 when the
+    request already holds it. ``headers`` go on both answers."""
+    body, etag, gzipped = payload.variant(req.get_header("Accept-Encoding"))
+    headers = [*headers, ("ETag", etag), ("Vary", "Accept-Encoding")]
+    if matches(req.get_header("If-None-Match"), etag):
+        resp.status = falcon.HTTP_304
+        resp.set_headers(headers)
+        return
+    if gzipped:
+        headers.append(("Content-Encoding", "gzip"))
+    resp.set_headers(headers)
+    resp.content_type = content_type
+    resp.data = body
