@@ -232,7 +232,10 @@ def test_a_two_worker_server_counts_what_it_was_sent(
             for name, kind in types.items():
                 assert SERIES[name][0] == kind, name
             # A worker killed outright: Granian starts another; what the dead one counted
-            # stays in the totals (its last snapshot is folded in).
+            # stays in the totals (its last snapshot is folded in). The scrape above may have
+            # been answered by the victim from memory, ahead of its file: let one snapshot
+            # interval (1 s) pass, as a kill loses what was counted since the last snapshot.
+            time.sleep(2.5)
             victim = children(server.proc.pid)[0]
             os.kill(victim, signal.SIGKILL)
             deadline = time.monotonic() + 30
