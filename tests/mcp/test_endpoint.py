@@ -26,10 +26,23 @@ REVISIONS = ["legacy", "2026-07-28"]  # legacy = the 2025-11-25 initialize hands
 
 
 @pytest.fixture
-async def app(runtime: Runtime, settings: Settings) -> AsyncIterator[Any]:
-    app = create_app(settings, runtime)
-    async with falcon.testing.ASGIConductor(app):  # runs the lifespan (start-up, shutdown)
-        yield app
+async def conductor(
+    runtime: Runtime, settings: Settings
+) -> AsyncIterator[falcon.testing.ASGIConductor]:
+    async with falcon.testing.ASGIConductor(create_app(settings, runtime)) as conductor:
+        yield conductor  # the lifespan (start-up, shutdown) runs around the test
+
+
+@pytest.fixture
+def app(conductor: falcon.testing.ASGIConductor) -> Any:
+    return conductor.app
+
+
+@pytest.fixture
+def api(conductor: falcon.testing.ASGIConductor, boot: dict[str, Any]) -> Api:
+    """The REST client over the same app (one process): each app has its own MCP gateway
+    and audit buffer, and an audit read writes only its own app's pending records first."""
+    return Api(conductor, boot["api_key"]["key"])
 
 
 def client(app: Any, key: str, mode: str, **headers: str) -> Client:
