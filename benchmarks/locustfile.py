@@ -37,7 +37,8 @@ import time
 import uuid
 from typing import Any
 
-from locust import FastHttpUser, between, constant, constant_throughput, events, tag, task
+import gevent
+from locust import FastHttpUser, between, constant, events, tag, task
 
 KEY = os.environ.get("BENCH_KEY", "")
 FREE_KEY = os.environ.get("BENCH_FREE_KEY", "")
@@ -144,6 +145,37 @@ def _write_status(environment: Any, **_: Any) -> None:
         json.dump(data, f, indent=2)
 
 
+def paced(rate: float) -> Any:
+    """A wait time that runs the user's tasks ``rate`` times a second, at a random phase.
+
+    locust's ``constant_throughput`` paces each user from the moment it was spawned, and
+    ``-r N`` spawns all N users within a few milliseconds, so they stay in step: 200 users
+    at 1.5 req/s sent 200 requests at once every 667 ms. Each burst queued at the server
+    and read as 30-40 ms latency at only 300 req/s (about 0.2 ms per user, whatever the
+    rate), while a client arriving at random times saw 1 ms. A random sleep in
+    ``on_start`` does not help either: ``constant_throughput`` subtracts it from the first
+    wait. Here each user waits a random fraction of its period before its first task
+    (``stagger``), then keeps a fixed schedule from there; a late task does not make the
+    next ones bunch up to catch up."""
+    period = 1.0 / rate
+
+    def wait(user: Any) -> float:
+        now = time.perf_counter()
+        due = max(getattr(user, "_paced_due", now) + period, now)
+        user._paced_due = due
+        return due - now
+
+    wait.period = period  # type: ignore[attr-defined]
+    return wait
+
+
+def stagger(user: Any) -> None:
+    """Start the user at a random point of its period (see ``paced``)."""
+    delay = random.uniform(0.0, type(user).wait_time.period)
+    gevent.sleep(delay)
+    user._paced_due = time.perf_counter()
+
+
 def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "Accept": "application/json"}
 
@@ -158,8 +190,11 @@ def _has_rate_headers(resp: Any) -> bool:
 class ReadUser(FastHttpUser):
     """Authenticated reads: the workspace (3 in 4) and the key list (1 in 4)."""
 
-    wait_time = constant_throughput(USER_RPS)
+    wait_time = paced(USER_RPS)
     weight = 6
+
+    def on_start(self) -> None:
+        stagger(self)
 
     @tag("reads")
     @task(3)
@@ -194,11 +229,12 @@ class WriteUser(FastHttpUser):
     success, and the ``extra`` counts in the status file show which behaviour was seen.
     """
 
-    wait_time = constant_throughput(max(USER_RPS / 2, 0.5))
+    wait_time = paced(max(USER_RPS / 2, 0.5))
     weight = 2
 
     def on_start(self) -> None:
         self.recent: list[tuple[str, dict[str, str]]] = []
+        stagger(self)
 
     @tag("writes")
     @task
@@ -304,15 +340,16 @@ class MixUser(FastHttpUser):
     """The mix, one seeded user per locust user: 40 % GET /workspaces/{id} (the home
     workspace or one it created), 20 % list workspaces, 20 % list API keys, 15 % POST
     /workspaces with an Idempotency-Key (10 % of them replays of one of its last 20), 5 %
-    GET /pixel/config. The pace comes from ``BENCH_USER_RPS`` (constant throughput)."""
+    GET /pixel/config. The pace comes from ``BENCH_USER_RPS`` (``paced``)."""
 
-    wait_time = constant_throughput(USER_RPS)
+    wait_time = paced(USER_RPS)
 
     def on_start(self) -> None:
         me = USERS[next(_NEXT_USER) % len(USERS)] if USERS else {}
         self.headers = _auth(me.get("key", KEY))
         self.ids = [int(me.get("workspace_id", WORKSPACE_ID))]
         self.recent: list[tuple[str, str]] = []
+        stagger(self)
 
     def _check(self, resp: Any, ok: tuple[int, ...] = (200,)) -> None:
         if resp.status_code in ok:
@@ -397,7 +434,7 @@ class CapacityUser(FastHttpUser):
     (each with its own event_id) and 5 event publishes that fan out to a webhook endpoint of
     the user's workspace (delivered to a loopback receiver by the serving processes)."""
 
-    wait_time = constant_throughput(USER_RPS)
+    wait_time = paced(USER_RPS)
     on_start = MixUser.on_start
     _check = MixUser._check
     tasks = {  # MixUser's own tasks (not inherited: the pixel config read is not in this mix)
