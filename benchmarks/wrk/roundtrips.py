@@ -25,7 +25,7 @@ from core_api.app import create_app
 from core_api.clock import Clock
 from core_api.config import Settings
 from core_api.runtime import Runtime
-from core_api.storage.sqlite import SQLiteDatabase
+from core_api.storage import sqlite
 
 from ..common import DEFAULT_PG_ADMIN_URL
 
@@ -46,13 +46,13 @@ def _count_pg() -> None:
             return call
 
         setattr(asyncpg.Connection, name, counted(original))
-    run = SQLiteDatabase._run
+    run = sqlite._Connection.run  # the writer's and the reader's hops alike
 
     async def counted_run(self: Any, fn: Any) -> Any:
         counts["sqlite"] += 1
         return await run(self, fn)
 
-    SQLiteDatabase._run = counted_run  # type: ignore[method-assign]
+    sqlite._Connection.run = counted_run  # type: ignore[method-assign]
 
 
 async def measure(url: str, tmp: Path, n: int) -> None:
