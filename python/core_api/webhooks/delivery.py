@@ -378,7 +378,7 @@ class Dispatcher:
                 self._forget(item)
         if unsent:
             await repo.release(self.db, unsent, self.holder)
-        self.notifier.notify()  # room for the next claim (and any event just published)
+        self.notifier.wake()  # room for the next claim (and any event just published)
 
     def _forget(self, item: Claimed) -> None:
         if self._held.pop(item.id, None) is not None:

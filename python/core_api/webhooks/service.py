@@ -313,7 +313,7 @@ class WebhookService:
         if row is None:
             current = await repo.get_delivery(self.db, endpoint_id, delivery_id)
             raise CannotRetry(_why_not(current, wall))
-        self.notifier.notify()
+        self.notifier.wake()
         return {"id": row["id"], "status": row["status"], "attempt": int(row["attempt"]) + 1}
 
 
