@@ -500,6 +500,40 @@ async def test_committed_transaction_is_visible_to_another_connection(
         await other.close()
 
 
+async def test_reads_do_not_wait_for_an_open_transaction(db: Database, owner: User) -> None:
+    """A read outside a transaction answers while another request's transaction is open
+    (SQLite: the reader connection; PostgreSQL: another pooled connection), sees the last
+    commit and not the open transaction's writes, and sees them once committed. With one
+    SQLite connection per process, the read waited for the whole transaction."""
+    import asyncio
+
+    await make_workspace(db, owner.id, "before")
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with db.transaction() as tx:
+            await make_workspace(tx, owner.id, "during")
+            inside.set()
+            await release.wait()
+
+    task = asyncio.create_task(writer())
+    await asyncio.wait_for(inside.wait(), 10)
+    try:
+        # Would time out if the read queued behind the transaction.
+        seen = await asyncio.wait_for(count(db, "workspaces"), 5)
+        assert seen == 1  # the last commit, not the open transaction's insert
+        # A write outside the transaction still goes through the writer (and so waits).
+        blocked = asyncio.create_task(users_repo.create(db, "Late", "late@example.test", NOW))
+        await asyncio.sleep(0.2)
+        assert not blocked.done() or db.dialect == "postgresql"
+    finally:
+        release.set()
+        await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(blocked, 10)
+    assert await count(db, "workspaces") == 2
+    assert await users_repo.get_by_email(db, "late@example.test") is not None
+
+
 async def test_bound_parameters_are_not_sql(db: Database) -> None:
     nasty = "x'); DROP TABLE users; --"
     user = await users_repo.create(db, nasty, "50%_off?@example.test", NOW)

@@ -583,3 +583,35 @@ async def test_a_stop_gives_back_leases_its_claim_never_read_back(
     await dispatcher._shutdown()  # nothing held in memory, one row leased in the database
     rows = await runtime.db.fetch_all("SELECT locked_by, locked_until FROM webhook_deliveries")
     assert rows == [{"locked_by": None, "locked_until": None}]
+
+
+async def test_the_worker_is_woken_only_when_a_publish_queued_a_delivery(
+    api: Api, runtime: Runtime, receiver: Receiver, boot: dict[str, Any]
+) -> None:
+    """Most writes publish an event no endpoint takes (nothing is written): waking the
+    delivery worker for them cost a claim query per write. A publish that queued a
+    delivery wakes it; ``wake`` (manual retries, handed-back deliveries) always does."""
+    workspace_id = boot["workspace"]["id"]
+    notifier = runtime.events
+    notifier.notify()  # whatever earlier publishes queued is seen
+
+    async def woken(after: Any) -> bool:
+        waiter = asyncio.create_task(notifier.wait(5.0))
+        await asyncio.sleep(0.05)  # the waiter made its event and waits on it
+        after()
+        await asyncio.sleep(0.2)
+        done = waiter.done()
+        waiter.cancel()
+        return done
+
+    async with runtime.db.transaction() as tx:  # no endpoint yet: nothing is queued
+        event = await publish(tx, workspace_id=workspace_id, type="thing.made", data={}, now=1)
+    assert event.deliveries == 0
+    assert not await woken(notifier.notify)
+    assert await woken(notifier.wake)
+    await endpoint(api, receiver.url("/wake"))
+    async with runtime.db.transaction() as tx:
+        event = await publish(tx, workspace_id=workspace_id, type="thing.made", data={}, now=2)
+    assert event.deliveries == 1
+    assert await woken(notifier.notify)
+    assert not await woken(notifier.notify)  # seen once
