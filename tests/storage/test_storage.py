@@ -585,3 +585,37 @@ async def test_sqlite_errors_are_storage_errors_once(tmp_path: Path) -> None:
     finally:
         other.close()
         await database.close()
+
+
+async def test_sqlite_transaction_waits_for_another_writer_then_proceeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN IMMEDIATE retries in steps of at most a millisecond while another process
+    holds the write lock, goes ahead as soon as it is released, and gives up as "not now"
+    (503 at the API) after the busy timeout."""
+    import threading
+
+    from core_api.storage import sqlite as sqlite_backend
+
+    database = await open_database(f"sqlite:///{tmp_path}/db.sqlite")
+    await migrate(database)
+    other = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, lambda: other.execute("ROLLBACK")).start()
+        async with database.transaction() as tx:  # waits about 0.3 s, then holds the lock
+            await users_repo.create(tx, "After", "after@example.test", NOW)
+        assert await users_repo.get_by_email(database, "after@example.test") is not None
+
+        monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_S", 0.2)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(DatabaseUnavailable):
+            async with database.transaction() as tx:
+                await users_repo.create(tx, "Never", "never@example.test", NOW)
+        other.execute("ROLLBACK")
+        assert await users_repo.get_by_email(database, "never@example.test") is None
+        async with database.transaction() as tx:  # the connection is not left in a transaction
+            await users_repo.create(tx, "Later", "later@example.test", NOW)
+    finally:
+        other.close()
+        await database.close()
