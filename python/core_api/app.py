@@ -9,7 +9,7 @@ import falcon.asgi
 import falcon.media
 import orjson
 
-from . import errors
+from . import errors, gctune
 from .config import Settings
 from .features import FEATURES
 from .gateway.idempotency import IdempotencyGuard
@@ -32,6 +32,7 @@ class _Lifespan:
     async def process_startup(self, scope: Any, event: Any) -> None:
         await self.runtime.start()
         self.runtime.start_background(cluster_jobs=self.runtime.settings.embedded_worker)
+        gctune.tune()  # a serving process: start-up done, traffic next
 
     async def process_shutdown(self, scope: Any, event: Any) -> None:
         await self.runtime.close()
