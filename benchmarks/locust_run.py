@@ -144,6 +144,7 @@ def run_scenario(
         "failures": read_failures(Path(f"{prefix}_failures.csv")),
         "status_codes": status.get("status", {}),
         "extra": status.get("extra", {}),
+        "load_generator_gc": status.get("load_generator_gc", {}),
         "timeline": status.get("timeline", {}),
     }
 

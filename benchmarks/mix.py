@@ -25,10 +25,16 @@ Figures per run, with their targets:
 - cache hit rates (key cache, workspace access cache, GET /api-keys/{id} cache) from the
   ``cache stats {...}`` line each serving process logs at INFO when it stops.
 
+Each measured run follows ``--warmup`` seconds (20) of the same load on the same server:
+the first seconds fill 200 users' key and access caches and the connection pools, and
+counted as "drift" they would compare a cold first minute with a warm last one. The
+warm-up's p99 is printed apart, as are the load generator's own GC pauses.
+
 Usage::
 
     python -m benchmarks.mix [--seconds 300] [--rate 1500] [--stores sqlite,postgres+redis]
                              [--scenarios spread,tenant] [--users 200] [--tenant-rows 20000]
+                             [--warmup 20] [--quick]
 """
 
 from __future__ import annotations
@@ -131,10 +137,23 @@ def run_one(scenario: str, store_name: str, args: Any, out_dir: Path) -> dict[st
         host = f"http://{HOST}:{server.port}"
         load_before = os.getloadavg()
         seconds = args.seconds if scenario == "spread" else args.tenant_seconds
+        warmup = None
+        if args.warmup > 0:
+            log(f"[mix] {label}: warm-up, {args.rate:g} req/s for {args.warmup:g}s ...")
+            warm = locust_run.run_scenario(
+                "mix", host, env, out_dir, args.warmup, args.users, args.rate / args.users,
+                f"{label}-warmup",
+            )  # fmt: skip
+            warmup = {
+                "seconds": args.warmup,
+                "p99_ms": (warm.get("timeline") or {}).get("p99_all_ms"),
+                "failures": (warm.get("aggregate") or {}).get("failures"),
+            }
         log(f"[mix] {label}: {args.rate:g} req/s for {seconds:g}s ...")
         result = locust_run.run_scenario(
             "mix", host, env, out_dir, seconds, args.users, args.rate / args.users, label
         )
+        result["warmup"] = warmup
         if server.proc is not None and server.proc.poll() is not None:
             raise RuntimeError(f"service exited early:\n{server.tail()}")
         server.stop()  # graceful: each worker logs its cache stats on the way out
@@ -200,6 +219,7 @@ def run(args: Any) -> dict[str, Any]:
             "rate": args.rate,
             "users": args.users,
             "tenant_rows": args.tenant_rows,
+            "warmup": args.warmup,
             "workers": 2,
         },
         "csv_dir": str(out_dir),
@@ -234,6 +254,17 @@ def print_report(report: dict[str, Any]) -> None:
         for failure in r["failures"][:5]:
             print(f"    failure x{failure['occurrences']}: {failure['name']}: {failure['error']}")
         print(f"  cache {cache_text(r.get('cache'))}")
+        warm, gen_gc = r.get("warmup"), r.get("load_generator_gc") or {}
+        if warm:
+            print(
+                f"  warm-up before it (not in the figures): {warm['seconds']:g}s, "
+                f"p99 {warm['p99_ms']} ms, {warm['failures']} failures"
+            )
+        if gen_gc:
+            print(
+                f"  load generator GC: {gen_gc.get('collections')} collections, "
+                f"{gen_gc.get('total_ms')} ms in all, longest {gen_gc.get('max_ms')} ms"
+            )
     for v in report["verdicts"]:
         print(f"  {v['figure']:<66} {v['value']}  {'PASS' if v['pass'] else 'MISS'}")
     for name, error in report["errors"].items():
@@ -250,6 +281,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=GOAL_RPS * HEADROOM,
         help="offered req/s (constant); the goal is 1,500 or rate/1.05 when lower",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=20.0,
+        help="seconds of the same load before the measured run (0: none); reported apart",
     )
     p.add_argument("--users", type=int, default=200, help="locust users (= seeded users)")
     p.add_argument("--tenant-rows", type=int, default=20_000)
