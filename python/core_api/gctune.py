@@ -1,11 +1,10 @@
 """Garbage-collector settings for a long-running serving or worker process.
 
 CPython's cyclic collector runs a young collection every 700 net container allocations
-and, every hundred of those, a full one that walks every live object: the imported
-modules, the plans, the routes and the caches, tens of milliseconds with a warm cache,
-during which the event loop answers nobody. A request allocates hundreds of short-lived
-containers (ASGI scope, headers, Falcon's request and response, asyncpg records), so
-under load that was a full collection every second or two, and it showed as the p99.
+and, about every hundred of those, a full one that walks every live object: the imported
+modules, the plans, the routes and the caches. Under the mixed load (benchmarks/mix.py) a
+``gc.callbacks`` probe counted about four full collections per worker per minute, each
+54-91 ms, during which the event loop answers nobody; they showed as the p99.
 
 After start-up, everything allocated so far moves to the permanent generation
 (``gc.freeze``) and is never scanned again, and young collections run every 50,000
