@@ -20,6 +20,7 @@ __all__ = [
     "generate_key",
     "hash_key",
     "key_prefix",
+    "pixel_parse_hit",
     "pixel_visitor_hash",
     "webhook_sign",
 ]
@@ -175,6 +176,14 @@ PIXEL_COLUMNS: list[str]
 def pixel_visitor_hash(key: bytes, site_id: int, ip: str, user_agent: str) -> int:
     """SipHash-2-4 under ``key`` (16 bytes, else ValueError) of (site id, IP, user agent),
     length-delimited, as a signed 64-bit integer."""
+
+def pixel_parse_hit(
+    body: bytes,
+) -> tuple[str, str, str, str, str | None, str | None, str | None, str | None] | None:
+    """The fields of ``Hit`` (pixel/ingest.py) for a track body, parsed and validated in
+    one pass (rust/pixel_hit.rs), or None when ``parse_hit`` must decide: every invalid
+    body, and valid ones outside the common case (non-ASCII URLs, whitespace to strip,
+    float properties). Never disagrees with ``parse_hit`` when it answers."""
 
 @final
 class PixelBatch:

@@ -9,6 +9,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::error::NativeError;
 use crate::pixel::{self, Batch, Event, EventBuffer, Sessions};
+use crate::pixel_hit;
 
 fn key16(name: &str, key: &[u8]) -> Result<[u8; 16], NativeError> {
     key.try_into()
@@ -210,11 +211,41 @@ fn pixel_visitor_hash(
     ))
 }
 
+/// The fields of `Hit` (core_api/pixel/ingest.py) of a track body, in its order, or
+/// None when the Python `parse_hit` must decide (see `crate::pixel_hit`).
+type HitFields = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+#[pyfunction]
+fn pixel_parse_hit(body: &[u8]) -> Option<HitFields> {
+    pixel_hit::parse(body).map(|h| {
+        (
+            h.name,
+            h.url,
+            h.host,
+            h.path,
+            h.referrer,
+            h.user_agent,
+            h.props,
+            h.domain,
+        )
+    })
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBatch>()?;
     m.add_class::<PyBuffer>()?;
     m.add_class::<PySessions>()?;
     m.add_function(wrap_pyfunction!(pixel_visitor_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(pixel_parse_hit, m)?)?;
     m.add("PIXEL_COLUMNS", pixel::COLUMNS.to_vec())?;
     Ok(())
 }

@@ -257,3 +257,15 @@ async def test_concurrent_waiters_share_one_lease_refill(redis_prefix: str, tmp_
         assert left >= tier.capacity - 5 * 500 - 1000  # a few leases taken, not 1,000
     finally:
         await redis.aclose()
+
+
+def test_raw_headers_are_the_headers_as_asgi_pairs() -> None:
+    """The pixel fast path sends ``raw_headers()``; the gateway sends ``headers()``."""
+    from core_api.gateway.ratelimit import Decision, per_minute_tier
+    from core_api.plans import Tier
+
+    for tier in (per_minute_tier("pixel", 300), Tier("starter", 1000, 200.0)):
+        for remaining, reset_after, now_s in ((299, 0.2, 1_767_225_600.5), (0, 59.99, 1.0)):
+            decision = Decision(remaining > 0, tier, remaining, reset_after, 0.0, now_s)
+            expected = [(k.lower().encode(), v.encode()) for k, v in decision.headers()]
+            assert decision.raw_headers() == expected

@@ -147,3 +147,41 @@ async def test_a_body_that_never_arrives_is_a_408(
         await app(scope, receive, send)  # type: ignore[arg-type]
     assert sent[0]["status"] == 408
     assert orjson.loads(sent[1]["body"])["error"] == "request_timeout"
+
+
+async def test_read_deadlines_cancel_only_late_reads() -> None:
+    """One timer for every read in flight: a late read is cancelled and reported as
+    expired; a read that finishes in time, or a task cancelled for another reason (the
+    client went away), is not; the timer stops when nothing is being read."""
+    from core_api.pixel.fastpath import ReadDeadlines
+
+    deadlines = ReadDeadlines(timeout=0.2)
+    deadlines.TICK_S = 0.05
+    outcomes: dict[str, str] = {}
+
+    async def reader(name: str, seconds: float) -> None:
+        task = deadlines.watch()
+        try:
+            await asyncio.sleep(seconds)
+            outcomes[name] = "read"
+        except asyncio.CancelledError:
+            if deadlines.expired(task):
+                outcomes[name] = "timed out"
+                return
+            outcomes[name] = "cancelled"
+            raise
+        finally:
+            deadlines.done(task)
+
+    quick = asyncio.create_task(reader("quick", 0.05))
+    slow = asyncio.create_task(reader("slow", 5))
+    gone = asyncio.create_task(reader("gone", 5))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    async with asyncio.timeout(3):
+        await asyncio.gather(quick, slow, gone, return_exceptions=True)
+    assert outcomes == {"quick": "read", "slow": "timed out", "gone": "cancelled"}
+    assert not deadlines.reading and not deadlines._expired
+    await asyncio.sleep(0.15)
+    assert deadlines._loop is None  # idle: no timer left running
+    assert slow.done() and not slow.cancelled()  # the timeout was handled, not propagated

@@ -61,6 +61,19 @@ class Decision:
             ("RateLimit", f"{self.tier.policy_name};r={remaining};t={math.ceil(self.reset_after)}"),
         ]
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """``headers()`` as ASGI pairs (lower-case names), built directly as bytes: the
+        pixel fast path sends them on every request."""
+        tier, remaining = self.tier, b"%d" % self.remaining
+        reset = math.ceil(self.reset_after)
+        return [
+            (b"x-ratelimit-limit", tier.limit_text.encode()),
+            (b"x-ratelimit-remaining", remaining),
+            (b"x-ratelimit-reset", b"%d" % math.ceil(self.now_s + self.reset_after)),
+            (b"ratelimit-policy", tier.policy.encode()),
+            (b"ratelimit", b"%s;r=%s;t=%d" % (tier.policy_name.encode(), remaining, reset)),
+        ]
+
     def error(self) -> RateLimited:
         wait = max(1, math.ceil(self.retry_after))
         exc = RateLimited(
