@@ -195,7 +195,8 @@ class Runtime:
             self.tasks.append(asyncio.create_task(self.invalidator.listen()))
 
     async def close(self) -> None:
-        if self.runners:  # a serving process (not a CLI command): its hit rates, for benchmarks
+        serving = bool(self.runners)  # a serving process, not a CLI command
+        if serving:  # its hit rates, for benchmarks
             log.info("cache stats %s", json.dumps(self.cache_stats(), separators=(",", ":")))
         for task in self.tasks:
             task.cancel()
@@ -207,6 +208,11 @@ class Runtime:
             await runner.stop()
         self.runners.clear()
         await self.pixel_ingest.shutdown()  # writes what is still buffered
+        if serving:  # the last snapshot counts that last batch (the job's ran before it)
+            from .metrics import write_snapshot
+
+            with contextlib.suppress(OSError):
+                await write_snapshot(self)
         await self.webhooks.close()
         if self.redis is not None:
             await self.redis.aclose()
