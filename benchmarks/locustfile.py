@@ -92,6 +92,9 @@ EXTRA: collections.Counter[str] = collections.Counter()
 # is 16 bytes, so 5 minutes at 1,500 req/s is about 7 MB.
 TIMES = array.array("d")
 LATENCIES = array.array("d")
+NAMES = array.array("H")  # index into NAME_LIST: drift per endpoint
+NAME_IDS: dict[str, int] = {}
+NAME_LIST: list[str] = []
 
 
 @events.request.add_listener
@@ -102,6 +105,11 @@ def _count_status(
     STATUS[name][str(code) if code else type(exception).__name__ if exception else "none"] += 1
     TIMES.append(time.monotonic())
     LATENCIES.append(response_time)
+    name_id = NAME_IDS.get(name)
+    if name_id is None:
+        name_id = NAME_IDS[name] = len(NAME_LIST)
+        NAME_LIST.append(name)
+    NAMES.append(name_id)
 
 
 def _p99(values: list[float]) -> float | None:
@@ -124,9 +132,21 @@ def timeline(window_s: float = 60.0, step_s: float = 10.0) -> dict[str, Any]:
     buckets: dict[int, list[float]] = collections.defaultdict(list)
     for t, lat in zip(TIMES, LATENCIES, strict=True):
         buckets[int((t - start) // step_s)].append(lat)
+    by_name: dict[str, dict[str, list[float]]] = {
+        name: {"first": [], "last": []} for name in NAME_LIST
+    }
+    for t, lat, name_id in zip(TIMES, LATENCIES, NAMES, strict=True):
+        if t < start + window:
+            by_name[NAME_LIST[name_id]]["first"].append(lat)
+        elif t >= end - window:
+            by_name[NAME_LIST[name_id]]["last"].append(lat)
     return {
         "requests": len(TIMES),
         "span_s": round(span, 1),
+        # which endpoints drift: p99 over the first and the last window, per endpoint
+        "p99_first_last_by_name_ms": {
+            name: [_p99(w["first"]), _p99(w["last"])] for name, w in by_name.items()
+        },
         "rps": round(len(TIMES) / span, 1),
         "window_s": round(window, 1),
         "p99_first_ms": _p99(first),

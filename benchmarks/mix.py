@@ -254,12 +254,15 @@ def print_report(report: dict[str, Any]) -> None:
             f"p99 {tl.get('p99_all_ms')} ms; p99 per {tl.get('bucket_s', 10):g}s: "
             f"{tl.get('p99_per_bucket_ms')}"
         )
+        drift_by_name = tl.get("p99_first_last_by_name_ms") or {}
         for ep in r["endpoints"]:
             codes = r["status_codes"].get(ep["name"], {})
             code_text = " ".join(f"{k}:{v}" for k, v in sorted(codes.items()))
+            first, last = drift_by_name.get(ep["name"]) or (None, None)
             print(
                 f"  {ep['name'][:44]:<44} {ep['requests']:>7} {ep['failures']:>5} "
-                f"p50 {ep['p50_ms']:>4.0f} p99 {ep['p99_ms']:>4.0f} ms  {code_text}"
+                f"p50 {ep['p50_ms']:>4.0f} p99 {ep['p99_ms']:>4.0f} ms "
+                f"(first/last window {first}/{last})  {code_text}"
             )
         for failure in r["failures"][:5]:
             print(f"    failure x{failure['occurrences']}: {failure['name']}: {failure['error']}")
