@@ -151,8 +151,15 @@ def run_one(scenario: str, store_name: str, args: Any, out_dir: Path) -> dict[st
                 "failures": (warm.get("aggregate") or {}).get("failures"),
             }
         log(f"[mix] {label}: {args.rate:g} req/s for {seconds:g}s ...")
+        cpu_before = server.cpu_seconds()
         result = locust_run.run_scenario(
             "mix", host, env, out_dir, seconds, args.users, args.rate / args.users, label
+        )
+        answered = (result.get("aggregate") or {}).get("requests") or 0
+        # The service's CPU (both workers and Granian's main process) per answered request.
+        service_cpu = server.cpu_seconds() - cpu_before
+        result["service_cpu_us_per_request"] = (
+            round(service_cpu / answered * 1e6) if answered else None
         )
         result["warmup"] = warmup
         if server.proc is not None and server.proc.poll() is not None:
@@ -267,6 +274,7 @@ def print_report(report: dict[str, Any]) -> None:
         for failure in r["failures"][:5]:
             print(f"    failure x{failure['occurrences']}: {failure['name']}: {failure['error']}")
         print(f"  cache {cache_text(r.get('cache'))}")
+        print(f"  service CPU per request: {r.get('service_cpu_us_per_request')} us")
         warm, gen_gc = r.get("warmup"), r.get("load_generator_gc") or {}
         if warm:
             print(
