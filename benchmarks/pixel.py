@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from . import common
 from .common import HOST, log
 from .peak import parse_wrk
@@ -539,8 +541,35 @@ def run_micro(args: Any) -> dict[str, Any]:
                 found = (sid, 1000)
             py_sessions[v] = (found[0], 1000)
 
+    # The track body: 20,000 distinct bodies (pages, referrers, titles) through the Rust
+    # twin, and through what it replaces, orjson.loads + parse_hit (its URL cache warm).
+    from core_api.pixel.ingest import parse_hit
+
+    bodies = [
+        orjson.dumps(
+            {"event": "pageview", "url": f"https://bench.example/blog/post-{i % 2000}",
+             "referrer": ["https://www.google.com/", "", "https://news.example/x"][i % 3],
+             "properties": {"title": f"Post {i}"}}
+        )
+        for i in range(20_000)
+    ]  # fmt: skip
+    parse = _native.pixel_parse_hit
+    assert all(parse(b) is not None for b in bodies), "the twin must answer these"
+
+    def rust_parse() -> None:
+        for body in bodies:
+            parse(body)
+
+    def py_parse() -> None:
+        loads = orjson.loads
+        for body in bodies:
+            parse_hit(loads(body))
+
+    py_parse()  # the URL cache warm, as in a running process
+
     results = {
         "copy_encode_5000": {"rust_s": rust_encode, "python_s": py_encode},
+        "parse_hit_20000": {"rust_s": best(rust_parse), "python_s": best(py_parse)},
         "visitor_hash_20000": {"rust_s": best(rust_hash), "python_s": best(py_hash)},
         "identify_20000": {"rust_s": best(rust_identify), "python_s": best(py_identify)},
     }

@@ -7,7 +7,12 @@
 //! accepts or answers the documented 422. Whatever this returns equals what the Python
 //! version returns for the same body (a property test in `tests/pixel` checks it).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 
 pub const MAX_URL: usize = 2048;
 pub const MAX_NAME: usize = 120;
@@ -32,10 +37,11 @@ pub struct Hit {
     pub domain: Option<String>,
 }
 
-/// The parts of an absolute URL: (scheme, host, path, fragment), lower-case scheme and
-/// host, no port or credentials; `None` when Python's `split_url` would say no, or when
-/// the answer could depend on Unicode rules (any byte outside printable ASCII).
-pub fn split_url(url: &str) -> Option<(String, String, &str, &str)> {
+/// The parts of an absolute URL as written: (scheme, host, path, fragment), the host
+/// without credentials, port or trailing dots; `None` when Python's `split_url` would
+/// say no, or when the answer could depend on Unicode rules (any byte outside printable
+/// ASCII). Python lower-cases the scheme and host; callers do (nothing is allocated here).
+pub fn url_parts(url: &str) -> Option<(&str, &str, &str, &str)> {
     if !url.bytes().all(|b| b.is_ascii_graphic()) {
         return None; // no space, control or non-ASCII character (Python's \s is Unicode)
     }
@@ -54,93 +60,178 @@ pub fn split_url(url: &str) -> Option<(String, String, &str, &str)> {
         Some(query) => query.split_once('#').map_or("", |(_, f)| f),
         None => tail.strip_prefix('#').unwrap_or(""),
     };
-    let mut host = authority
-        .rsplit('@')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let mut host = authority.rsplit('@').next().unwrap_or("");
     if !host.starts_with('[') {
         if let Some((name, port)) = host.split_once(':') {
             if !port.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            host.truncate(name.len());
+            host = name;
         }
     }
-    if !valid_host(&host) {
+    if !valid_host(host) {
         return None;
     }
-    let host = host.trim_end_matches('.').to_string();
-    Some((scheme.to_ascii_lowercase(), host, path, fragment))
+    Some((scheme, host.trim_end_matches('.'), path, fragment))
 }
 
-/// `[a-z0-9._\-]+` or `\[[0-9a-f:.]+\]`, the whole string.
+/// `[a-z0-9._\-]+` or `\[[0-9a-f:.]+\]`, the whole string, once lower-cased.
 fn valid_host(host: &str) -> bool {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return !inner.is_empty()
             && inner
                 .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b':' | b'.'));
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
     }
     !host.is_empty()
         && host
             .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// A string field that needs no Unicode rule to validate or strip: present and a string,
-/// within `limit` characters, printable ASCII with no space at either end. `Err(())`:
-/// leave the body to the Python version.
-fn plain<'a>(map: &'a Map<String, Value>, name: &str, limit: usize) -> Result<Option<&'a str>, ()> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(Some("")),
-        Some(Value::String(s)) => {
-            let bytes = s.as_bytes();
-            let edges = [bytes[0], bytes[bytes.len() - 1]];
-            let ok = s.len() <= limit
-                && edges.iter().all(|b| b.is_ascii_graphic())
-                && bytes.iter().all(|&b| (0x20..0x7f).contains(&b));
-            if ok {
-                Ok(Some(s))
-            } else {
-                Err(())
+/// A string field that needs no Unicode rule to validate or strip: within `limit`
+/// characters, printable ASCII with no space at either end. `Err(())`: leave the body to
+/// the Python version.
+fn plain<'s>(value: &'s Option<Cow<'_, str>>, limit: usize) -> Result<Option<&'s str>, ()> {
+    let Some(s) = value.as_deref() else {
+        return Ok(None);
+    };
+    let bytes = s.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return Ok(Some(""));
+    };
+    let ok = s.len() <= limit
+        && first.is_ascii_graphic()
+        && last.is_ascii_graphic()
+        && bytes.iter().all(|&b| (0x20..0x7f).contains(&b));
+    if ok {
+        Ok(Some(s))
+    } else {
+        Err(())
+    }
+}
+
+/// The body's fields, borrowed from it where no escape had to be decoded. Unknown
+/// fields, duplicated fields and wrong types fail to parse: Python's to answer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body<'a> {
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    referrer: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    domain: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    properties: Option<Props<'a>>,
+}
+
+/// A property value this parser takes: anything else (floats, integers beyond 64 bits,
+/// arrays, objects) fails the parse, and Python decides.
+enum Prop<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Bool(bool),
+    Null,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Prop<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PropVisitor;
+        impl<'de> Visitor<'de> for PropVisitor {
+            type Value = Prop<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a 64-bit integer, a boolean or null")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Prop<'de>, E> {
+                Ok(Prop::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Prop<'de>, E> {
+                Ok(Prop::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Prop<'de>, E> {
+                Ok(Prop::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Prop<'de>, E> {
+                i64::try_from(v).map(Prop::Int).map_err(E::custom)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Prop<'de>, E> {
+                Ok(Prop::Bool(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Prop<'de>, E> {
+                Ok(Prop::Null)
             }
         }
-        Some(_) => Err(()),
+        deserializer.deserialize_any(PropVisitor)
     }
 }
 
-/// The properties as Python's `orjson.dumps` writes them, or `Err` to leave them to
-/// Python (a wrong type or size is Python's 422 to give; floats are Python's to format).
-fn properties(value: Option<&Value>) -> Result<Option<String>, ()> {
-    let map = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(map)) => map,
-        Some(_) => return Err(()),
+/// The properties object, in the body's order. A repeated key fails the parse (Python
+/// keeps the first position and the last value; it decides those).
+struct Props<'a>(Vec<(Cow<'a, str>, Prop<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PropsVisitor;
+        impl<'de> Visitor<'de> for PropsVisitor {
+            type Value = Props<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Props<'de>, A::Error> {
+                let mut items: Vec<(Cow<'de, str>, Prop<'de>)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<Cow<'de, str>, Prop<'de>>()? {
+                    if items.len() >= MAX_PROPS || items.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom("too many or repeated keys"));
+                    }
+                    items.push((key, value));
+                }
+                Ok(Props(items))
+            }
+        }
+        deserializer.deserialize_map(PropsVisitor)
+    }
+}
+
+/// The properties as Python's `orjson.dumps` writes them (compact, in order, the same
+/// string escapes), or `Err` to leave them to Python (a size it refuses).
+fn properties(props: Option<&Props<'_>>) -> Result<Option<String>, ()> {
+    let Some(Props(items)) = props else {
+        return Ok(None);
     };
-    if map.is_empty() {
+    if items.is_empty() {
         return Ok(None);
     }
-    if map.len() > MAX_PROPS {
-        return Err(());
-    }
-    for (key, item) in map {
+    let mut out = Vec::with_capacity(64);
+    out.push(b'{');
+    for (i, (key, value)) in items.iter().enumerate() {
         let key_len = key.chars().count();
         if key_len == 0 || key_len > MAX_PROP_KEY || key.contains('\0') {
             return Err(());
         }
-        let ok = match item {
-            Value::String(s) => !s.contains('\0') && s.chars().count() <= MAX_PROP_VALUE,
-            Value::Number(n) => n.is_i64(), // u64 above i64 and floats: Python's
-            Value::Bool(_) | Value::Null => true,
-            Value::Array(_) | Value::Object(_) => false,
-        };
-        if !ok {
-            return Err(());
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key.as_ref()).map_err(|_| ())?;
+        out.push(b':');
+        match value {
+            Prop::Str(s) => {
+                if s.contains('\0') || s.chars().count() > MAX_PROP_VALUE {
+                    return Err(());
+                }
+                serde_json::to_writer(&mut out, s.as_ref()).map_err(|_| ())?;
+            }
+            Prop::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Prop::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Prop::Null => out.extend_from_slice(b"null"),
         }
     }
-    let encoded = serde_json::to_string(map).map_err(|_| ())?;
+    out.push(b'}');
+    let encoded = String::from_utf8(out).map_err(|_| ())?;
     if encoded.chars().count() > MAX_PROPS_BYTES {
         return Err(());
     }
@@ -149,44 +240,33 @@ fn properties(value: Option<&Value>) -> Result<Option<String>, ()> {
 
 /// The event in a track body, or `None`: the Python version decides (see the module).
 pub fn parse(body: &[u8]) -> Option<Hit> {
-    let map: Map<String, Value> = serde_json::from_slice(body).ok()?;
-    let known = [
-        "event",
-        "url",
-        "referrer",
-        "user_agent",
-        "properties",
-        "domain",
-    ];
-    if !map.keys().all(|k| known.contains(&k.as_str())) {
-        return None;
-    }
-    let name = match plain(&map, "event", MAX_NAME).ok()? {
+    let body: Body<'_> = serde_json::from_slice(body).ok()?;
+    let name = match plain(&body.event, MAX_NAME).ok()? {
         None => PAGEVIEW.to_string(),
         Some("") => return None, // Python's 422
         Some(name) => name.to_string(),
     };
-    let url = plain(&map, "url", MAX_URL).ok()??;
-    let (scheme, host, path, fragment) = split_url(url)?;
-    if scheme != "http" && scheme != "https" {
+    let url = plain(&body.url, MAX_URL).ok()??;
+    let (scheme, host, path, fragment) = url_parts(url)?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return None;
     }
-    let referrer = match plain(&map, "referrer", MAX_URL).ok()? {
+    let referrer = match plain(&body.referrer, MAX_URL).ok()? {
         None | Some("") => None,
         Some(r) => {
-            split_url(r)?;
+            url_parts(r)?;
             Some(r.to_string())
         }
     };
-    let user_agent = match plain(&map, "user_agent", MAX_USER_AGENT).ok()? {
+    let user_agent = match plain(&body.user_agent, MAX_USER_AGENT).ok()? {
         None | Some("") => None,
         Some(ua) => Some(ua.to_string()),
     };
-    let domain = match plain(&map, "domain", MAX_DOMAIN).ok()? {
+    let domain = match plain(&body.domain, MAX_DOMAIN).ok()? {
         None | Some("") => None,
         Some(d) => Some(d.to_ascii_lowercase()),
     };
-    let props = properties(map.get("properties")).ok()?;
+    let props = properties(body.properties.as_ref()).ok()?;
     let mut path = if path.is_empty() {
         "/".to_string()
     } else {
@@ -200,7 +280,7 @@ pub fn parse(body: &[u8]) -> Option<Hit> {
     Some(Hit {
         name,
         url: url.to_string(),
-        host,
+        host: host.to_ascii_lowercase(),
         path,
         referrer,
         user_agent,
@@ -275,10 +355,14 @@ mod tests {
 
     #[test]
     fn hosts() {
-        let host = |u: &str| split_url(u).map(|p| p.1);
-        assert_eq!(host("https://user:pw@A.test.:80/"), Some("a.test".into()));
-        assert_eq!(host("https://[::1]/"), Some("[::1]".into()));
-        assert_eq!(host("https://./"), Some("".into()));
+        fn host(u: &str) -> Option<&str> {
+            url_parts(u).map(|p| p.1)
+        }
+        assert_eq!(host("https://user:pw@A.test.:80/"), Some("A.test"));
+        assert_eq!(host("https://[::1]/"), Some("[::1]"));
+        assert_eq!(host("https://[::A]/"), Some("[::A]"));
+        assert_eq!(host("https://./"), Some(""));
         assert_eq!(host("https:///x"), None);
+        assert_eq!(host("https://[::g]/"), None);
     }
 }
