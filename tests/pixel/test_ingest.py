@@ -332,3 +332,30 @@ async def test_stored_events_count_towards_pixel_events(api: Api, runtime: Runti
     summary = await api.get("/api/v1/entitlements/summary")
     assert summary.status == 200, summary.json
     assert summary.json["data"]["entitlements"]["pixel_events"]["used"] == 3
+
+
+async def test_track_now_answers_only_from_memory(api: Api, runtime: Runtime) -> None:
+    """The fast path's synchronous ``track_now``: None (having changed nothing) while the
+    site or today's salt is not loaded; ``track`` loads them; then ``track_now`` answers
+    alone, and a site change sends it back to ``track``."""
+    from core_api.pixel.ingest import TRACKED, Client, parse_hit
+
+    site = await make_site(api)
+    pixel = ingest(runtime)
+    hit = parse_hit(event())
+    sender = Client("10.9.0.1", CHROME, None, None, None)
+    assert pixel.track_now(hit, sender) is None  # the site is not in memory yet
+    assert await pixel.track(hit, sender) == TRACKED
+    assert pixel.track_now(hit, sender) == TRACKED
+    saved, pixel.salts.keys = pixel.salts.keys, {}
+    pending = pixel.queue.buffer.pending
+    assert pixel.track_now(hit, sender) is None  # no salt: nothing buffered, nothing counted
+    assert pixel.queue.buffer.pending == pending
+    assert await pixel.track(hit, sender) == TRACKED  # loads today's salt again
+    assert pixel.salts.keys and pixel.salts.keys.keys() == saved.keys()
+    got = await api.patch(f"/api/v1/pixel/sites/{site['id']}", json={"enabled": False})
+    assert got.status == 200, got.json
+    assert pixel.track_now(hit, sender) is None  # the invalidation log moved
+    with pytest.raises(Exception, match="No enabled pixel site"):
+        await pixel.track(hit, sender)
+    assert len(await flushed_rows(runtime)) == 3

@@ -292,7 +292,38 @@ class PixelIngest:
         self.flushed_at = time.monotonic()
 
     async def track(self, hit: Hit, client: Client) -> Outcome:
-        site = await self._site(hit.domain or hit.host)
+        outcome = self.track_now(hit, client)
+        if outcome is not None:
+            return outcome
+        site = await self._site(hit.domain or hit.host)  # loads the site (and caches it)
+        now = self.clock.now_ms()
+        outcome = self._decide(hit, client, site, self.salts.keys_for(now), now)
+        if outcome is None:  # the event is to be kept: today's salt first
+            outcome = self._decide(hit, client, site, await self.salts.ensure(now), now)
+        assert outcome is not None
+        return outcome
+
+    def track_now(self, hit: Hit, client: Client) -> Outcome | None:
+        """``track`` without waiting, or None when the site or today's salt must first be
+        loaded from the database (``track`` does that). The fast path's common case: one
+        call, no coroutine."""
+        host = hit.domain or hit.host
+        found = self._hosts.get(host)
+        if found is None or found[0] != self.sites.invalidator.shared.log_head():
+            return None
+        now = self.clock.now_ms()
+        return self._decide(hit, client, found[1], self.salts.keys_for(now), now)
+
+    def _decide(
+        self,
+        hit: Hit,
+        client: Client,
+        site: SiteLike | None,
+        keys: tuple[bytes, bytes | None] | None,
+        now: int,
+    ) -> Outcome | None:
+        """The rules (module docstring) for a resolved site; None, having changed nothing,
+        when the event is to be kept and today's keys are not loaded."""
         if site is None or not site.enabled:
             raise NotFound(f"No enabled pixel site for {hit.domain or hit.host}.")
         if hit.domain is not None and not self._allows(site, hit.host):
@@ -300,8 +331,8 @@ class PixelIngest:
         origin = client.origin_host
         if origin is not None and origin != hit.host and not self._allows(site, origin):
             raise AccessDenied(message=f"The origin {origin} is not allowed for this site.")
-        agent = useragent.classify(hit.user_agent or client.user_agent)
-        now = self.clock.now_ms()
+        ua = hit.user_agent or client.user_agent
+        agent = useragent.classify(ua)
         if agent.bot:
             self.bots[(site.id, privacy.day_of(now))] += 1
             return Outcome(False, "bot")
@@ -319,17 +350,13 @@ class PixelIngest:
         if queue.buffer.is_full():
             queue.refused += 1
             raise ServiceUnavailable(RETRY_AFTER_FULL)
-        keys = self.salts.keys_for(now) or await self.salts.ensure(now)
-        ua = hit.user_agent or client.user_agent
+        if keys is None:
+            return None
         visitor, session = self.sessions.identify(keys[0], keys[1], site.id, client.ip, ua, now)
         rate = site.sample_rate
         if rate < 1.0 and (visitor & 0xFFFFFFFF) >= rate * 4_294_967_296:
             return Outcome(False, "sampled_out")
-        referrer = host_of(hit.referrer)
-        if referrer is not None:
-            referrer = _bare(referrer)
-            if referrer == _bare(hit.host) or self._allows(site, referrer):
-                referrer = None  # internal navigation is not a source
+        referrer = None if hit.referrer is None else self._source(site, hit.host, hit.referrer)
         if not queue.push(
             site.id,
             now,
@@ -346,6 +373,17 @@ class PixelIngest:
         if self.meter is not None:
             self.meter.add(site.workspace_id, "pixel_events")
         return TRACKED
+
+    def _source(self, site: SiteLike, page_host: str, referrer: str) -> str | None:
+        """The referrer's host without ``www.``; None for internal navigation (the page's
+        own host, or one the site allows)."""
+        source = host_of(referrer)
+        if source is None:
+            return None
+        source = _bare(source)
+        if source == _bare(page_host) or self._allows(site, source):
+            return None  # internal navigation is not a source
+        return source
 
     async def _site(self, host: str) -> SiteLike | None:
         """``sites.for_host(host)``, remembered until the host's invalidation log moves:
