@@ -21,9 +21,10 @@ _COUNTER = itertools.count(1)
 def request_id(req: falcon.asgi.Request) -> str:
     known: str | None = req.context.get("request_id")
     if known is None:
-        incoming = req.get_header("X-Request-ID")
-        known = (
-            incoming if incoming and _SANE.match(incoming) else f"{_PREFIX}{next(_COUNTER):012x}"
-        )
-        req.context.request_id = known
+        known = req.context.request_id = from_header(req.get_header("X-Request-ID"))
     return known
+
+
+def from_header(incoming: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else a new id."""
+    return incoming if incoming and _SANE.match(incoming) else f"{_PREFIX}{next(_COUNTER):012x}"

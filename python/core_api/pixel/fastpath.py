@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..gateway.middleware import client_ip
 from ..gateway.ratelimit import Decision, Limiter, per_minute_tier
-from ..gateway.request_ids import request_id
+from ..gateway.request_ids import from_header
 from ..logs import CURRENT_REQUEST
 from ..metrics.registry import REGISTRY, ROUTE_KEY
 from ..storage import DatabaseUnavailable
@@ -76,22 +76,24 @@ _WANTED = frozenset(
 class _Context:
     __slots__ = ("request_id",)
 
-    def __init__(self) -> None:
-        self.request_id: str | None = None
+    def __init__(self, request_id: str | None) -> None:
+        self.request_id = request_id
 
     def get(self, name: str) -> str | None:
         return self.request_id if name == "request_id" else None
 
 
 class _Peer:
-    """What ``client_ip`` and ``request_id`` read from a request, taken from the scope."""
+    """What ``client_ip`` and the log formatter read from a request, taken from the
+    scope (built only when one of them needs it)."""
 
-    __slots__ = ("context", "headers", "remote_addr", "started")
+    __slots__ = ("context", "headers", "remote_addr")
 
-    def __init__(self, remote_addr: str, headers: dict[bytes, bytes], started: float) -> None:
+    def __init__(
+        self, remote_addr: str, headers: dict[bytes, bytes], request_id: str | None = None
+    ) -> None:
         self.remote_addr, self.headers = remote_addr, headers
-        self.context = _Context()
-        self.started = started  # perf_counter() when the request arrived (metrics)
+        self.context = _Context(request_id)
 
     def get_header(self, name: str) -> str | None:
         value = self.headers.get(name.lower().encode())
@@ -145,9 +147,8 @@ class FastTrack:
         try:
             body, more = await self._read(receive)
         except _BodyTimeout:
-            client = scope.get("client")
-            peer = _Peer(client[0] if client else "127.0.0.1", headers, started)
-            await self._error(send, peer, None, RequestTimeout())
+            rid = from_header(_text(headers.get(b"x-request-id")))
+            await self._error(send, rid, started, None, RequestTimeout())
             return
         if body is None:
             return  # the client went away
@@ -164,10 +165,10 @@ class FastTrack:
                 await self._falcon(scope, _replay(body, False, receive), send, started)
                 return
         client = scope.get("client")
-        peer = _Peer(client[0] if client else "127.0.0.1", headers, started)
-        CURRENT_REQUEST.set(peer)  # log lines written while serving it carry its id
+        remote = client[0] if client else "127.0.0.1"
+        rid = from_header(_text(headers.get(b"x-request-id")))
+        ip = client_ip(cast(Any, _Peer(remote, headers)), self.settings) if self.proxied else remote
         decision: Decision | None = None
-        ip = client_ip(cast(Any, peer), self.settings) if self.proxied else peer.remote_addr
         try:
             if self.tier is not None:
                 bucket = b"pixel:" + ip.encode()
@@ -185,26 +186,28 @@ class FastTrack:
                 dnt=_text(headers.get(b"dnt")),
                 gpc=_text(headers.get(b"sec-gpc")),
             )
-            # Without a coroutine when the site and today's salt are in memory.
-            outcome = self.ingest.track_now(hit, sender) or await self.ingest.track(hit, sender)
+            # Without a coroutine (and nothing that logs) when the site and today's salt
+            # are in memory; otherwise log lines written while loading carry the id.
+            outcome = self.ingest.track_now(hit, sender)
+            if outcome is None:
+                CURRENT_REQUEST.set(_Peer(remote, headers, rid))
+                outcome = await self.ingest.track(hit, sender)
         except ApiError as exc:
-            await self._error(send, peer, decision, exc)
+            await self._error(send, rid, started, decision, exc)
             return
         except DatabaseUnavailable as exc:
-            rid = request_id(cast(Any, peer))
             log.warning("storage unavailable request_id=%s POST %s: %s", rid, PATH, exc)
-            await self._error(send, peer, decision, ServiceUnavailable())
+            await self._error(send, rid, started, decision, ServiceUnavailable())
             return
         except Exception as exc:
-            rid = request_id(cast(Any, peer))
             log.error("unhandled error request_id=%s POST %s", rid, PATH, exc_info=exc)
-            await self._error(send, peer, decision, ServerError())
+            await self._error(send, rid, started, decision, ServerError())
             return
         out = _TRACKED if outcome.tracked else orjson.dumps(outcome.body())
         extra: list[tuple[bytes, bytes]] = []
         if origin is not None:
             extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
-        await self._send(send, 200, out, peer, decision, extra)
+        await self._send(send, 200, out, rid, started, decision, extra)
 
     async def _falcon(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
         """The Falcon app's answer. Metrics: the gateway leaves (method, route template,
@@ -241,20 +244,21 @@ class FastTrack:
             deadlines.done(task)
 
     async def _error(
-        self, send: Send, peer: _Peer, decision: Decision | None, exc: ApiError
+        self, send: Send, rid: str, started: float, decision: Decision | None, exc: ApiError
     ) -> None:
         body = exc.body()
         if exc.status >= 500:
-            body["request_id"] = request_id(cast(Any, peer))
+            body["request_id"] = rid
         extra = [(_name(k), v.encode()) for k, v in exc.headers.items()]
-        await self._send(send, exc.status, orjson.dumps(body), peer, decision, extra)
+        await self._send(send, exc.status, orjson.dumps(body), rid, started, decision, extra)
 
     async def _send(
         self,
         send: Send,
         status: int,
         body: bytes,
-        peer: _Peer,
+        rid: str,
+        started: float,
         decision: Decision | None,
         extra: list[tuple[bytes, bytes]],
     ) -> None:
@@ -267,10 +271,10 @@ class FastTrack:
             headers.append((b"cache-control", b"no-store"))
         if decision is not None:
             headers += decision.raw_headers()
-        headers.append((b"x-request-id", request_id(cast(Any, peer)).encode()))
+        headers.append((b"x-request-id", rid.encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        REGISTRY.request("POST", PATH, status, perf_counter() - peer.started)
+        REGISTRY.request("POST", PATH, status, perf_counter() - started)
 
 
 class ReadDeadlines:
