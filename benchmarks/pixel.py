@@ -145,9 +145,14 @@ def run_track(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict[str
         if name in ("track", "track_falcon_route"):
             answered += warm.get("requests", 0) - warm["non_2xx"]
     per_slice = max(1.0, args.seconds / max(1, args.slices))
+    servers = {"baseline": baseline, "track": service, "track_falcon_route": route,
+               "asgi_post_floor": floor}  # fmt: skip
+    cpu_s = dict.fromkeys(targets, 0.0)  # server CPU spent during each target's slices
     for i in range(max(1, args.slices)):
         for name, (url, lua) in targets.items():
+            before = servers[name].cpu_seconds()
             slices[name].append(wrk(url, per_slice, args.connections, lua))
+            cpu_s[name] += servers[name].cpu_seconds() - before
         text = ", ".join(f"{n} {s[-1]['rps']:.0f}" for n, s in slices.items())
         log(f"[pixel] slice {i + 1}/{args.slices}: {text} req/s")
     results: dict[str, Any] = {}
@@ -162,6 +167,9 @@ def run_track(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict[str
             "p99_ms": sorted(r.get("p99_ms", 0) for r in runs)[len(runs) // 2],
             "non_2xx": sum(r["non_2xx"] for r in runs),
             "socket_errors": sum(r["socket_errors"] for r in runs),
+            # server CPU per answered request (all its processes): steadier than req/s
+            # when the machine is shared, since time lost to other processes is not in it
+            "cpu_us_per_request": round(cpu_s[name] / requests * 1e6, 1) if requests else None,
         }
     service.stop()  # SIGINT: graceful, the final flush writes what is buffered
     route.stop()
@@ -178,6 +186,8 @@ def run_track(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict[str
         # What the POST itself allows: the floor app against the GET baseline, and the
         # share of the floor's throughput the service keeps (context, no budget).
         "floor_ratio": round(floor_rps / results["baseline"]["rps"], 3),
+        # the same comparison in server CPU per request (baseline's / track's)
+        "cpu_ratio": _cpu_ratio(results["baseline"], results["track"]),
         "track_of_floor": round(results["track"]["rps"] / floor_rps, 3) if floor_rps else 0.0,
         "events_stored": stored,
         # wrk counts answers read before its clock stopped; a request already sent when
@@ -185,6 +195,11 @@ def run_track(args: Any, workdir: Path, stack: contextlib.ExitStack) -> dict[str
         "track_answered_200": answered,
         "all_written": stored >= answered,
     }
+
+
+def _cpu_ratio(baseline: dict[str, Any], target: dict[str, Any]) -> float | None:
+    base, other = baseline.get("cpu_us_per_request"), target.get("cpu_us_per_request")
+    return round(base / other, 3) if base and other else None
 
 
 # ----------------------------------------------------------------------------- writer
@@ -630,6 +645,10 @@ def print_report(report: dict[str, Any]) -> None:
             )
         print(f"  events stored after stop: {report['track']['events_stored']}")
         t = report["track"]
+        cpu = ", ".join(
+            f"{n} {v['cpu_us_per_request']} us" for n, v in report["track"]["targets"].items()
+        )
+        print(f"  server CPU per request: {cpu}; track / baseline in CPU: {t.get('cpu_ratio')}")
         print(f"  floor (a bare ASGI answer to the same POST): {t['floor_ratio']} of the GET "
               f"baseline; the service keeps {t['track_of_floor']} of the floor")  # fmt: skip
     if "writer" in report:
