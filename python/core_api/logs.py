@@ -1,10 +1,11 @@
 """Log lines: JSON objects (``CORE_API_LOG_FORMAT=json``, the default) or text, each
 carrying the request id when written while a request is served, and never a secret.
 
-- **Request id.** The gateway (and the pixel fast path) put the request in
-  :data:`CURRENT_REQUEST`, a context variable (one ``set`` per request; each request runs
-  in its own task, so it never leaks into another). The formatter asks for the id only
-  when a line is actually written.
+- **Request id.** The gateway puts the request in :data:`CURRENT_REQUEST`, a context
+  variable (one ``set`` per request; each request runs in its own task, so it never leaks
+  into another). The pixel fast path sets it only when it must wait for the database
+  (nothing on its common path logs; its own error lines name the id explicitly). The
+  formatter asks for the id only when a line is actually written.
 - **Redaction.** Every formatted line (message, arguments and traceback) passes through
   :func:`redact`: API keys (``sk_live_...``), webhook secrets (``whsec_...``), bearer
   tokens, ``Authorization`` values and passwords in URLs are replaced, and so are the
