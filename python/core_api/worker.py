@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 
+from . import gctune
 from .config import Settings
 from .features import all_jobs
 from .jobs import JobRunner, Kind
@@ -20,14 +21,18 @@ from .runtime import Runtime
 log = logging.getLogger("core_api.worker")
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the cluster and worker jobs until SIGINT or SIGTERM (or until ``stop`` is set,
+    when given: tests)."""
     runtime = await Runtime.open(settings, run_migrations=False)
     runner = JobRunner(runtime, all_jobs(), Kind.CLUSTER)
     workers = JobRunner(runtime, all_jobs(), Kind.WORKER)  # webhook delivery
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    gctune.tune()  # as in a serving process: a full collection pauses every delivery
     runner.start()
     workers.start()
     names = [job.name for job in (*runner.jobs, *workers.jobs)]
