@@ -129,12 +129,24 @@ async def test_two_workers_on_one_postgresql_never_double_send(
     for path in paths:
         receiver.script(path, Reply(200, delay=0.005))
         await endpoint(api, receiver.url(path))
-    events = await emit_many(api, 150)
-    total = len(events) * len(paths)
-    env = worker_env(tmp_path, database_url, webhook_endpoint_concurrency="2")
+    # Each worker holds at most 32 deliveries at a time, and the events are published only
+    # once both poll: otherwise the first worker up can finish all 1,200 before the
+    # second has started, and "both delivered some" fails by timing alone.
+    env = worker_env(
+        tmp_path, database_url, webhook_endpoint_concurrency="2", webhook_max_in_flight="32"
+    )
+    env["CORE_API_LOG_LEVEL"] = "INFO"  # for the "worker started" line
     workers = [start_worker(tmp_path, env, n) for n in range(2)]
     ports: dict[int, set[int]] = {w.pid: set() for w in workers}
     try:
+
+        async def both_started() -> bool:
+            logs = [(tmp_path / f"worker{n}.log").read_text() for n in range(2)]
+            return all("worker started" in text for text in logs)
+
+        await eventually(both_started, within=30.0)
+        events = await emit_many(api, 150)
+        total = len(events) * len(paths)
 
         async def all_done() -> bool:
             for w in workers:  # whose connections the receiver sees, while they are open
