@@ -8,7 +8,6 @@
 //! version returns for the same body (a property test in `tests/pixel` checks it).
 
 use std::borrow::Cow;
-
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};

@@ -292,10 +292,7 @@ class PixelIngest:
         self.flushed_at = time.monotonic()
 
     async def track(self, hit: Hit, client: Client) -> Outcome:
-        outcome = self.track_now(hit, client)
-        if outcome is not None:
-            return outcome
-        site = await self._site(hit.domain or hit.host)  # loads the site (and caches it)
+        site = await self._site(hit.domain or hit.host)
         now = self.clock.now_ms()
         outcome = self._decide(hit, client, site, self.salts.keys_for(now), now)
         if outcome is None:  # the event is to be kept: today's salt first
@@ -307,9 +304,8 @@ class PixelIngest:
         """``track`` without waiting, or None when the site or today's salt must first be
         loaded from the database (``track`` does that). The fast path's common case: one
         call, no coroutine."""
-        host = hit.domain or hit.host
-        found = self._hosts.get(host)
-        if found is None or found[0] != self.sites.invalidator.shared.log_head():
+        found = self._cached_site(hit.domain or hit.host, self.sites.invalidator.shared.log_head())
+        if found is None:
             return None
         now = self.clock.now_ms()
         return self._decide(hit, client, found[1], self.salts.keys_for(now), now)
@@ -390,14 +386,20 @@ class PixelIngest:
         the directory's own cache changes only then, and one atomic load here is cheaper
         than its per-call host normalisation on every event."""
         head = self.sites.invalidator.shared.log_head()
-        found = self._hosts.get(host)
-        if found is not None and found[0] == head:
+        found = self._cached_site(host, head)
+        if found is not None:
             return found[1]
         site: SiteLike | None = await self.sites.for_host(host)
         if len(self._hosts) >= MAX_CACHED_ORIGINS:
             self._hosts.clear()
         self._hosts[host] = (head, site)
         return site
+
+    def _cached_site(self, host: str, head: int) -> tuple[int, SiteLike | None] | None:
+        """The remembered ``(head, site)`` of ``host`` (site None: no site) if it was
+        remembered at log head ``head``; None otherwise."""
+        found = self._hosts.get(host)
+        return found if found is not None and found[0] == head else None
 
     def _allows(self, site: SiteLike, host: str) -> bool:
         """``site.allows_origin(host)``, cached (keyed by what the answer depends on, so an
