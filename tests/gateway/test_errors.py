@@ -29,3 +29,12 @@ async def test_database_failure_is_documented_500(
     assert failed.header("X-Request-ID") == "trace-me-1"
     assert "Traceback" not in str(failed.json)
     assert "trace-me-1" in caplog.text and "Traceback" in caplog.text
+
+
+def test_a_request_id_with_a_trailing_newline_is_not_echoed() -> None:
+    """``re.match`` with ``$`` accepts "id\\n"; an echoed newline would split the header."""
+    from core_api.gateway.request_ids import from_header
+
+    assert from_header("abc-123") == "abc-123"
+    for bad in ("abc\n", "abc\r\n", "a\r\nSet-Cookie: x", "x" * 129, ""):
+        assert from_header(bad).startswith("req_"), repr(bad)

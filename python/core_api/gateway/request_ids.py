@@ -12,7 +12,7 @@ import re
 
 import falcon.asgi
 
-_SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SANE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # fullmatch: "$" would let "id\n" through
 # req_ + a random per-process prefix + a counter: unique without a syscall per request.
 _PREFIX = "req_" + os.urandom(6).hex()
 _COUNTER = itertools.count(1)
@@ -27,4 +27,4 @@ def request_id(req: falcon.asgi.Request) -> str:
 
 def from_header(incoming: str | None) -> str:
     """The client's ``X-Request-ID`` when it is sane, else a new id."""
-    return incoming if incoming and _SANE.match(incoming) else f"{_PREFIX}{next(_COUNTER):012x}"
+    return incoming if incoming and _SANE.fullmatch(incoming) else f"{_PREFIX}{next(_COUNTER):012x}"
