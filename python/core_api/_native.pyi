@@ -13,6 +13,8 @@ __all__ = [
     "KeyCache",
     "PixelBatch",
     "PixelBuffer",
+    "PixelGate",
+    "PixelHit",
     "PixelSessions",
     "RateTier",
     "SharedState",
@@ -20,6 +22,7 @@ __all__ = [
     "generate_key",
     "hash_key",
     "key_prefix",
+    "pixel_hit",
     "pixel_parse_hit",
     "pixel_visitor_hash",
     "webhook_sign",
@@ -184,6 +187,69 @@ def pixel_parse_hit(
     one pass (rust/pixel_hit.rs), or None when ``parse_hit`` must decide: every invalid
     body, and valid ones outside the common case (non-ASCII URLs, whitespace to strip,
     float properties). Never disagrees with ``parse_hit`` when it answers."""
+
+@final
+class PixelHit:
+    """A track body parsed by the Rust twin of ``parse_hit``, kept in Rust for
+    :meth:`PixelGate.decide`."""
+
+    def fields(
+        self,
+    ) -> tuple[str, str, str, str, str | None, str | None, str | None, str | None]:
+        """The fields of ``Hit`` (as ``pixel_parse_hit`` returns them)."""
+
+def pixel_hit(body: bytes) -> PixelHit | None:
+    """``pixel_parse_hit``, the result kept in Rust; None when ``parse_hit`` must decide."""
+
+@final
+class PixelGate:
+    """``PixelIngest._decide`` for what Python taught it (rust/pixel_gate.rs), over the
+    given session table and buffer: one call per event in the common case. Whatever it
+    was not taught (a host, an agent, today's keys, a newer log head) and every error is
+    deferred, with nothing changed."""
+
+    def __new__(cls, sessions: PixelSessions, buffer: PixelBuffer) -> Self: ...
+    def decide(
+        self,
+        hit: PixelHit,
+        ip: str,
+        user_agent: bytes,
+        origin: bytes | None,
+        dnt: bytes | None,
+        gpc: bytes | None,
+        now_ms: int,
+        head: int,
+    ) -> tuple[int, int, int]:
+        """``(0, workspace_id, pending)`` tracked; ``(1, site_id, 0)`` a bot; ``(2..5, 0,
+        0)`` not tracked (do_not_track, excluded_path, feature_disabled, sampled_out);
+        ``(6, 0, 0)`` the buffer is full; ``(-1, 0, 0)`` deferred to Python."""
+
+    def learn_site(
+        self,
+        host: str,
+        head: int,
+        id: int,
+        workspace_id: int,
+        domain: str,
+        allowed_origins: list[str],
+        honor_dnt: bool,
+        pageviews: bool,
+        events: bool,
+        sessions: bool,
+        sample_rate: float,
+        excluded_paths: list[str],
+    ) -> bool:
+        """Learn ``host``'s enabled site as read at invalidation-log head ``head``; False
+        when not learnt (an older head, or a glob among the excluded paths)."""
+
+    def learn_agent(self, user_agent: str, bot: bool, browser: str, device: str) -> None:
+        """Learn a user agent's class (ASCII agents only)."""
+
+    def learn_keys(self, day: int, key: bytes, previous: bytes | None) -> None:
+        """Today's 16-byte key and yesterday's, for UTC day ``day``."""
+
+    def forget(self) -> None:
+        """Forget everything learnt."""
 
 @final
 class PixelBatch:

@@ -9,7 +9,8 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::error::NativeError;
 use crate::pixel::{self, Batch, Event, EventBuffer, Sessions};
-use crate::pixel_hit;
+use crate::pixel_gate::{AgentClass, Gate, Request, SiteRule, Verdict};
+use crate::pixel_hit::{self, Hit};
 
 fn key16(name: &str, key: &[u8]) -> Result<[u8; 16], NativeError> {
     key.try_into()
@@ -240,12 +241,186 @@ fn pixel_parse_hit(body: &[u8]) -> Option<HitFields> {
     })
 }
 
+/// A track body parsed by the Rust twin of `parse_hit` (see `pixel_parse_hit`), kept in
+/// Rust until the gate decides it; `fields()` hands it to Python when the gate defers.
+#[pyclass(module = "core_api._native", name = "PixelHit")]
+struct PyHit {
+    hit: Hit,
+}
+
+#[pymethods]
+impl PyHit {
+    /// The fields of `Hit` (core_api/pixel/ingest.py), in its order.
+    fn fields(&self) -> HitFields {
+        let h = &self.hit;
+        (
+            h.name.clone(),
+            h.url.clone(),
+            h.host.clone(),
+            h.path.clone(),
+            h.referrer.clone(),
+            h.user_agent.clone(),
+            h.props.clone(),
+            h.domain.clone(),
+        )
+    }
+}
+
+/// The parsed body, or None when the Python `parse_hit` must decide.
+#[pyfunction]
+#[pyo3(name = "pixel_hit")]
+fn parse_pixel_hit(body: &[u8]) -> Option<PyHit> {
+    pixel_hit::parse(body).map(|hit| PyHit { hit })
+}
+
+/// `PixelIngest._decide` for what Python taught it (`crate::pixel_gate`), over the
+/// ingest's own session table and buffer.
+#[pyclass(module = "core_api._native", name = "PixelGate")]
+struct PyGate {
+    gate: Gate,
+    sessions: Py<PySessions>,
+    buffer: Py<PyBuffer>,
+}
+
+/// `decide`'s verdict codes (`core_api/pixel/ingest.py` maps them to outcomes).
+const TRACKED: i64 = 0;
+const BOT: i64 = 1;
+const DO_NOT_TRACK: i64 = 2;
+const EXCLUDED_PATH: i64 = 3;
+const FEATURE_DISABLED: i64 = 4;
+const SAMPLED_OUT: i64 = 5;
+const FULL: i64 = 6;
+const DEFER: i64 = -1;
+
+#[pymethods]
+impl PyGate {
+    #[new]
+    fn new(sessions: Py<PySessions>, buffer: Py<PyBuffer>) -> Self {
+        Self {
+            gate: Gate::new(),
+            sessions,
+            buffer,
+        }
+    }
+
+    /// (code, a, b): (TRACKED, workspace id, events pending), (BOT, site id, 0), a
+    /// reason code with zeros, or (DEFER, 0, 0) having changed nothing.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (hit, ip, user_agent, origin, dnt, gpc, now_ms, head))]
+    fn decide(
+        &mut self,
+        py: Python<'_>,
+        mut hit: PyRefMut<'_, PyHit>,
+        ip: &str,
+        user_agent: &[u8],
+        origin: Option<&[u8]>,
+        dnt: Option<&[u8]>,
+        gpc: Option<&[u8]>,
+        now_ms: i64,
+        head: u64,
+    ) -> (i64, i64, usize) {
+        let req = Request {
+            ip,
+            user_agent,
+            origin,
+            dnt,
+            gpc,
+            now_ms,
+            head,
+        };
+        let mut sessions = self.sessions.borrow_mut(py);
+        let mut buffer = self.buffer.borrow_mut(py);
+        let verdict = self.gate.decide(
+            &mut hit.hit,
+            &req,
+            &mut sessions.sessions,
+            &mut buffer.buffer,
+        );
+        match verdict {
+            Verdict::Tracked {
+                workspace_id,
+                pending,
+            } => (TRACKED, workspace_id, pending),
+            Verdict::Bot { site_id } => (BOT, site_id, 0),
+            Verdict::DoNotTrack => (DO_NOT_TRACK, 0, 0),
+            Verdict::ExcludedPath => (EXCLUDED_PATH, 0, 0),
+            Verdict::FeatureDisabled => (FEATURE_DISABLED, 0, 0),
+            Verdict::SampledOut => (SAMPLED_OUT, 0, 0),
+            Verdict::Full => (FULL, 0, 0),
+            Verdict::Defer => (DEFER, 0, 0),
+        }
+    }
+
+    /// Learn `host`'s enabled site as read at log head `head`; False when not learnt
+    /// (an older head, or a glob among the excluded paths).
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (host, head, id, workspace_id, domain, allowed_origins, honor_dnt, pageviews, events, sessions, sample_rate, excluded_paths))]
+    fn learn_site(
+        &mut self,
+        host: &str,
+        head: u64,
+        id: i64,
+        workspace_id: i64,
+        domain: String,
+        allowed_origins: Vec<String>,
+        honor_dnt: bool,
+        pageviews: bool,
+        events: bool,
+        sessions: bool,
+        sample_rate: f64,
+        excluded_paths: Vec<String>,
+    ) -> bool {
+        let site = SiteRule {
+            id,
+            workspace_id,
+            domain,
+            allowed_origins,
+            honor_dnt,
+            pageviews,
+            events,
+            sessions,
+            sample_rate,
+            excluded_prefixes: excluded_paths,
+        };
+        self.gate.learn_site(host, head, site)
+    }
+
+    fn learn_agent(&mut self, user_agent: &str, bot: bool, browser: String, device: String) {
+        let class = AgentClass {
+            bot,
+            browser,
+            device,
+        };
+        self.gate.learn_agent(user_agent, class);
+    }
+
+    #[pyo3(signature = (day, key, previous))]
+    fn learn_keys(
+        &mut self,
+        day: i64,
+        key: &[u8],
+        previous: Option<&[u8]>,
+    ) -> Result<(), NativeError> {
+        let key = key16("key", key)?;
+        let previous = previous.map(|p| key16("previous", p)).transpose()?;
+        self.gate.learn_keys(day, key, previous);
+        Ok(())
+    }
+
+    fn forget(&mut self) {
+        self.gate.forget();
+    }
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBatch>()?;
     m.add_class::<PyBuffer>()?;
     m.add_class::<PySessions>()?;
     m.add_function(wrap_pyfunction!(pixel_visitor_hash, m)?)?;
     m.add_function(wrap_pyfunction!(pixel_parse_hit, m)?)?;
+    m.add_class::<PyHit>()?;
+    m.add_class::<PyGate>()?;
+    m.add_function(wrap_pyfunction!(parse_pixel_hit, m)?)?;
     m.add("PIXEL_COLUMNS", pixel::COLUMNS.to_vec())?;
     Ok(())
 }

@@ -61,9 +61,14 @@ class EventQueue:
         ):
             self.refused += 1
             return False
-        if buffer.pending >= self.batch_size and (self._kicked is None or self._kicked.done()):
-            self._kicked = asyncio.get_running_loop().create_task(self._flush_quietly())
+        if buffer.pending >= self.batch_size:
+            self.kick()
         return True
+
+    def kick(self) -> None:
+        """Start a flush now (a full batch is waiting), unless one was started already."""
+        if self._kicked is None or self._kicked.done():
+            self._kicked = asyncio.get_running_loop().create_task(self._flush_quietly())
 
     async def _flush_quietly(self) -> None:
         with contextlib.suppress(DatabaseUnavailable):  # the flush job logs outages

@@ -4,9 +4,11 @@ Falcon route (``track.py``), without building Falcon's request and response obje
 Pixel traffic is the service's highest-volume request, so it gets a short path in front
 of the Falcon app (``wrap``): headers read once from the ASGI scope, the body read with a
 bounded size and a timeout, then the same pieces as the Falcon route and the gateway,
-in the same order: validation (``pixel_parse_hit``, the Rust twin of ``parse_hit``, which
-decides whatever the twin leaves), the per-IP limiter (``ip_limit = "pixel"``),
-``PixelIngest.track``, the rate-limit headers and ``X-Request-ID``.
+in the same order: validation (``pixel_hit``, the Rust twin of ``parse_hit``, which
+decides whatever the twin leaves), the per-IP limiter (``ip_limit = "pixel"``), the
+ingest's rules (``PixelIngest.track_fast``: one Rust call once the gate learnt the site,
+agent and keys; else ``track_now`` or ``track``), the rate-limit headers and
+``X-Request-ID``.
 
 Anything off the common path before the limiter is charged (another content type, a
 body that is too large or not JSON, a validation error) is handed to the Falcon app with
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from .._native import pixel_parse_hit
+from .._native import pixel_hit
 from ..config import Settings
 from ..errors import (
     ApiError,
@@ -41,7 +43,16 @@ from ..gateway.request_ids import from_header
 from ..logs import CURRENT_REQUEST
 from ..metrics.registry import REGISTRY, ROUTE_KEY
 from ..storage import DatabaseUnavailable
-from .ingest import MAX_BODY_BYTES, Client, Hit, PixelIngest, host_of, ingest_of, parse_hit
+from .ingest import (
+    MAX_BODY_BYTES,
+    Client,
+    Hit,
+    Outcome,
+    PixelIngest,
+    host_of,
+    ingest_of,
+    parse_hit,
+)
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -155,10 +166,9 @@ class FastTrack:
         if more or len(body) > self.max_body:
             await self._falcon(scope, _replay(body, more, receive), send, started)
             return
-        fields = pixel_parse_hit(body)  # the common case, in one Rust call
-        if fields is not None:
-            hit = Hit(*fields)
-        else:  # parse_hit decides the rest (rust/pixel_hit.rs)
+        parsed = pixel_hit(body)  # the common case, kept in Rust for the gate
+        hit: Hit | None = None
+        if parsed is None:  # parse_hit decides the rest (rust/pixel_hit.rs)
             try:
                 hit = parse_hit(orjson.loads(body))
             except (orjson.JSONDecodeError, ValidationFailed):
@@ -179,19 +189,17 @@ class FastTrack:
                     REGISTRY.rate_limited("pixel")
                     raise decision.error()
             origin = headers.get(b"origin")
-            sender = Client(
-                ip=ip,
-                user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
-                origin_host=None if origin is None else _host_of(origin),
-                dnt=_text(headers.get(b"dnt")),
-                gpc=_text(headers.get(b"sec-gpc")),
-            )
-            # Without a coroutine (and nothing that logs) when the site and today's salt
-            # are in memory; otherwise log lines written while loading carry the id.
-            outcome = self.ingest.track_now(hit, sender)
+            agent = headers.get(b"user-agent", b"")
+            dnt, gpc = headers.get(b"dnt"), headers.get(b"sec-gpc")
+            outcome = None
+            if parsed is not None:  # one Rust call when the gate knows site, agent, keys
+                outcome = self.ingest.track_fast(parsed, ip, agent, origin, dnt, gpc)
             if outcome is None:
-                CURRENT_REQUEST.set(_Peer(remote, headers, rid))
-                outcome = await self.ingest.track(hit, sender)
+                if hit is None:
+                    assert parsed is not None
+                    hit = Hit(*parsed.fields())
+                sender = (ip, agent, origin, dnt, gpc)
+                outcome = await self._track(hit, sender, remote, headers, rid)
         except ApiError as exc:
             await self._error(send, rid, started, decision, exc)
             return
@@ -208,6 +216,31 @@ class FastTrack:
         if origin is not None:
             extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
         await self._send(send, 200, out, rid, started, decision, extra)
+
+    async def _track(
+        self,
+        hit: Hit,
+        sender: tuple[str, bytes, bytes | None, bytes | None, bytes | None],
+        remote: str,
+        headers: dict[bytes, bytes],
+        rid: str,
+    ) -> Outcome:
+        """What the gate deferred: ``track_now`` when the site and today's salt are in
+        memory, else ``track``, whose log lines carry the request id. ``sender``: the IP
+        and the User-Agent, Origin, DNT and Sec-GPC headers."""
+        ip, agent, origin, dnt, gpc = sender
+        client = Client(
+            ip=ip,
+            user_agent=agent.decode("latin-1"),
+            origin_host=None if origin is None else _host_of(origin),
+            dnt=_text(dnt),
+            gpc=_text(gpc),
+        )
+        outcome = self.ingest.track_now(hit, client)
+        if outcome is None:
+            CURRENT_REQUEST.set(_Peer(remote, headers, rid))
+            outcome = await self.ingest.track(hit, client)
+        return outcome
 
     async def _falcon(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
         """The Falcon app's answer. Metrics: the gateway leaves (method, route template,

@@ -115,6 +115,15 @@ class Outcome:
 
 
 TRACKED = Outcome(True)
+# PixelGate.decide's codes (rust/python/pixel.rs) for the outcomes it decides.
+_BOT, _DO_NOT_TRACK, _EXCLUDED_PATH, _FEATURE_DISABLED, _SAMPLED_OUT, _FULL = range(1, 7)
+_NOT_TRACKED = {
+    _BOT: Outcome(False, "bot"),
+    _DO_NOT_TRACK: Outcome(False, "do_not_track"),
+    _EXCLUDED_PATH: Outcome(False, "excluded_path"),
+    _FEATURE_DISABLED: Outcome(False, "feature_disabled"),
+    _SAMPLED_OUT: Outcome(False, "sampled_out"),
+}
 
 
 # scheme://authority path [?query] [#fragment]: the parts an event needs, in one match.
@@ -289,26 +298,61 @@ class PixelIngest:
         self.flush_seconds = settings.pixel_flush_ms / 1000
         self._origins: dict[tuple[int, str, tuple[str, ...], str], bool] = {}
         self._hosts: dict[str, tuple[int, SiteLike | None]] = {}
+        # The common case in one Rust call, taught by _decide (rust/pixel_gate.rs).
+        self.gate = _native.PixelGate(self.sessions, self.queue.buffer)
         self.flushed_at = time.monotonic()
 
     async def track(self, hit: Hit, client: Client) -> Outcome:
-        site = await self._site(hit.domain or hit.host)
+        head, site = await self._site(hit.domain or hit.host)
         now = self.clock.now_ms()
-        outcome = self._decide(hit, client, site, self.salts.keys_for(now), now)
+        outcome = self._decide(hit, client, site, self.salts.keys_for(now), now, head)
         if outcome is None:  # the event is to be kept: today's salt first
-            outcome = self._decide(hit, client, site, await self.salts.ensure(now), now)
+            keys = await self.salts.ensure(now)
+            outcome = self._decide(hit, client, site, keys, now, head)
         assert outcome is not None
         return outcome
 
     def track_now(self, hit: Hit, client: Client) -> Outcome | None:
         """``track`` without waiting, or None when the site or today's salt must first be
-        loaded from the database (``track`` does that). The fast path's common case: one
-        call, no coroutine."""
+        loaded from the database (``track`` does that): no coroutine."""
         found = self._cached_site(hit.domain or hit.host, self.sites.invalidator.shared.log_head())
         if found is None:
             return None
         now = self.clock.now_ms()
-        return self._decide(hit, client, found[1], self.salts.keys_for(now), now)
+        return self._decide(hit, client, found[1], self.salts.keys_for(now), now, found[0])
+
+    def track_fast(
+        self,
+        hit: _native.PixelHit,
+        ip: str,
+        user_agent: bytes,
+        origin: bytes | None,
+        dnt: bytes | None,
+        gpc: bytes | None,
+    ) -> Outcome | None:
+        """``track_now`` in one Rust call for an event whose site, user agent and keys
+        ``_decide`` has seen (``PixelGate``); None, having changed nothing, otherwise
+        (then ``track_now`` or ``track`` decide ``hit.fields()``)."""
+        queue = self.queue
+        if queue.down:
+            return None  # _decide answers the 503
+        now = self.clock.now_ms()
+        head = self.sites.invalidator.shared.log_head()
+        code, value, pending = self.gate.decide(hit, ip, user_agent, origin, dnt, gpc, now, head)
+        if code == 0:
+            if self.meter is not None:
+                self.meter.add(value, "pixel_events")
+            if pending >= queue.batch_size:
+                queue.kick()
+            return TRACKED
+        if code < 0:
+            return None
+        if code == _BOT:
+            self.bots[(value, privacy.day_of(now))] += 1
+        elif code == _FULL:
+            queue.refused += 1
+            raise ServiceUnavailable(RETRY_AFTER_FULL)
+        return _NOT_TRACKED[code]
 
     def _decide(
         self,
@@ -317,9 +361,11 @@ class PixelIngest:
         site: SiteLike | None,
         keys: tuple[bytes, bytes | None] | None,
         now: int,
+        head: int,
     ) -> Outcome | None:
-        """The rules (module docstring) for a resolved site; None, having changed nothing,
-        when the event is to be kept and today's keys are not loaded."""
+        """The rules (module docstring) for the site resolved at invalidation-log head
+        ``head``; None, having changed nothing, when the event is to be kept and today's
+        keys are not loaded. What it used is taught to the gate (``track_fast``)."""
         if site is None or not site.enabled:
             raise NotFound(f"No enabled pixel site for {hit.domain or hit.host}.")
         if hit.domain is not None and not self._allows(site, hit.host):
@@ -329,17 +375,18 @@ class PixelIngest:
             raise AccessDenied(message=f"The origin {origin} is not allowed for this site.")
         ua = hit.user_agent or client.user_agent
         agent = useragent.classify(ua)
+        self.gate.learn_agent(ua, agent.bot, agent.browser, agent.device)
         if agent.bot:
             self.bots[(site.id, privacy.day_of(now))] += 1
-            return Outcome(False, "bot")
+            return _NOT_TRACKED[_BOT]
         dnt, gpc = client.dnt, client.gpc
         if (dnt or gpc) and site.honor_dnt and privacy.refuses_tracking(dnt, gpc):
-            return Outcome(False, "do_not_track")
+            return _NOT_TRACKED[_DO_NOT_TRACK]
         if site.excluded_paths and privacy.excluded(hit.path, site.excluded_paths):
-            return Outcome(False, "excluded_path")
+            return _NOT_TRACKED[_EXCLUDED_PATH]
         features = site.features
         if not features.get("pageviews" if hit.name == PAGEVIEW else "events", True):
-            return Outcome(False, "feature_disabled")
+            return _NOT_TRACKED[_FEATURE_DISABLED]
         queue = self.queue
         if queue.down:
             raise ServiceUnavailable(RETRY_AFTER_DOWN)
@@ -351,7 +398,7 @@ class PixelIngest:
         visitor, session = self.sessions.identify(keys[0], keys[1], site.id, client.ip, ua, now)
         rate = site.sample_rate
         if rate < 1.0 and (visitor & 0xFFFFFFFF) >= rate * 4_294_967_296:
-            return Outcome(False, "sampled_out")
+            return _NOT_TRACKED[_SAMPLED_OUT]
         referrer = None if hit.referrer is None else self._source(site, hit.host, hit.referrer)
         if not queue.push(
             site.id,
@@ -368,7 +415,29 @@ class PixelIngest:
             raise ServiceUnavailable(RETRY_AFTER_FULL)
         if self.meter is not None:
             self.meter.add(site.workspace_id, "pixel_events")
+        self._teach(hit.domain or hit.host, head, site, keys, now)
         return TRACKED
+
+    def _teach(
+        self, host: str, head: int, site: SiteLike, keys: tuple[bytes, bytes | None], now: int
+    ) -> None:
+        """Tell the gate the site and keys an event was just tracked with."""
+        features = site.features
+        self.gate.learn_site(
+            host,
+            head,
+            site.id,
+            site.workspace_id,
+            site.domain,
+            list(site.allowed_origins),
+            site.honor_dnt,
+            features.get("pageviews", True),
+            features.get("events", True),
+            features.get("sessions", True),
+            site.sample_rate,
+            list(site.excluded_paths),
+        )
+        self.gate.learn_keys(privacy.day_of(now), keys[0], keys[1])
 
     def _source(self, site: SiteLike, page_host: str, referrer: str) -> str | None:
         """The referrer's host without ``www.``; None for internal navigation (the page's
@@ -381,19 +450,19 @@ class PixelIngest:
             return None  # internal navigation is not a source
         return source
 
-    async def _site(self, host: str) -> SiteLike | None:
-        """``sites.for_host(host)``, remembered until the host's invalidation log moves:
-        the directory's own cache changes only then, and one atomic load here is cheaper
-        than its per-call host normalisation on every event."""
+    async def _site(self, host: str) -> tuple[int, SiteLike | None]:
+        """``(head, sites.for_host(host))``, remembered until the invalidation log moves
+        past ``head``: the directory's own cache changes only then, and one atomic load
+        here is cheaper than its per-call host normalisation on every event."""
         head = self.sites.invalidator.shared.log_head()
         found = self._cached_site(host, head)
         if found is not None:
-            return found[1]
+            return found
         site: SiteLike | None = await self.sites.for_host(host)
         if len(self._hosts) >= MAX_CACHED_ORIGINS:
             self._hosts.clear()
         self._hosts[host] = (head, site)
-        return site
+        return head, site
 
     def _cached_site(self, host: str, head: int) -> tuple[int, SiteLike | None] | None:
         """The remembered ``(head, site)`` of ``host`` (site None: no site) if it was
@@ -433,7 +502,10 @@ class PixelIngest:
     async def maintain(self) -> str | None:
         """The salts job: rotate salts, forget idle sessions."""
         self.sessions.sweep(self.clock.now_ms())
-        return await self.salts.rotate()
+        try:
+            return await self.salts.rotate()
+        finally:
+            self.gate.forget()  # relearnt from the next events, with the keys now loaded
 
     async def close(self) -> None:
         await self.queue.close()
