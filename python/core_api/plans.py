@@ -64,6 +64,8 @@ class Tier:
     policy: str = field(init=False)  # the IETF RateLimit-Policy item
     policy_name: str = field(init=False)
     limit_text: str = field(init=False)
+    # The three header values above as bytes (the pixel fast path writes raw ASGI headers).
+    raw: tuple[bytes, bytes, bytes] = field(init=False)  # (limit, policy, policy name)
     native: _native.RateTier = field(init=False)  # validated once for the Rust bucket check
 
     def __post_init__(self) -> None:
@@ -74,6 +76,11 @@ class Tier:
             "policy_name": f'"{self.name}"',
             "policy": f'"{self.name}";q={int(capacity)};w=60',
             "limit_text": str(self.requests_per_minute),
+            "raw": (
+                b"%d" % self.requests_per_minute,
+                b'"%s";q=%d;w=60' % (self.name.encode(), int(capacity)),
+                b'"%s"' % self.name.encode(),
+            ),
             "native": _native.RateTier(capacity, self.requests_per_minute / 60.0),
         }
         for name, value in derived.items():

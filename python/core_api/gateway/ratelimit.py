@@ -64,14 +64,15 @@ class Decision:
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """``headers()`` as ASGI pairs (lower-case names), built directly as bytes: the
         pixel fast path sends them on every request."""
-        tier, remaining = self.tier, b"%d" % self.remaining
-        reset = math.ceil(self.reset_after)
+        limit, policy, name = self.tier.raw
+        remaining = b"%d" % self.remaining
+        reset_after = self.reset_after
         return [
-            (b"x-ratelimit-limit", tier.limit_text.encode()),
+            (b"x-ratelimit-limit", limit),
             (b"x-ratelimit-remaining", remaining),
-            (b"x-ratelimit-reset", b"%d" % math.ceil(self.now_s + self.reset_after)),
-            (b"ratelimit-policy", tier.policy.encode()),
-            (b"ratelimit", b"%s;r=%s;t=%d" % (tier.policy_name.encode(), remaining, reset)),
+            (b"x-ratelimit-reset", b"%d" % math.ceil(self.now_s + reset_after)),
+            (b"ratelimit-policy", policy),
+            (b"ratelimit", b"%s;r=%s;t=%d" % (name, remaining, math.ceil(reset_after))),
         ]
 
     def error(self) -> RateLimited:

@@ -70,6 +70,9 @@ _CONTENT_TYPES = frozenset({b"", b"application/json", b"text/plain"})
 # What sendBeacon and fetch send, taken as they are (no split/strip/lower per request).
 _COMMON_TYPES = _CONTENT_TYPES | {b"text/plain;charset=UTF-8", b"application/json; charset=utf-8"}
 _TRACKED = b'{"tracked":true}'
+_JSON = (b"content-type", b"application/json")
+_NO_STORE = (b"cache-control", b"no-store")
+_VARY = (b"vary", b"Origin")
 _WANTED = frozenset(
     {
         b"content-type",
@@ -156,15 +159,15 @@ class FastTrack:
             await self._falcon(scope, receive, send, started)  # 411/413/415, chunked: Falcon
             return
         try:
-            body, more = await self._read(receive)
+            body = await self._read(receive, int(length))
         except _BodyTimeout:
             rid = from_header(_text(headers.get(b"x-request-id")))
             await self._error(send, rid, started, None, RequestTimeout())
             return
         if body is None:
             return  # the client went away
-        if more or len(body) > self.max_body:
-            await self._falcon(scope, _replay(body, more, receive), send, started)
+        if len(body) > self.max_body:  # more than declared: Falcon answers
+            await self._falcon(scope, _replay(body, False, receive), send, started)
             return
         parsed = pixel_hit(body)  # the common case, kept in Rust for the gate
         hit: Hit | None = None
@@ -212,10 +215,15 @@ class FastTrack:
             await self._error(send, rid, started, decision, ServerError())
             return
         out = _TRACKED if outcome.tracked else orjson.dumps(outcome.body())
-        extra: list[tuple[bytes, bytes]] = []
+        answer = [_JSON, (b"content-length", b"%d" % len(out)), _NO_STORE]
         if origin is not None:
-            extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
-        await self._send(send, 200, out, rid, started, decision, extra)
+            answer += ((b"access-control-allow-origin", origin), _VARY)
+        if decision is not None:
+            answer += decision.raw_headers()
+        answer.append((b"x-request-id", rid.encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": answer})
+        await send({"type": "http.response.body", "body": out})
+        REGISTRY.request("POST", PATH, 200, perf_counter() - started)
 
     async def _track(
         self,
@@ -250,25 +258,36 @@ class FastTrack:
         if route is not None:
             REGISTRY.request(route[0], route[1], route[2], perf_counter() - started)
 
-    async def _read(self, receive: Receive) -> tuple[bytes | None, bool]:
-        """The body (None if the client disconnected) and whether more was coming when the
-        size bound was passed. The read's deadline is kept by ``self.deadlines`` (one
-        timer for every request in flight, not one per request)."""
+    async def _read(self, receive: Receive, length: int) -> bytes | None:
+        """The body of a declared ``length`` (at most ``max_body``), None if the client
+        disconnected. The read's deadline is kept by ``self.deadlines`` (one
+        timer for every request in flight, not one per request).
+
+        Done once the ``Content-Length`` bytes are in: Granian sends a body as a message
+        with ``more_body`` and then an empty last one, and waiting for that one costs a
+        loop round trip, measured at a fifth of the path's CPU (docs/benchmarks.md). An
+        app may answer without reading the rest (ASGI); Granian has read the body off the
+        socket by then, so the connection stays usable."""
         deadlines = self.deadlines
         task = deadlines.watch()
-        chunks: list[bytes] = []
-        size = 0
         try:
-            while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body: bytes = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if not more or len(body) >= length:
+                return body  # a beacon's body comes in one message
+            chunks, size = [body], len(body)
+            while more and size < length:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    return None, False
+                    return None
                 chunk = message.get("body", b"")
                 chunks.append(chunk)
                 size += len(chunk)
                 more = bool(message.get("more_body", False))
-                if not more or size > self.max_body:
-                    return b"".join(chunks), more
+            return b"".join(chunks)
         except asyncio.CancelledError:
             if deadlines.expired(task):
                 raise _BodyTimeout() from None
@@ -279,35 +298,19 @@ class FastTrack:
     async def _error(
         self, send: Send, rid: str, started: float, decision: Decision | None, exc: ApiError
     ) -> None:
-        body = exc.body()
+        """``exc``'s answer, as ``errors.py`` renders it, with the rate-limit headers."""
+        media = exc.body()
         if exc.status >= 500:
-            body["request_id"] = rid
-        extra = [(_name(k), v.encode()) for k, v in exc.headers.items()]
-        await self._send(send, exc.status, orjson.dumps(body), rid, started, decision, extra)
-
-    async def _send(
-        self,
-        send: Send,
-        status: int,
-        body: bytes,
-        rid: str,
-        started: float,
-        decision: Decision | None,
-        extra: list[tuple[bytes, bytes]],
-    ) -> None:
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(body)),
-            *extra,
-        ]
-        if status == 200:
-            headers.append((b"cache-control", b"no-store"))
+            media["request_id"] = rid
+        body = orjson.dumps(media)
+        headers = [_JSON, (b"content-length", b"%d" % len(body))]
+        headers += [(_name(k), v.encode()) for k, v in exc.headers.items()]
         if decision is not None:
             headers += decision.raw_headers()
         headers.append((b"x-request-id", rid.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        REGISTRY.request("POST", PATH, status, perf_counter() - started)
+        REGISTRY.request("POST", PATH, exc.status, perf_counter() - started)
 
 
 class ReadDeadlines:
