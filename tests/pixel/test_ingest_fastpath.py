@@ -15,7 +15,7 @@ import orjson
 import pytest
 from ingest_support import CHROME, TRACK, close_ingest, event, flushed_rows, make_site
 
-from conftest import Api, make_settings
+from conftest import REDIS_URL, Api, make_settings
 from core_api.app import create_app
 from core_api.config import Settings
 from core_api.pixel.fastpath import FastTrack, wrap
@@ -26,10 +26,21 @@ __all__ = ["close_ingest"]  # the fixture, imported for its use above
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(
+    database_url: str, tmp_path: Path, limiter_mode: str, request: pytest.FixtureRequest
+) -> Settings:
+    """Each test runs with the local limiter and with the Redis one."""
     loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    redis: dict[str, Any] = {}
+    if limiter_mode == "redis":
+        redis = {"redis_url": REDIS_URL, "redis_prefix": request.getfixturevalue("redis_prefix")}
     return make_settings(
-        database_url, tmp_path, trusted_proxies=loopback, pixel_buffer_size=5, pixel_rate_limit=8
+        database_url,
+        tmp_path,
+        trusted_proxies=loopback,
+        pixel_buffer_size=5,
+        pixel_rate_limit=8,
+        **redis,
     )
 
 
