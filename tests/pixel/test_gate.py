@@ -20,7 +20,7 @@ from core_api._native import pixel_hit
 from core_api.clock import ManualClock
 from core_api.errors import ApiError
 from core_api.pixel import useragent
-from core_api.pixel.ingest import Client, Hit, Outcome, PixelIngest, host_of
+from core_api.pixel.ingest import TRACKED, Client, Hit, Outcome, PixelIngest, host_of
 from core_api.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures(close_ingest.__name__)
@@ -204,3 +204,34 @@ async def test_the_gate_answers_as_the_python_rules_or_defers(
     # The gate must have decided every kind of answer itself, not deferred them all.
     for reason in ("tracked", "bot", "do_not_track", "excluded_path", "sampled_out"):
         assert answered.get(f"{reason} by gate", 0) >= 10, answered
+
+
+async def test_a_site_change_reaches_the_gate_on_the_next_event(
+    api: Api, runtime: Runtime, clock: ManualClock
+) -> None:
+    """The gate answers from a site as it was at an invalidation-log head; any site change
+    moves the head (in every process on the host), so the next event is decided by
+    Python again, which sees the change: here a disabled site is a 404 at once."""
+    from core_api.errors import NotFound
+
+    site = await make_site(api)
+    ingest = runtime.pixel_ingest
+    sender = {"ip": "203.0.113.7", "user_agent": CHROME.encode(), "origin": None, "dnt": None}
+    body = json.dumps({"url": "https://example.com/a"}).encode()
+    hit = pixel_hit(body)
+    assert hit is not None
+    assert ingest.track_fast(hit, **sender, gpc=None) is None  # nothing learnt yet
+    first = Hit(*hit.fields())
+    assert (await ingest.track(first, client_of({**sender, "gpc": None}))).tracked
+    hit = pixel_hit(body)
+    assert hit is not None
+    assert ingest.track_fast(hit, **sender, gpc=None) == TRACKED  # learnt
+    got = await api.patch(f"{SITES}/{site['id']}", json={"enabled": False})
+    assert got.status == 200, got.json
+    hit = pixel_hit(body)
+    assert hit is not None
+    pending = ingest.queue.buffer.pending
+    assert ingest.track_fast(hit, **sender, gpc=None) is None
+    assert ingest.queue.buffer.pending == pending
+    with pytest.raises(NotFound):
+        await ingest.track(Hit(*hit.fields()), client_of({**sender, "gpc": None}))
