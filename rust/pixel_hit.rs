@@ -36,6 +36,42 @@ pub struct Hit {
     pub domain: Option<String>,
 }
 
+/// Whether the fast path takes a body of this `Content-Type` (absent: empty): JSON or
+/// `text/plain` (what `sendBeacon` sends), parameters ignored, as the Python route
+/// decides (`split(";")[0].strip().lower()`, ASCII whitespace).
+pub fn accepts_content_type(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or(b"");
+    // bytes.strip(): ASCII whitespace including \x0b, which trim_ascii keeps
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let start = media.iter().position(|b| !space(b)).unwrap_or(media.len());
+    let end = media
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |i| i + 1);
+    let media = &media[start..end];
+    media.is_empty()
+        || media.eq_ignore_ascii_case(b"application/json")
+        || media.eq_ignore_ascii_case(b"text/plain")
+}
+
+/// A `Content-Length` of ASCII digits within `max`; `None` otherwise (absent, malformed,
+/// or too large: the Falcon route answers 411 or 413).
+pub fn content_length(value: &[u8], max: usize) -> Option<usize> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let digits = std::str::from_utf8(value).ok()?.trim_start_matches('0');
+    if digits.len() > 19 {
+        return None; // beyond u64: too large
+    }
+    let n: u64 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    usize::try_from(n).ok().filter(|&n| n <= max)
+}
+
 /// The parts of an absolute URL as written: (scheme, host, path, fragment), the host
 /// without credentials, port or trailing dots; `None` when Python's `split_url` would
 /// say no, or when the answer could depend on Unicode rules (any byte outside printable
@@ -363,5 +399,31 @@ mod tests {
         assert_eq!(host("https://./"), Some(""));
         assert_eq!(host("https:///x"), None);
         assert_eq!(host("https://[::g]/"), None);
+    }
+
+    #[test]
+    fn content_type_and_length_as_the_route_decides() {
+        for ok in [
+            &b""[..],
+            b"text/plain;charset=UTF-8",
+            b" Application/JSON ; x=1",
+            b"TEXT/PLAIN",
+        ] {
+            assert!(accepts_content_type(ok), "{ok:?}");
+        }
+        for no in [
+            &b"text/html"[..],
+            b"application/jsonx",
+            b"multipart/form-data; a=b",
+        ] {
+            assert!(!accepts_content_type(no), "{no:?}");
+        }
+        assert_eq!(content_length(b"150", 8192), Some(150));
+        assert_eq!(content_length(b"000", 8192), Some(0));
+        assert_eq!(content_length(b"8193", 8192), None);
+        assert_eq!(content_length(b"99999999999999999999999", 8192), None);
+        for bad in [&b""[..], b"-1", b"1 ", b"+5", b"\xd9\xa1"] {
+            assert_eq!(content_length(bad, 8192), None, "{bad:?}");
+        }
     }
 }

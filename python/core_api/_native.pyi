@@ -22,9 +22,11 @@ __all__ = [
     "generate_key",
     "hash_key",
     "key_prefix",
+    "pixel_headers",
     "pixel_hit",
     "pixel_parse_hit",
     "pixel_visitor_hash",
+    "rate_limit_headers",
     "webhook_sign",
 ]
 
@@ -197,6 +199,21 @@ class PixelHit:
         self,
     ) -> tuple[str, str, str, str, str | None, str | None, str | None, str | None]:
         """The fields of ``Hit`` (as ``pixel_parse_hit`` returns them)."""
+
+def pixel_headers(
+    raw: list[tuple[bytes, bytes]], max_body: int
+) -> tuple[int, bytes, bytes | None, bytes | None, bytes | None, bytes | None, bytes | None] | None:
+    """``(content_length, user_agent (b"" when absent), origin, dnt, sec_gpc,
+    x_forwarded_for, x_request_id)`` from an ASGI scope's headers (a repeated header by
+    its last value), or None when the track fast path does not take the body: a content
+    type other than JSON or text/plain, a Content-Length absent, malformed or over
+    ``max_body``, or a header name that is not bytes."""
+
+def rate_limit_headers(
+    tier: tuple[bytes, bytes, bytes], remaining: int, reset_at: float, reset_after: float
+) -> list[tuple[bytes, bytes]]:
+    """The five rate-limit headers as ASGI pairs: ``tier`` is (limit, policy, policy
+    name); ``reset_at`` (epoch seconds) and ``reset_after`` (seconds) are rounded up."""
 
 def pixel_hit(body: bytes) -> PixelHit | None:
     """``pixel_parse_hit``, the result kept in Rust; None when ``parse_hit`` must decide."""

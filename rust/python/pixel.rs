@@ -5,12 +5,12 @@
 //! is the only guard, so the request path takes no lock.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::error::NativeError;
 use crate::pixel::{self, Batch, Event, EventBuffer, Sessions};
 use crate::pixel_gate::{AgentClass, Gate, Request, SiteRule, Verdict};
-use crate::pixel_hit::{self, Hit};
+use crate::pixel_hit::{self, accepts_content_type, content_length, Hit};
 
 fn key16(name: &str, key: &[u8]) -> Result<[u8; 16], NativeError> {
     key.try_into()
@@ -412,6 +412,112 @@ impl PyGate {
     }
 }
 
+/// `(content_length, user_agent (b"" when absent), origin, dnt, sec_gpc,
+/// x_forwarded_for, x_request_id)`: see `pixel_headers`.
+type PickedHeaders<'py> = (
+    usize,
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyAny>>,
+);
+
+/// The request headers the track fast path reads, from the ASGI scope's `headers`, or
+/// None when the body is not one it takes (another content type; a length absent,
+/// malformed or over `max_body`; names that are not bytes): the Falcon route answers
+/// those. Values are the scope's own bytes objects; a repeated header counts by its last
+/// value. One pass instead of a dict built per request.
+#[pyfunction]
+fn pixel_headers<'py>(
+    py: Python<'py>,
+    raw: &Bound<'py, PyList>,
+    max_body: usize,
+) -> PyResult<Option<PickedHeaders<'py>>> {
+    // content-type, content-length, user-agent, origin, dnt, sec-gpc, x-forwarded-for,
+    // x-request-id
+    let mut picked: [Option<Bound<'py, PyAny>>; 8] = Default::default();
+    for item in raw.iter() {
+        let (name, value) = match item.cast::<PyTuple>() {
+            Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, pair.get_item(1)?),
+            _ => (item.get_item(0)?, item.get_item(1)?),
+        };
+        let Ok(name) = name.cast::<PyBytes>() else {
+            return Ok(None);
+        };
+        let slot = match name.as_bytes() {
+            b"content-type" => 0,
+            b"content-length" => 1,
+            b"user-agent" => 2,
+            b"origin" => 3,
+            b"dnt" => 4,
+            b"sec-gpc" => 5,
+            b"x-forwarded-for" => 6,
+            b"x-request-id" => 7,
+            _ => continue,
+        };
+        picked[slot] = Some(value);
+    }
+    let content_type: &[u8] = match &picked[0] {
+        None => b"",
+        Some(value) => match value.cast::<PyBytes>() {
+            Ok(value) => value.as_bytes(),
+            Err(_) => return Ok(None),
+        },
+    };
+    let length = match picked[1].as_ref().map(|v| v.cast::<PyBytes>()) {
+        Some(Ok(value)) => content_length(value.as_bytes(), max_body),
+        _ => None,
+    };
+    let Some(length) = length.filter(|_| accepts_content_type(content_type)) else {
+        return Ok(None);
+    };
+    let [_, _, agent, origin, dnt, gpc, forwarded, request_id] = picked;
+    let agent = agent.unwrap_or_else(|| PyBytes::new(py, b"").into_any());
+    Ok(Some((
+        length, agent, origin, dnt, gpc, forwarded, request_id,
+    )))
+}
+
+/// The five rate-limit headers of a decision as ASGI pairs (`Decision.raw_headers`):
+/// `tier` is `(limit, policy, policy name)` as bytes, `reset_at` and `reset_after` in
+/// seconds (rounded up here, as `math.ceil` does).
+#[pyfunction]
+fn rate_limit_headers<'py>(
+    py: Python<'py>,
+    tier: (
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+    ),
+    remaining: i64,
+    reset_at: f64,
+    reset_after: f64,
+) -> PyResult<Bound<'py, PyList>> {
+    let (limit, policy, name) = tier;
+    let remaining_text = remaining.to_string();
+    let reset_at = format!("{}", reset_at.ceil() as i64);
+    let mut ratelimit = name.as_bytes().to_vec();
+    ratelimit.extend_from_slice(
+        format!(";r={remaining_text};t={}", reset_after.ceil() as i64).as_bytes(),
+    );
+    let pair = |k: &[u8], v: Bound<'py, PyBytes>| (PyBytes::new(py, k), v);
+    PyList::new(
+        py,
+        [
+            pair(b"x-ratelimit-limit", limit),
+            pair(
+                b"x-ratelimit-remaining",
+                PyBytes::new(py, remaining_text.as_bytes()),
+            ),
+            pair(b"x-ratelimit-reset", PyBytes::new(py, reset_at.as_bytes())),
+            pair(b"ratelimit-policy", policy),
+            pair(b"ratelimit", PyBytes::new(py, &ratelimit)),
+        ],
+    )
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBatch>()?;
     m.add_class::<PyBuffer>()?;
@@ -421,6 +527,8 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyHit>()?;
     m.add_class::<PyGate>()?;
     m.add_function(wrap_pyfunction!(parse_pixel_hit, m)?)?;
+    m.add_function(wrap_pyfunction!(pixel_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(rate_limit_headers, m)?)?;
     m.add("PIXEL_COLUMNS", pixel::COLUMNS.to_vec())?;
     Ok(())
 }

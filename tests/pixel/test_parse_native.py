@@ -142,3 +142,70 @@ def test_arbitrary_bytes(raw: bytes) -> None:
     native = pixel_parse_hit(raw)
     if native is not None:
         assert native == python(raw)
+
+
+def python_headers(raw: list[tuple[bytes, bytes]], max_body: int) -> tuple[Any, ...] | None:
+    """What the fast path read from the scope before ``pixel_headers`` (a dict, last value
+    wins, then the content type and length rules)."""
+    wanted = set(HEADER_NAMES[:8])
+    headers = {k: v for k, v in raw if k in wanted}
+    content_type = headers.get(b"content-type", b"")
+    media = content_type.split(b";", 1)[0].strip().lower()
+    length = headers.get(b"content-length")
+    if media not in {b"", b"application/json", b"text/plain"}:
+        return None
+    if length is None or not length.isdigit() or int(length) > max_body:
+        return None
+    return (
+        int(length),
+        headers.get(b"user-agent", b""),
+        *(headers.get(k) for k in (b"origin", b"dnt", b"sec-gpc", b"x-forwarded-for")),
+        headers.get(b"x-request-id"),
+    )
+
+
+HEADER_NAMES = [
+    b"content-type",
+    b"content-length",
+    b"user-agent",
+    b"origin",
+    b"dnt",
+    b"sec-gpc",
+    b"x-forwarded-for",
+    b"x-request-id",
+    b"host",  # not read
+    b"accept",
+]
+HEADER_VALUES = [
+    b"",
+    b"text/plain",
+    b"text/plain;charset=UTF-8",
+    b" Application/JSON ; q",
+    b"\x0btext/plain\x0c",
+    b"\xa0text/plain",
+    b"text/html",
+    b"150",
+    b"0",
+    b"8193",
+    b"99999999999999999999999",
+    b"-1",
+    b"1 ",
+    b"\xd9\xa1",
+    b"\xef\xbc\x91",
+    b"https://a.example",
+    CHROME.encode(),
+]
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(HEADER_NAMES), st.sampled_from(HEADER_VALUES) | st.binary()),
+        max_size=12,
+    )
+)
+def test_pixel_headers_read_the_scope_as_the_python_version(raw: list[Any]) -> None:
+    """``pixel_headers`` (Rust) reads what the fast path read with a dict before it."""
+    from core_api._native import pixel_headers
+
+    assert pixel_headers(raw, 8192) == python_headers(raw, 8192)

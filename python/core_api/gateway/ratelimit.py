@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .. import _native
+from .._native import rate_limit_headers
 from ..clock import Clock, iso
 from ..errors import RateLimited
 from ..plans import Tier
@@ -64,16 +65,10 @@ class Decision:
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """``headers()`` as ASGI pairs (lower-case names), built directly as bytes: the
         pixel fast path sends them on every request."""
-        limit, policy, name = self.tier.raw
-        remaining = b"%d" % self.remaining
         reset_after = self.reset_after
-        return [
-            (b"x-ratelimit-limit", limit),
-            (b"x-ratelimit-remaining", remaining),
-            (b"x-ratelimit-reset", b"%d" % math.ceil(self.now_s + reset_after)),
-            (b"ratelimit-policy", policy),
-            (b"ratelimit", b"%s;r=%s;t=%d" % (name, remaining, math.ceil(reset_after))),
-        ]
+        return rate_limit_headers(
+            self.tier.raw, self.remaining, self.now_s + reset_after, reset_after
+        )
 
     def error(self) -> RateLimited:
         wait = max(1, math.ceil(self.retry_after))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from .._native import pixel_hit
+from .._native import pixel_headers, pixel_hit
 from ..config import Settings
 from ..errors import (
     ApiError,
@@ -66,25 +66,10 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("core_api.pixel")
 
 PATH = "/api/v1/pixel/track"
-_CONTENT_TYPES = frozenset({b"", b"application/json", b"text/plain"})
-# What sendBeacon and fetch send, taken as they are (no split/strip/lower per request).
-_COMMON_TYPES = _CONTENT_TYPES | {b"text/plain;charset=UTF-8", b"application/json; charset=utf-8"}
 _TRACKED = b'{"tracked":true}'
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
 _VARY = (b"vary", b"Origin")
-_WANTED = frozenset(
-    {
-        b"content-type",
-        b"content-length",
-        b"user-agent",
-        b"origin",
-        b"dnt",
-        b"sec-gpc",
-        b"x-forwarded-for",
-        b"x-request-id",
-    }
-)
 
 
 class _Context:
@@ -101,16 +86,17 @@ class _Peer:
     """What ``client_ip`` and the log formatter read from a request, taken from the
     scope (built only when one of them needs it)."""
 
-    __slots__ = ("context", "headers", "remote_addr")
+    __slots__ = ("context", "forwarded_for", "remote_addr")
 
     def __init__(
-        self, remote_addr: str, headers: dict[bytes, bytes], request_id: str | None = None
+        self, remote_addr: str, forwarded_for: bytes | None, request_id: str | None = None
     ) -> None:
-        self.remote_addr, self.headers = remote_addr, headers
+        self.remote_addr, self.forwarded_for = remote_addr, forwarded_for
         self.context = _Context(request_id)
 
     def get_header(self, name: str) -> str | None:
-        value = self.headers.get(name.lower().encode())
+        """``X-Forwarded-For`` (what ``client_ip`` reads); the id is in ``context``."""
+        value = self.forwarded_for if name.lower() == "x-forwarded-for" else None
         return None if value is None else value.decode("latin-1")
 
 
@@ -149,19 +135,15 @@ class FastTrack:
         if type(raw) is not list or (raw and type(raw[0]) not in (tuple, list)):
             # ASGI allows any iterables (of iterables): read them once, keep them for Falcon.
             raw = scope["headers"] = [tuple(pair) for pair in raw]
-        headers = {k: v for k, v in raw if k in _WANTED}
-        content_type = headers.get(b"content-type", b"")
-        accepted = content_type in _COMMON_TYPES or (
-            content_type.split(b";", 1)[0].strip().lower() in _CONTENT_TYPES
-        )
-        length = headers.get(b"content-length")
-        if not accepted or length is None or not length.isdigit() or int(length) > self.max_body:
+        picked = pixel_headers(raw, self.max_body)  # one pass, in Rust
+        if picked is None:
             await self._falcon(scope, receive, send, started)  # 411/413/415, chunked: Falcon
             return
+        length, agent, origin, dnt, gpc, forwarded, request_id = picked
         try:
-            body = await self._read(receive, int(length))
+            body = await self._read(receive, length)
         except _BodyTimeout:
-            rid = from_header(_text(headers.get(b"x-request-id")))
+            rid = from_header(_text(request_id))
             await self._error(send, rid, started, None, RequestTimeout())
             return
         if body is None:
@@ -179,8 +161,12 @@ class FastTrack:
                 return
         client = scope.get("client")
         remote = client[0] if client else "127.0.0.1"
-        rid = from_header(_text(headers.get(b"x-request-id")))
-        ip = client_ip(cast(Any, _Peer(remote, headers)), self.settings) if self.proxied else remote
+        rid = from_header(_text(request_id))
+        ip = (
+            client_ip(cast(Any, _Peer(remote, forwarded)), self.settings)
+            if self.proxied
+            else remote
+        )
         decision: Decision | None = None
         try:
             if self.tier is not None:
@@ -191,9 +177,6 @@ class FastTrack:
                 if not decision.allowed:
                     REGISTRY.rate_limited("pixel")
                     raise decision.error()
-            origin = headers.get(b"origin")
-            agent = headers.get(b"user-agent", b"")
-            dnt, gpc = headers.get(b"dnt"), headers.get(b"sec-gpc")
             outcome = None
             if parsed is not None:  # one Rust call when the gate knows site, agent, keys
                 outcome = self.ingest.track_fast(parsed, ip, agent, origin, dnt, gpc)
@@ -202,7 +185,7 @@ class FastTrack:
                     assert parsed is not None
                     hit = Hit(*parsed.fields())
                 sender = (ip, agent, origin, dnt, gpc)
-                outcome = await self._track(hit, sender, remote, headers, rid)
+                outcome = await self._track(hit, sender, _Peer(remote, forwarded, rid))
         except ApiError as exc:
             await self._error(send, rid, started, decision, exc)
             return
@@ -229,9 +212,7 @@ class FastTrack:
         self,
         hit: Hit,
         sender: tuple[str, bytes, bytes | None, bytes | None, bytes | None],
-        remote: str,
-        headers: dict[bytes, bytes],
-        rid: str,
+        peer: _Peer,
     ) -> Outcome:
         """What the gate deferred: ``track_now`` when the site and today's salt are in
         memory, else ``track``, whose log lines carry the request id. ``sender``: the IP
@@ -246,7 +227,7 @@ class FastTrack:
         )
         outcome = self.ingest.track_now(hit, client)
         if outcome is None:
-            CURRENT_REQUEST.set(_Peer(remote, headers, rid))
+            CURRENT_REQUEST.set(peer)
             outcome = await self.ingest.track(hit, client)
         return outcome
 
