@@ -379,3 +379,68 @@ def test_outage_over_a_real_server(
             created = client.post(WORKSPACES, json={"name": "After"})
             assert created.status_code == 201, created.text
         server.stop()  # before its database is dropped
+
+
+@pytest.mark.e2e
+def test_pixel_events_through_an_outage_are_kept_or_refused_never_lost(
+    proxy: CuttableProxy, launcher: Launcher, tmp_path: Path
+) -> None:
+    """Pixel events over a real server while PostgreSQL goes away and comes back: every
+    event answered 200 is stored exactly once (buffered while the database is down,
+    written after), refusals are fast 503s with Retry-After, and tracking resumes. The
+    events take the Rust gate's path (the site, agent and day are learnt first)."""
+    with fresh_database("pixel_outage") as url:
+        env = clean_env(
+            tmp_path,
+            database_url=proxy.url(url),
+            secret_key="outage-secret-key-0123456789abcdefghij",
+            log_level="ERROR",
+            pg_connect_timeout="2",
+            pg_pool_timeout="2",
+            pixel_flush_ms="100",
+            pixel_rate_limit="0",
+        )
+        server = launcher.start(env, 1, "--first-run-bootstrap")
+        wait_until_every_worker_started(server, proxy, 1)
+        answered: list[int] = []
+        with fresh_connection_client(server, printed_key(server)) as client:
+            made = client.post("/api/v1/pixel/sites", json={"domain": "example.com", "name": "x"})
+            assert made.status_code == 201, made.text
+
+            def track() -> int:
+                body = b'{"url":"https://example.com/p%d"}' % len(answered)
+                started = time.monotonic()
+                got = client.post(
+                    "/api/v1/pixel/track",
+                    content=body,
+                    headers={"Content-Type": "text/plain", "User-Agent": "Mozilla/5.0 Chrome/1"},
+                )
+                assert time.monotonic() - started < BOUND_S
+                if got.status_code == 503:
+                    assert got.headers["retry-after"] in ("1", "5"), got.text
+                else:
+                    assert got.status_code == 200 and got.json() == {"tracked": True}, got.text
+                answered.append(got.status_code)
+                return got.status_code
+
+            assert [track() for _ in range(30)] == [200] * 30
+            time.sleep(0.5)  # written: the cut below never meets a COPY in flight
+            proxy.cut()
+            deadline = time.monotonic() + 15
+            while track() == 200:  # buffered until the writer finds the database gone
+                assert time.monotonic() < deadline, "no 503 while the database is down"
+                time.sleep(0.02)
+            assert [track() for _ in range(5)] == [503] * 5
+            proxy.restore()
+            deadline = time.monotonic() + 30
+            while track() != 200:  # the writer's next ping or write brings it back
+                assert time.monotonic() < deadline, "tracking did not resume"
+                time.sleep(0.1)
+            assert [track() for _ in range(10)] == [200] * 10
+        server.stop()  # graceful: the last batch is written
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*), count(DISTINCT path) FROM pixel_events").fetchone()
+        assert row is not None
+        kept = answered.count(200)
+        assert answered.count(503) >= 5
+        assert row == (kept, kept), (row, answered)
