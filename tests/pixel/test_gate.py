@@ -18,6 +18,7 @@ from ingest_support import CHROME, IPHONE, SITES, close_ingest, make_site
 from conftest import Api
 from core_api._native import pixel_hit
 from core_api.clock import ManualClock
+from core_api.entitlements.meter import Meter
 from core_api.errors import ApiError
 from core_api.pixel import useragent
 from core_api.pixel.ingest import TRACKED, Client, Hit, Outcome, PixelIngest, host_of
@@ -163,8 +164,8 @@ async def test_the_gate_answers_as_the_python_rules_or_defers(
 ) -> None:
     site = await make_site(api)
     directory = runtime.pixel_ingest.sites
-    fast = PixelIngest(runtime.settings, runtime.db, clock, directory)
-    python = PixelIngest(runtime.settings, runtime.db, clock, directory)
+    fast = PixelIngest(runtime.settings, runtime.db, clock, directory, meter=Meter())
+    python = PixelIngest(runtime.settings, runtime.db, clock, directory, meter=Meter())
     await fast.salts.ensure(clock.now_ms())
     python.salts.keys = dict(fast.salts.keys)
     rng = random.Random(20261129)
@@ -196,6 +197,8 @@ async def test_the_gate_answers_as_the_python_rules_or_defers(
                 assert got_fast == expected, (body, sender, rules)
                 assert drain(fast) == drain(python), (body, sender)
                 assert fast.bots == python.bots
+                assert fast.meter is not None and python.meter is not None
+                assert fast.meter.drain() == python.meter.drain()  # pixel_events usage
                 key = got_fast if isinstance(got_fast, str) else str(got_fast.reason or "tracked")
                 answered[f"{key} by {by}"] = answered.get(f"{key} by {by}", 0) + 1
     finally:
