@@ -15,11 +15,10 @@ stops at the first step that does not hold; when locust itself cannot reach the 
 rate the report says so (the load generator, sharing the 2 cores, is then the limit).
 
 Users: 20 by default (20 tenants, each a locust user on its own keep-alive connection).
-With 200 users each sending about 1.5 requests/s, latency on this machine is dominated by
-about 40 ms waits on most requests whatever the rate (p50 35-43 ms at 300 req/s, the
-server's own work under 1 ms), on today's code and on the code of the session's start
-alike. Not delayed ACKs (loopback quickack changed nothing); the cause is open. See
-docs/benchmarks.md.
+With 200 users each sending about 1.5 requests/s, latency here was once dominated by
+about 40 ms waits on most requests whatever the rate. The causes were locust's lock-step
+pacing and GC pauses and the service's GC, since fixed; ``benchmarks.mix`` is the
+200-user scenario. See docs/benchmarks.md ("Mixed load with 200 users: causes found").
 
 Usage::
 
