@@ -3,10 +3,14 @@ in memory, flushed by the per-process job every FLUSH_SECONDS and on a graceful 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
+import pytest
 from entitlements_support import (
     CHECK,
     SUMMARY,
@@ -19,7 +23,14 @@ from conftest import make_settings, serving
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.entitlements.meter import FLUSH_SECONDS
-from support import Launcher, clean_env, fresh_connection_client, listen_for, printed_key
+from support import (
+    Launcher,
+    clean_env,
+    fresh_connection_client,
+    fresh_database,
+    listen_for,
+    printed_key,
+)
 
 
 async def test_requests_count_in_memory_then_flush(
@@ -72,43 +83,62 @@ async def test_metering_can_be_switched_off(clock: ManualClock, tmp_path: Path) 
         assert runtime.entitlements.meter.pending() == 0
 
 
-def _used(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT COALESCE(SUM(used), 0) FROM entitlement_usage WHERE feature = 'api_calls'"
-        ).fetchone()
+_USED = "SELECT COALESCE(SUM(used), 0) FROM entitlement_usage WHERE feature = 'api_calls'"
+
+
+def _used(url: str) -> int:
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            row = conn.execute(_USED).fetchone()
+    else:
+        with psycopg.connect(url) as pg:
+            row = pg.execute(_USED).fetchone()
+    assert row is not None
     return int(row[0])
 
 
+@contextlib.contextmanager
+def _database(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/db.sqlite"
+        return
+    with fresh_database("metering_restart") as url:
+        yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_api_calls_equal_requests_after_the_flush_and_a_graceful_restart(
-    launcher: Launcher, tmp_path: Path
+    kind: str, launcher: Launcher, tmp_path: Path
 ) -> None:
-    db = tmp_path / "db.sqlite"
-    env = clean_env(
-        tmp_path,
-        database_url=f"sqlite:///{db}",
-        plans_file=plans_file(tmp_path),
-        log_level="WARNING",
-    )
-    server = launcher.start(env, 2, "--first-run-bootstrap")
-    key = printed_key(server)
-    with fresh_connection_client(server, key) as client:  # spread over both workers
-        assert {client.get(CHECK, params={"feature": "posts"}).status_code for _ in range(40)} == {
-            200
-        }
-    time.sleep(FLUSH_SECONDS + 1.5)  # the documented bound: within one flush interval
-    assert _used(db) == 40
-    with fresh_connection_client(server, key) as client:
-        summary = client.get(SUMMARY).json()["data"]["entitlements"]["api_calls"]
-        assert summary["used"] == 40  # (this request is still in memory)
-        for _ in range(24):
-            client.get(CHECK, params={"feature": "posts"})
-    server.stop()  # SIGTERM: each worker's final flush writes what it still holds
-    assert _used(db) == 40 + 1 + 24
-    again = launcher.start(env, 1)
-    with fresh_connection_client(again, key) as client:
-        summary = client.get(SUMMARY).json()["data"]["entitlements"]["api_calls"]
-    assert summary["used"] == 65
+    with _database(kind, tmp_path) as url:
+        env = clean_env(
+            tmp_path,
+            database_url=url,
+            plans_file=plans_file(tmp_path),
+            log_level="WARNING",
+            secret_key="metering-secret-key-0123456789abcdefghij",
+        )
+        server = launcher.start(env, 2, "--first-run-bootstrap")
+        key = printed_key(server)
+        with fresh_connection_client(server, key) as client:  # spread over both workers
+            answers = {
+                client.get(CHECK, params={"feature": "posts"}).status_code for _ in range(40)
+            }
+            assert answers == {200}
+        time.sleep(FLUSH_SECONDS + 1.5)  # the documented bound: within one flush interval
+        assert _used(url) == 40
+        with fresh_connection_client(server, key) as client:
+            summary = client.get(SUMMARY).json()["data"]["entitlements"]["api_calls"]
+            assert summary["used"] == 40  # (this request is still in memory)
+            for _ in range(24):
+                client.get(CHECK, params={"feature": "posts"})
+        server.stop()  # SIGTERM: each worker's final flush writes what it still holds
+        assert _used(url) == 40 + 1 + 24
+        again = launcher.start(env, 1)
+        with fresh_connection_client(again, key) as client:
+            summary = client.get(SUMMARY).json()["data"]["entitlements"]["api_calls"]
+        assert summary["used"] == 65
+        again.stop()  # before its database is dropped
 
 
 async def test_two_processes_flushes_add_up(
