@@ -35,6 +35,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.webhook_retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
     assert s.webhook_allow_private_networks is False
     assert s.webhook_require_https is True
+    assert s.webhook_timeout_seconds == 15  # one delivery attempt in all (issue 9)
+    assert (s.webhook_disable_after_failures, s.webhook_disable_after_hours) == (10, 24)
     assert s.pixel_rate_limit == 300
     assert s.mcp_config is None and s.plans_file is None
     assert s.log_level == "INFO"
@@ -184,6 +186,8 @@ INVALID = [
     ("PG_CONNECT_TIMEOUT", "1.5"),
     ("PG_STATEMENT_TIMEOUT", "-1"),
     ("PG_POOL_TIMEOUT", "0"),
+    ("WEBHOOK_TIMEOUT_SECONDS", "0"),
+    ("WEBHOOK_TIMEOUT_SECONDS", "31"),  # one attempt may take at most 30 s
 ]
 
 
