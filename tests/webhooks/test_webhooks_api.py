@@ -321,3 +321,25 @@ async def test_publish_event_fan_out_dedup_and_limits(api: Api, runtime: Runtime
         assert refused.status == 422, (body, refused.json)
         assert field in refused.json["errors"], (body, refused.json)
     assert (await api.get(f"{HOOKS}/{exact['id']}/deliveries")).json["meta"]["total"] == 2
+
+
+async def test_list_pages_and_date_filters(api: Api, clock: ManualClock) -> None:
+    """The usual list conventions on webhook endpoints: pages with ``meta`` totals, and
+    ``created_after`` / ``created_before`` (exclusive) on the creation time."""
+    made = []
+    for name in ("a", "b", "c"):
+        made.append(await create(api, f"http://127.0.0.1:9/{name}"))
+        clock.advance(86_400)  # a day between creations
+    ids = [m["id"] for m in made]
+    first = await api.get(HOOKS, params={"per_page": 2})
+    assert [w["id"] for w in first.json["data"]] == ids[:2]
+    assert (first.json["meta"]["total"], first.json["meta"]["last_page"]) == (3, 2)
+    second = await api.get(HOOKS, params={"per_page": 2, "page": 2})
+    assert [w["id"] for w in second.json["data"]] == ids[2:]
+    middle = made[1]["created_at"]
+    after = await api.get(HOOKS, params={"created_after": middle})
+    assert [w["id"] for w in after.json["data"]] == ids[2:]
+    before = await api.get(HOOKS, params={"created_before": middle})
+    assert [w["id"] for w in before.json["data"]] == ids[:1]
+    bad = await api.get(HOOKS, params={"created_after": "yesterday"})
+    assert bad.status == 422, bad.json
