@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use crate::pixel::{Event, EventBuffer, Sessions};
-use crate::pixel_hit::{url_parts, Hit};
+use crate::pixel_hit::{trim_by, url_parts, Hit};
 
 pub const DAY_MS: i64 = 86_400_000;
 /// Bounds of the learnt tables (the Python caches are bounded alike); cleared when full.
@@ -289,8 +289,13 @@ fn origin_host(origin: Option<&[u8]>) -> Result<Option<String>, ()> {
         return Ok(None);
     };
     let text = std::str::from_utf8(origin).map_err(|_| ())?;
-    let (_, host, _, _) = url_parts(text).ok_or(())?;
-    Ok(Some(host.to_ascii_lowercase()))
+    url_host(text).map(Some)
+}
+
+/// The lower-cased host of a URL as `host_of` reads it; Err where only Python can say.
+fn url_host(url: &str) -> Result<String, ()> {
+    let (_, host, _, _) = url_parts(url).ok_or(())?;
+    Ok(host.to_ascii_lowercase())
 }
 
 /// `PixelIngest._source`: the referrer's host without `www.`, None for internal
@@ -299,8 +304,7 @@ fn referrer_source(site: &SiteRule, page_host: &str, referrer: &str) -> Result<O
     if referrer == "null" {
         return Ok(None);
     }
-    let (_, host, _, _) = url_parts(referrer).ok_or(())?;
-    let host = host.to_ascii_lowercase();
+    let host = url_host(referrer)?;
     let source = bare(&host);
     if source == bare(page_host) || site.allows(source) {
         return Ok(None);
@@ -322,13 +326,8 @@ fn is_one(value: Option<&[u8]>) -> Option<bool> {
         return None;
     }
     // str.isspace() in ASCII: \t \n \v \f \r, the separators \x1c-\x1f, and space.
-    let space = |b: &u8| matches!(b, b'\t'..=b'\r' | 0x1c..=0x1f | b' ');
-    let start = value.iter().position(|b| !space(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !space(b))
-        .map_or(start, |i| i + 1);
-    Some(&value[start..end] == b"1")
+    let value = trim_by(value, |b| matches!(b, b'\t'..=b'\r' | 0x1c..=0x1f | b' '));
+    Some(value == b"1")
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub const MAX_PROPS_BYTES: usize = 2048;
 const PAGEVIEW: &str = "pageview";
 
 /// A validated event, field for field the Python `Hit`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hit {
     pub name: String,
     pub url: String,
@@ -42,16 +42,23 @@ pub struct Hit {
 pub fn accepts_content_type(value: &[u8]) -> bool {
     let media = value.split(|&b| b == b';').next().unwrap_or(b"");
     // bytes.strip(): ASCII whitespace including \x0b, which trim_ascii keeps
-    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
-    let start = media.iter().position(|b| !space(b)).unwrap_or(media.len());
-    let end = media
-        .iter()
-        .rposition(|b| !space(b))
-        .map_or(start, |i| i + 1);
-    let media = &media[start..end];
+    let media = trim_by(media, |b| {
+        matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+    });
     media.is_empty()
         || media.eq_ignore_ascii_case(b"application/json")
         || media.eq_ignore_ascii_case(b"text/plain")
+}
+
+/// `value` without the leading and trailing bytes `space` matches (Python's `strip`
+/// has one whitespace set for `bytes` and another for `str`: callers pass theirs).
+pub fn trim_by(value: &[u8], space: impl Fn(&u8) -> bool) -> &[u8] {
+    let start = value.iter().position(|b| !space(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |i| i + 1);
+    &value[start..end]
 }
 
 /// A `Content-Length` of ASCII digits within `max`; `None` otherwise (absent, malformed,

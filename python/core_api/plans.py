@@ -70,17 +70,15 @@ class Tier:
 
     def __post_init__(self) -> None:
         capacity = self.requests_per_minute * (1.0 + self.burst)
+        policy_name, policy = f'"{self.name}"', f'"{self.name}";q={int(capacity)};w=60'
+        limit_text = str(self.requests_per_minute)
         derived = {
             "capacity": capacity,
             "refill_per_second": self.requests_per_minute / 60.0,
-            "policy_name": f'"{self.name}"',
-            "policy": f'"{self.name}";q={int(capacity)};w=60',
-            "limit_text": str(self.requests_per_minute),
-            "raw": (
-                b"%d" % self.requests_per_minute,
-                b'"%s";q=%d;w=60' % (self.name.encode(), int(capacity)),
-                b'"%s"' % self.name.encode(),
-            ),
+            "policy_name": policy_name,
+            "policy": policy,
+            "limit_text": limit_text,
+            "raw": (limit_text.encode(), policy.encode(), policy_name.encode()),
             "native": _native.RateTier(capacity, self.requests_per_minute / 60.0),
         }
         for name, value in derived.items():

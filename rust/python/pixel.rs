@@ -227,18 +227,20 @@ type HitFields = (
 
 #[pyfunction]
 fn pixel_parse_hit(body: &[u8]) -> Option<HitFields> {
-    pixel_hit::parse(body).map(|h| {
-        (
-            h.name,
-            h.url,
-            h.host,
-            h.path,
-            h.referrer,
-            h.user_agent,
-            h.props,
-            h.domain,
-        )
-    })
+    pixel_hit::parse(body).map(hit_fields)
+}
+
+fn hit_fields(h: Hit) -> HitFields {
+    (
+        h.name,
+        h.url,
+        h.host,
+        h.path,
+        h.referrer,
+        h.user_agent,
+        h.props,
+        h.domain,
+    )
 }
 
 /// A track body parsed by the Rust twin of `parse_hit` (see `pixel_parse_hit`), kept in
@@ -252,17 +254,7 @@ struct PyHit {
 impl PyHit {
     /// The fields of `Hit` (core_api/pixel/ingest.py), in its order.
     fn fields(&self) -> HitFields {
-        let h = &self.hit;
-        (
-            h.name.clone(),
-            h.url.clone(),
-            h.host.clone(),
-            h.path.clone(),
-            h.referrer.clone(),
-            h.user_agent.clone(),
-            h.props.clone(),
-            h.domain.clone(),
-        )
+        hit_fields(self.hit.clone())
     }
 }
 
