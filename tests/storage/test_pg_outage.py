@@ -336,6 +336,19 @@ def processes_connected_to(port: int, pids: list[int]) -> set[int]:
     return held
 
 
+def outage_env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
+    """A served process behind the proxy: fail-fast PostgreSQL timeouts, quiet logs."""
+    return clean_env(
+        tmp_path,
+        database_url=database_url,
+        secret_key="outage-secret-key-0123456789abcdefghij",
+        log_level="ERROR",
+        pg_connect_timeout="2",
+        pg_pool_timeout="2",
+        **extra,
+    )
+
+
 def wait_until_every_worker_started(server: Server, proxy: CuttableProxy, workers: int) -> None:
     """/health answers once the first worker is up; a worker still in its start-up when
     the database goes away exits (start-up needs the database), so wait for all of them:
@@ -351,14 +364,7 @@ def test_outage_over_a_real_server(
     proxy: CuttableProxy, launcher: Launcher, tmp_path: Path
 ) -> None:
     with fresh_database("outage_e2e") as url:
-        env = clean_env(
-            tmp_path,
-            database_url=proxy.url(url),
-            secret_key="outage-secret-key-0123456789abcdefghij",
-            log_level="ERROR",
-            pg_connect_timeout="2",
-            pg_pool_timeout="2",
-        )
+        env = outage_env(tmp_path, proxy.url(url))
         server = launcher.start(env, 2, "--first-run-bootstrap")
         wait_until_every_worker_started(server, proxy, 2)
         with fresh_connection_client(server, printed_key(server)) as client:
@@ -390,16 +396,7 @@ def test_pixel_events_through_an_outage_are_kept_or_refused_never_lost(
     written after), refusals are fast 503s with Retry-After, and tracking resumes. The
     events take the Rust gate's path (the site, agent and day are learnt first)."""
     with fresh_database("pixel_outage") as url:
-        env = clean_env(
-            tmp_path,
-            database_url=proxy.url(url),
-            secret_key="outage-secret-key-0123456789abcdefghij",
-            log_level="ERROR",
-            pg_connect_timeout="2",
-            pg_pool_timeout="2",
-            pixel_flush_ms="100",
-            pixel_rate_limit="0",
-        )
+        env = outage_env(tmp_path, proxy.url(url), pixel_flush_ms="100", pixel_rate_limit="0")
         server = launcher.start(env, 1, "--first-run-bootstrap")
         wait_until_every_worker_started(server, proxy, 1)
         answered: list[int] = []
