@@ -2,7 +2,9 @@
 
 Runs ``core-api serve --workers 2`` on a private PostgreSQL database with Redis (a fresh
 key prefix), creates a webhook endpoint pointing at a loopback receiver and a pixel site,
-then drives a concurrent load of
+then drives a concurrent load, by default a locust run (``GracefulUser`` in
+``benchmarks/locust_graceful.py``, which writes every answer it was given to a file;
+``--driver threads`` uses client threads here instead), of
 
 - idempotent writes: ``POST /api/v1/workspaces`` with an ``Idempotency-Key``;
 - pixel events: ``POST /api/v1/pixel/track``, each with its own page path;
@@ -38,10 +40,12 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,6 +58,7 @@ BROWSER_UA = (
     "Chrome/126.0.0.0 Safari/537.36"
 )
 SITE = "graceful.example"
+LOCUSTFILE = Path(__file__).resolve().parent / "locust_graceful.py"
 
 
 @dataclass
@@ -184,6 +189,98 @@ def _load(base: str, key: str, stop: threading.Event, tally: Tally, worker: int)
                     time.sleep(0.005)  # the server is going or gone: do not spin
 
 
+class _Load:
+    """The load: locust users in their own process (``--driver locust``, what the issue
+    asks for), or client threads here (``--driver threads``). Either way, the result is a
+    Tally of what the clients were told."""
+
+    def __init__(self, opts: argparse.Namespace, base: str, key: str, work: Any) -> None:
+        self.opts, self.base, self.key = opts, base, key
+        self.tally = Tally()
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.accepted_file = os.path.join(str(work), "accepted.jsonl")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = os.path.join(str(work), "locust.log")
+
+    def start(self) -> None:
+        if self.opts.driver == "threads":
+            self.threads = [
+                threading.Thread(
+                    target=_load, args=(self.base, self.key, self.stop_event, self.tally, n)
+                )
+                for n in range(self.opts.concurrency)
+            ]
+            for thread in self.threads:
+                thread.start()
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORE_API_")}
+        env.update(
+            {
+                "BENCH_KEY": self.key,
+                "BENCH_ACCEPTED_FILE": self.accepted_file,
+                "BENCH_PIXEL_SITE": SITE,
+            }
+        )
+        users = str(self.opts.concurrency)
+        argv = [
+            str(Path(sys.executable).with_name("locust")), "-f", str(LOCUSTFILE), "--headless",
+            "-u", users, "-r", users, "--run-time", f"{round(self.opts.seconds) + 60}s",
+            "--stop-timeout", "5", "-H", self.base, "--only-summary", "--loglevel", "WARNING",
+            "GracefulUser",
+        ]  # fmt: skip
+        with open(self.log_path, "w") as logf:
+            self.proc = subprocess.Popen(
+                argv, env=env, cwd=str(common.ROOT), stdout=logf, stderr=subprocess.STDOUT
+            )
+
+    def wait_running(self, within: float = 30.0) -> None:
+        """Locust takes a second or more to start its users: the time to the signal counts
+        from the first accepted answer of every kind, not from the process start."""
+        deadline = time.monotonic() + within
+        while self.proc is not None and time.monotonic() < deadline:
+            tally = self._read()
+            if tally.writes_ok and tally.pixel_ok and tally.events_ok:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if self.proc is not None:
+            raise RuntimeError(f"locust did not get going; see {self.log_path}")
+
+    def _read(self) -> Tally:
+        tally = Tally()
+        if not os.path.exists(self.accepted_file):
+            return tally
+        with open(self.accepted_file) as f:
+            lines = [json.loads(line) for line in f if line.endswith("\n")]
+        sets = {"write": tally.writes_ok, "pixel": tally.pixel_ok, "event": tally.events_ok}
+        for line in lines:
+            tally.sent += 1
+            if "id" in line:
+                sets[line["kind"]].add(line["id"])
+            else:
+                tally.bump(tally.refused, f"{line['kind']}:{line['refused']}")
+        return tally
+
+    def accepted_so_far(self) -> int:
+        tally = self.tally if self.proc is None else self._read()
+        return len(tally.writes_ok) + len(tally.pixel_ok) + len(tally.events_ok)
+
+    def finish(self) -> Tally:
+        if self.proc is None:
+            self.stop_event.set()
+            for thread in self.threads:
+                thread.join(30)
+            return self.tally
+        self.proc.terminate()  # locust's run time is only a cap: the load ends here
+        code = self.proc.wait(timeout=60)
+        if code not in (0, 1):  # 1: locust saw failures (the stop's refusals), expected
+            with open(self.log_path) as f:
+                raise RuntimeError(f"locust exited {code}:\n{f.read()[-2000:]}")
+        return self._read()
+
+
 def _wait_exit(server: common.Server, within: float) -> int | None:
     assert server.proc is not None
     try:
@@ -271,17 +368,12 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             common.log(f"[graceful] server ready {time.monotonic() - t0:.1f}s")
             base = f"http://{common.HOST}:{server.port}"
             _setup(base, creds.key, f"http://{common.HOST}:{receiver.port}/hook")
-            tally = Tally()
-            stop = threading.Event()
-            threads = [
-                threading.Thread(target=_load, args=(base, creds.key, stop, tally, n))
-                for n in range(opts.concurrency)
-            ]
+            load = _Load(opts, base, creds.key, work)
             started = time.monotonic()
-            for thread in threads:
-                thread.start()
+            load.start()
+            load.wait_running()
             time.sleep(opts.stop_after)
-            accepted_before = len(tally.writes_ok) + len(tally.pixel_ok) + len(tally.events_ok)
+            accepted_before = load.accepted_so_far()
             assert server.proc is not None
             signalled = time.monotonic()
             if opts.signal_group:
@@ -292,9 +384,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             stopped_in = time.monotonic() - signalled
             common.log(f"[graceful] stopped {stopped_in:.1f}s after SIGTERM (exit {code})")
             time.sleep(max(0.0, opts.seconds - (time.monotonic() - started)))
-            stop.set()
-            for thread in threads:
-                thread.join(30)
+            tally = load.finish()
             common.log(f"[graceful] load stopped {time.monotonic() - t0:.1f}s")
             log_before = server.tail(200)
             leases = _leases_held(env["CORE_API_DATABASE_URL"])  # the stopped server's
@@ -320,6 +410,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             result = {
                 "workers": opts.workers,
                 "signal": "group" if opts.signal_group else "main process",
+                "driver": opts.driver,
                 "exit_code": code,
                 "stopped_in_s": round(stopped_in, 2),
                 "requests_sent": tally.sent,
@@ -361,7 +452,13 @@ def losses(result: dict[str, Any]) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.graceful_stop", description=__doc__)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--concurrency", type=int, default=8, help="client threads")
+    p.add_argument("--concurrency", type=int, default=8, help="locust users or client threads")
+    p.add_argument(
+        "--driver",
+        choices=("locust", "threads"),
+        default="locust",
+        help="the load generator: locust users in a subprocess, or client threads here",
+    )
     p.add_argument("--seconds", type=float, default=8.0, help="load duration in all")
     p.add_argument("--stop-after", type=float, default=4.0, help="seconds of load before SIGTERM")
     p.add_argument("--exit-within", type=float, default=60.0, help="seconds the stop may take")
