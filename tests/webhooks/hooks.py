@@ -1,7 +1,8 @@
 """Helpers for the webhook API and delivery tests, imported by the test modules: settings
 that let deliveries reach loopback receivers over plain HTTP (fixture ``settings``), real
-aiohttp receivers on 127.0.0.1 (``receiver``) and a running delivery worker (``worker``,
-the same Dispatcher `core-api worker` runs)."""
+aiohttp receivers on 127.0.0.1 (``receiver``), a running delivery worker (``worker``,
+the same Dispatcher `core-api worker` runs) and API shorthands (``endpoint``, ``emit``,
+``deliveries``, ``statuses``)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,35 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from conftest import make_settings
+from conftest import Api, make_settings
 from core_api.config import Settings
 from core_api.runtime import Runtime
 from core_api.webhooks.delivery import Dispatcher
 from core_api.webhooks.secrets import SecretBox
+
+HOOKS = "/api/v1/webhooks"
+
+
+async def endpoint(api: Api, url: str, events: list[str] | None = None, **body: Any) -> Any:
+    got = await api.post(HOOKS, json={"url": url, "events": events or ["*"], **body})
+    assert got.status == 201, got.json
+    return got.json["data"]
+
+
+async def emit(api: Api, event_type: str = "post.created", **data: Any) -> str:
+    got = await api.post("/api/v1/events", json={"type": event_type, "data": data})
+    assert got.status == 202, got.json
+    return str(got.json["data"]["id"])
+
+
+async def deliveries(api: Api, hook_id: int, **params: str) -> list[dict[str, Any]]:
+    got = await api.get(f"{HOOKS}/{hook_id}/deliveries", params={"per_page": "100", **params})
+    assert got.status == 200, got.json
+    return list(got.json["data"])
+
+
+async def statuses(api: Api, hook_id: int) -> list[str]:
+    return [d["status"] for d in await deliveries(api, hook_id)]
 
 
 def webhook_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
@@ -67,8 +92,8 @@ class Receiver:
         self.active: Counter[str] = Counter()  # requests being answered, per path
         self.peak: Counter[str] = Counter()  # the most at once, per path ("" = all paths)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
 
     def script(self, path: str, *replies: Reply) -> str:
         self.scripts[path] = list(replies)

@@ -15,12 +15,17 @@ from typing import Any
 import orjson
 import pytest
 from hooks import (  # noqa: F401 - fixtures
+    HOOKS,
     Receiver,
     Reply,
     Worker,
+    deliveries,
+    emit,
+    endpoint,
     eventually,
     receiver,
     settings,
+    statuses,
     worker,
 )
 from standardwebhooks.webhooks import Webhook
@@ -31,30 +36,6 @@ from core_api.events import publish
 from core_api.runtime import Runtime
 from core_api.webhooks.delivery import retry_delay
 from core_api.webhooks.jobs import purge
-
-HOOKS = "/api/v1/webhooks"
-
-
-async def endpoint(api: Api, url: str, events: list[str] | None = None, **body: Any) -> Any:
-    got = await api.post(HOOKS, json={"url": url, "events": events or ["*"], **body})
-    assert got.status == 201, got.json
-    return got.json["data"]
-
-
-async def emit(api: Api, event_type: str = "post.created", **data: Any) -> str:
-    got = await api.post("/api/v1/events", json={"type": event_type, "data": data})
-    assert got.status == 202, got.json
-    return str(got.json["data"]["id"])
-
-
-async def deliveries(api: Api, hook_id: int, **params: str) -> list[dict[str, Any]]:
-    got = await api.get(f"{HOOKS}/{hook_id}/deliveries", params={"per_page": "100", **params})
-    assert got.status == 200, got.json
-    return list(got.json["data"])
-
-
-async def statuses(api: Api, hook_id: int) -> list[str]:
-    return [d["status"] for d in await deliveries(api, hook_id)]
 
 
 async def test_delivered_signed_and_verified_by_the_reference_library(
