@@ -225,8 +225,7 @@ async def test_an_internal_address_at_delivery_is_a_refused_attempt_that_sent_no
     if target == "loopback address":
         host = "127.0.0.1"
         refusal = (
-            "invalid url: must not point to a private, loopback, link-local or other "
-            "internal address"
+            "blocked: must not point to a private, loopback, link-local or other internal address"
         )
     else:
         name = _loopback_name()

@@ -134,6 +134,9 @@ def _legacy_numeric(host: str) -> bool:
     return last.isdigit() or (last.startswith("0x") and last != "0x")
 
 
+INTERNAL_TARGET = "must not point to"
+
+
 def url_problem(url: str, settings: Settings) -> str | None:
     """Why ``url`` cannot be a webhook endpoint (a message for a 422), or None.
 
@@ -177,9 +180,9 @@ def _url_problem(url: str, require_https: bool, allow_private: bool) -> str | No
     if allow_private:
         return None
     if ip is not None and is_blocked_address(ip):
-        return "must not point to a private, loopback, link-local or other internal address"
+        return f"{INTERNAL_TARGET} a private, loopback, link-local or other internal address"
     if ip is None and _internal_name(host):
-        return "must not point to an internal host name"
+        return f"{INTERNAL_TARGET} an internal host name"
     return None
 
 
@@ -342,8 +345,9 @@ class Transport:
         started = time.perf_counter()
         timeout_s = min(max(timeout_s, 0.001), MAX_TIMEOUT_S)
         problem = url_problem(url, self._settings)
-        if problem is not None:
-            return _failed(started, f"invalid url: {problem}")
+        if problem is not None:  # an internal target reads as the other refusals do
+            kind = "blocked" if problem.startswith(INTERNAL_TARGET) else "invalid url"
+            return _failed(started, f"{kind}: {problem}")
         if self._session is None:
             self._session = self._make_session()
         sent = dict(headers)
