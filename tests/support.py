@@ -1,16 +1,19 @@
 """Shared test helpers: throw-away PostgreSQL databases, the core-api command and a clean
-environment, real `core-api serve` servers (Granian processes) and a read-back of every
-stored resource through the API."""
+environment, real `core-api serve` servers (Granian processes), a loopback webhook receiver
+and a read-back of every stored resource through the API."""
 
 from __future__ import annotations
 
 import contextlib
+import http.server
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from conftest import ADMIN_URL, Api
+from conftest import ADMIN_URL, SECRET, Api
 
 
 def url_for(name: str) -> str:
@@ -63,6 +66,19 @@ def clean_env(tmp: Path, **core_api: str) -> dict[str, str]:
     env["CORE_API_SHM_PATH"] = str(tmp / "shm")
     env.update({f"CORE_API_{k.upper()}": v for k, v in core_api.items()})
     return env
+
+
+def served_env(tmp_path: Path, database_url: str, **core_api: str) -> dict[str, str]:
+    """``clean_env`` for a server a test drives: ``database_url``, the tests' secret key,
+    WARNING logs, and webhooks allowed to a loopback receiver over plain HTTP."""
+    settings = {
+        "secret_key": SECRET.decode(),
+        "log_level": "WARNING",
+        "webhook_allow_private_networks": "true",
+        "webhook_require_https": "false",
+        **core_api,
+    }
+    return clean_env(tmp_path, database_url=database_url, **settings)
 
 
 START_TIMEOUT = 30.0
@@ -218,6 +234,52 @@ def fresh_connection_client(server: Server, key: str) -> httpx.Client:
         limits=httpx.Limits(max_keepalive_connections=0),
         timeout=10.0,
     )
+
+
+class HookReceiver:
+    """A webhook receiver on 127.0.0.1 (threads, for tests that drive a real server):
+    records each event id it is sent and answers 200 after ``delay`` seconds. ``arrived``
+    is set when the first request has come in (so a test knows a send is in flight)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.received: list[str] = []
+        self.arrived = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.arrived.set()
+                time.sleep(receiver.delay)
+                receiver.received.append(json.loads(body)["id"])
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextmanager
+def hook_receiver(delay: float = 0.0) -> Iterator[HookReceiver]:
+    receiver = HookReceiver(delay)
+    try:
+        yield receiver
+    finally:
+        receiver.close()
 
 
 def sqlite_env(tmp_path: Path) -> dict[str, str]:

@@ -3,27 +3,36 @@ never go back), and a real two-worker server whose counts add up to what was sen
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
-from metrics_text import parse, total, value
+from metrics_text import Series, parse, total, value
 
-from conftest import REDIS_URL, SECRET
+from conftest import REDIS_URL
 from core_api.metrics.exposition import SERIES, render
 from core_api.metrics.registry import Registry
 from core_api.metrics.store import SnapshotStore, merge_gauges, merge_totals
-from support import Launcher, children, clean_env, fresh_connection_client, fresh_database
+from support import (
+    Launcher,
+    Server,
+    children,
+    core_api_command,
+    fresh_connection_client,
+    fresh_database,
+    hook_receiver,
+    printed_key,
+    served_env,
+)
 
 ROUTE = "/api/v1/workspaces/{id:id}"
 
@@ -113,31 +122,10 @@ def test_snapshots_of_other_processes_merge_and_dead_ones_are_folded(tmp_path: P
     assert merge_totals([*again, dead])["counters"][0][2] == 11
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[str] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        _Receiver.received.append(json.loads(body)["id"])
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def receiver() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with hook_receiver() as hooks:
+        yield hooks.url
 
 
 def _scrape(base: str) -> tuple[dict, dict]:  # type: ignore[type-arg]
@@ -153,23 +141,17 @@ def test_a_two_worker_server_counts_what_it_was_sent(
     tmp_path: Path, redis_prefix: str, receiver: str
 ) -> None:
     with fresh_database("ops") as url:
-        env = clean_env(
+        env = served_env(
             tmp_path,
-            database_url=url,
-            secret_key=SECRET.decode(),
+            url,
             redis_url=REDIS_URL,
             redis_prefix=redis_prefix,
             auth_failure_limit="2",
             pixel_rate_limit="0",
-            webhook_allow_private_networks="true",
-            webhook_require_https="false",
-            log_level="WARNING",
         )
         launcher = Launcher(tmp_path)
         try:
             server = launcher.start(env, 2, "--first-run-bootstrap")
-            from support import printed_key
-
             key = printed_key(server)
             with fresh_connection_client(server, key) as client:
                 made = client.post("/api/v1/webhooks", json={"url": receiver, "events": ["ops.*"]})
@@ -259,3 +241,106 @@ def test_every_series_is_documented_with_its_type() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     rows = dict(re.findall(r"^\| `(core_api_[a-z_]+)` \| (counter|gauge|histogram) \|", doc, re.M))
     assert rows == {name: kind for name, (kind, _) in SERIES.items()}
+
+
+@contextmanager
+def _one_worker_server(
+    tmp_path: Path, **settings: str
+) -> Iterator[tuple[Server, str, dict[str, str]]]:
+    """A one-worker server on a fresh PostgreSQL database: (server, its key, its
+    environment). One worker, so every scrape is answered by the process that holds the
+    numbers."""
+    with fresh_database("ops") as url:
+        env = served_env(tmp_path, url, **settings)
+        launcher = Launcher(tmp_path)
+        try:
+            server = launcher.start(env, 1, "--first-run-bootstrap")
+            yield server, printed_key(server), env
+        finally:
+            launcher.stop_all()
+
+
+def _scrape_until(base: str, done: Callable[[Series], bool], within: float) -> Series:
+    """Scrapes until ``done`` holds or ``within`` seconds pass; returns the last scrape."""
+    deadline = time.monotonic() + within
+    while True:
+        series, _ = _scrape(base)
+        if done(series) or time.monotonic() > deadline:
+            return series
+        time.sleep(0.2)
+
+
+@pytest.mark.postgres
+def test_webhook_queue_lag_grows_while_no_worker_delivers_and_falls_back_after(
+    tmp_path: Path,
+) -> None:
+    """An API node without the embedded worker queues deliveries that nobody sends: they
+    are due, so the lag is their age. A ``core-api worker`` then delivers them: 0 again."""
+    with (
+        hook_receiver() as hooks,
+        _one_worker_server(tmp_path, embedded_worker="false") as (server, key, env),
+    ):
+        with fresh_connection_client(server, key) as client:
+            made = client.post("/api/v1/webhooks", json={"url": hooks.url, "events": ["ops.*"]})
+            assert made.status_code == 201, made.text
+            published = []
+            for n in range(3):
+                got = client.post("/api/v1/events", json={"type": "ops.lag", "data": {"n": n}})
+                assert got.status_code == 202, got.text
+                published.append(got.json()["data"]["id"])
+        lag = "core_api_webhook_queue_lag_seconds"
+        series = _scrape_until(server.base, lambda s: (value(s, lag) or 0) >= 1.0, within=5)
+        assert value(series, "core_api_webhook_queue_due") == 3
+        assert 1.0 <= (value(series, lag) or 0) < 30, value(series, lag)
+        assert hooks.received == []  # held off: this node sends nothing
+        worker_log = tmp_path / "worker.err"
+        with open(worker_log, "wb") as err:
+            worker = subprocess.Popen(
+                [*core_api_command(), "worker"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+        try:
+            series = _scrape_until(
+                server.base,
+                lambda s: value(s, lag) == 0 and value(s, "core_api_webhook_queue_due") == 0,
+                within=15,
+            )
+            assert value(series, lag) == 0, worker_log.read_text()
+            assert value(series, "core_api_webhook_queue_due") == 0
+            assert sorted(hooks.received) == sorted(published)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=15) == 0, worker_log.read_text()
+
+
+@pytest.mark.postgres
+def test_usage_flush_lag_grows_while_the_flush_is_held_off_and_falls_back_after(
+    tmp_path: Path,
+) -> None:
+    """A transaction holding ``entitlement_usage`` (as a long migration or a stuck
+    database would) keeps the usage flush from writing: the counted call stays pending and
+    the lag grows past the 2 s flush interval. Released, the flush writes it: 0 again."""
+    lag, pending = "core_api_usage_flush_lag_seconds", "core_api_usage_pending_units"
+    with _one_worker_server(tmp_path) as (server, key, env):
+        series, _ = _scrape(server.base)
+        assert value(series, lag) == 0 and value(series, pending) == 0  # nothing counted
+        with psycopg.connect(env["CORE_API_DATABASE_URL"]) as holder:
+            holder.execute("LOCK TABLE entitlement_usage IN EXCLUSIVE MODE")  # reads pass
+            with fresh_connection_client(server, key) as client:
+                assert client.get("/api/v1/workspaces/1").status_code == 200  # one api_call
+            series = _scrape_until(server.base, lambda s: (value(s, lag) or 0) >= 3.0, within=6)
+            assert (value(series, lag) or 0) >= 3.0, value(series, lag)
+            assert value(series, pending) == 1
+            holder.rollback()  # the lock goes: the waiting flush writes
+            series = _scrape_until(
+                server.base, lambda s: value(s, lag) == 0 and value(s, pending) == 0, within=6
+            )
+            assert value(series, lag) == 0 and value(series, pending) == 0
+            used = holder.execute(
+                "SELECT SUM(used) FROM entitlement_usage WHERE feature = 'api_calls'"
+            ).fetchone()
+            assert used == (1,)

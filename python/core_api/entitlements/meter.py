@@ -9,11 +9,12 @@ FLUSH_SECONDS = 2.0
 
 
 class Meter:
-    __slots__ = ("_api_calls", "_other")
+    __slots__ = ("_api_calls", "_other", "in_flight")
 
     def __init__(self) -> None:
         self._api_calls: dict[int, int] = {}
         self._other: dict[tuple[int, str], int] = {}
+        self.in_flight = 0  # units drained by a flush that has not committed yet
 
     def record_api_call(self, workspace_id: int) -> None:
         """One authenticated request (the gateway's hook): a dict increment, nothing more."""
@@ -26,7 +27,8 @@ class Meter:
         self._other[key] = self._other.get(key, 0) + n
 
     def pending(self) -> int:
-        return sum(self._api_calls.values()) + sum(self._other.values())
+        """Units counted and not yet written, those of a flush in flight included."""
+        return sum(self._api_calls.values()) + sum(self._other.values()) + self.in_flight
 
     def drain(self) -> dict[tuple[int, str], int]:
         calls, other = self._api_calls, self._other

@@ -550,11 +550,15 @@ class EntitlementService:
         counts = self.meter.drain()
         if not counts:
             return 0
+        units = sum(counts.values())
+        self.meter.in_flight += units  # still pending (metrics) until the commit
         try:
             return await self._flush(counts)
         except BaseException:
             self.meter.restore(counts)
             raise
+        finally:
+            self.meter.in_flight -= units
 
     async def _flush(self, counts: dict[tuple[int, str], int]) -> int:
         now = self.clock.now_ms()
