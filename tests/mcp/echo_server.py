@@ -38,6 +38,12 @@ def crash() -> str:
     os._exit(3)
 
 
+@server.tool(description="Add a tool named `name` that answers its own name (tests the catalogue).")
+def grow(name: str) -> str:
+    server.add_tool(lambda: name, name=name, description=f"Added at run time: {name}")
+    return name
+
+
 @server.resource("echo://notes/{name}", description="A note by name.")
 def note(name: str) -> str:
     return f"note {name}"

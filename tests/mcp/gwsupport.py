@@ -15,13 +15,23 @@ from core_api.config import Settings
 ECHO = Path(__file__).with_name("echo_server.py")
 
 
-def registry_text(root: Path, extra: str = "") -> str:
+GATEWAY: dict[str, Any] = {
+    "call_timeout_seconds": 2,
+    "catalogue_ttl_seconds": 60,
+    "connect_timeout_seconds": 30,  # a loaded CI machine takes seconds to import the SDK
+    "audit_arguments": True,
+}
+
+
+def registry_text(root: Path, extra: str = "", **gateway: Any) -> str:
+    """The test registry; ``gateway`` overrides the [gateway] values of GATEWAY."""
+    settings = "\n".join(
+        f"{name} = {str(value).lower() if isinstance(value, bool) else value}"
+        for name, value in {**GATEWAY, **gateway}.items()
+    )
     return f"""
 [gateway]
-call_timeout_seconds = 2
-catalogue_ttl_seconds = 60
-connect_timeout_seconds = 30  # a loaded CI machine takes seconds to import the SDK
-audit_arguments = true
+{settings}
 allowed_origins = ["https://app.example.com"]
 
 [builtin.filesystem]
@@ -46,7 +56,7 @@ description = "Exits at once"
 [servers.transport]
 type = "stdio"
 command = "{sys.executable}"
-args = ["{ECHO}", "--fail"]
+args = ["-c", "raise SystemExit(2)"]  # before importing anything: fails fast
 {extra}
 """
 
