@@ -215,6 +215,13 @@ async def test_audit_keeps_arguments_only_when_configured(
             runtime.db, "SELECT COUNT(*) FROM mcp_audit WHERE arguments IS NOT NULL"
         )
         assert int(stored) == (3 if kept else 0)  # not stored, not only hidden
+        # A value the tool echoes in its error is an argument too.
+        missing = {"path": "nodir/customer-42.txt"}
+        r = await call(api, "filesystem", "read_file", missing)
+        assert r.status == 422 and "customer-42" in str(r.json["errors"]), r.json
+        row = (await audit(api, outcome="refused"))[0]  # newest first
+        assert ("customer-42" in row["error"]) is kept, row["error"]
+        assert kept or "[argument]" in row["error"]
 
 
 # -- 4. limits and metering -----------------------------------------------------------------
@@ -321,3 +328,40 @@ async def test_events_are_written_only_where_an_active_endpoint_subscribes(
     assert (await call(api, "filesystem", "list_directory", {})).status == 200
     assert len(await audit(api)) == 1  # the audit read writes the pending batch first
     assert {t: await event_rows(runtime, t) for t in written} == written
+
+
+HARD_PLANS = PLANS.replace('enforcement = "soft"', 'enforcement = "hard"')
+
+
+async def test_a_hard_mcp_calls_limit_refuses_exactly_beyond_it(
+    settings: Settings, clock: ManualClock, fs_root: Path
+) -> None:
+    """A hard mcp_calls limit is checked and recorded atomically before each call (as
+    POST /entitlements/usage does): of 8 concurrent calls against a limit of 3, exactly 3
+    run; the rest are 403 feature_limit_reached, audited, and run nothing. Counted once:
+    the in-memory meter does not count the recorded calls again at its flush."""
+    async with gateway(settings, clock, fs_root, plans=HARD_PLANS, tier="roomy") as (
+        runtime,
+        api,
+        _,
+    ):
+        answers = await asyncio.gather(
+            *(call(api, "filesystem", "list_directory", {}) for _ in range(8))
+        )
+        assert sorted(a.status for a in answers) == [200] * 3 + [403] * 5
+        refused = next(a for a in answers if a.status == 403)
+        assert refused.json["error"] == "feature_limit_reached"
+        assert refused.json["feature"] == "mcp_calls" and refused.json["upgrade_url"]
+        jsonrpc = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "filesystem__list_directory", "arguments": {}},
+        }
+        r = await api.post("/api/v1/mcp", json=jsonrpc, headers=JSON_RPC)
+        assert r.status == 200 and r.json["result"]["isError"] is True, r.json
+        await runtime.entitlements.flush()
+        mcp = (await api.get(SUMMARY)).json["data"]["entitlements"]["mcp_calls"]
+        assert (mcp["used"], mcp["limit"], mcp["available"]) == (3, 3, 0)
+        outcomes = sorted(a["outcome"] for a in await audit(api))
+        assert outcomes == ["ok"] * 3 + ["refused"] * 6

@@ -246,6 +246,24 @@ class EntitlementService:
             body["reset_at"] = iso(reset_at)
         return body
 
+    async def take_one(self, workspace: Workspace, name: str) -> bool:
+        """One unit of a feature core-api meters itself (``mcp_calls``), before the work it
+        pays for. A hard, finite limit is enforced as ``POST /entitlements/usage`` enforces
+        it: one atomic check-and-record, FeatureLimitReached beyond the limit (exact across
+        processes and nodes); True when recorded here. False for a soft or unlimited
+        feature (the default plans): the caller counts it in memory afterwards, with no
+        write per unit."""
+        feature = self.plans.features.get(name)
+        if feature is None or feature.kind != "metered":
+            return False
+        eff = self.cached_limit(workspace.id, workspace.tier, feature) or await self.effective(
+            workspace.id, workspace.tier, feature
+        )
+        if not eff.hard or eff.unlimited:
+            return False
+        await self.record(workspace, name, 1, None, None)
+        return True
+
     def recordable(self, feature: Feature) -> None:
         if feature.kind == "boolean":
             raise ValidationFailed.field(

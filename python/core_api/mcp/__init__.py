@@ -62,7 +62,7 @@ def register(app: Any, runtime: Runtime, settings: Settings) -> McpGateway:
     audit = AuditLog(runtime.db, runtime.clock, runtime.events)
     gw = McpGateway(
         registry, runtime.db, runtime.clock, runtime.limiter, meter, audit,
-        runtime.invalidator, app,
+        runtime.invalidator, app, runtime.entitlements,
     )  # fmt: skip
     args = (settings, runtime.workspaces, gw)
     endpoint = McpEndpoint(*args)

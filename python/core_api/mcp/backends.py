@@ -13,6 +13,7 @@ import orjson
 
 from ..errors import ApiError
 from ..gateway.auth import Principal
+from ..workspaces.repo import Workspace
 from .registry import ServerSpec
 
 
@@ -53,8 +54,12 @@ class Caller:
     ``core`` server calls this service's own endpoints with it)."""
 
     principal: Principal
-    workspace_id: int
+    workspace: Workspace
     token: str
+
+    @property
+    def workspace_id(self) -> int:
+        return self.workspace.id
 
 
 @dataclass(slots=True)

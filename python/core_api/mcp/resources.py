@@ -27,7 +27,7 @@ AUDIT_OUTCOMES = (
 async def caller_of(req: falcon.asgi.Request, workspaces: WorkspaceService) -> Caller:
     workspace = await context_workspace(req, workspaces)
     token = bearer_token(req.get_header("Authorization")) or ""
-    return Caller(principal_of(req), workspace.id, token)
+    return Caller(principal_of(req), workspace, token)
 
 
 def parameters(schema: dict[str, Any]) -> dict[str, Any]:

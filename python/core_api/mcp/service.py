@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 
 from ..clock import Clock
 from ..entitlements.meter import Meter
+from ..entitlements.service import EntitlementService
 from ..errors import AccessDenied, ApiError, NotFound, ValidationFailed
 from ..gateway.invalidation import Invalidator
 from ..gateway.ratelimit import Limiter, per_minute_tier
@@ -74,6 +75,9 @@ class Refused(ValidationFailed):
     large): the same 422, audited as ``refused``."""
 
 
+MAX_REDACTED_VALUES = 1000  # arguments are bounded by the request body; this bounds the work
+
+
 class McpGateway:
     def __init__(
         self,
@@ -85,9 +89,10 @@ class McpGateway:
         audit: AuditLog,
         invalidator: Invalidator,
         app: Any,
+        entitlements: EntitlementService | None = None,
     ) -> None:
         self.registry, self.db, self.clock, self.limiter = registry, db, clock, limiter
-        self.meter, self.audit = meter, audit
+        self.meter, self.audit, self.entitlements = meter, audit, entitlements
         self.backends: dict[str, Backend] = {}
         for spec in registry.servers.values():
             self.backends[spec.id] = self._backend(spec, app)
@@ -213,7 +218,7 @@ class McpGateway:
         request_id: str | None,
     ) -> ToolResult:
         started = time.perf_counter()
-        outcome, error = "ok", None
+        outcome, error, counted = "ok", None, False
         try:
             backend = await self.backend(caller, server_id)
             catalogue = await backend.catalogue()
@@ -226,6 +231,8 @@ class McpGateway:
             if problems:
                 raise ValidationFailed(problems)
             await self._charge(caller, backend.spec, tool_name)
+            if self.entitlements is not None:  # a hard mcp_calls limit: recorded before
+                counted = await self.entitlements.take_one(caller.workspace, "mcp_calls")
             try:
                 result = await backend.call(
                     tool_name, arguments, caller, self.registry.call_timeout
@@ -244,7 +251,7 @@ class McpGateway:
         finally:
             self._record(
                 caller, server_id, tool_name, "tool", transport, outcome, error,
-                arguments, request_id, started,
+                arguments, request_id, started, counted=counted,
             )  # fmt: skip
 
     async def read(
@@ -301,11 +308,17 @@ class McpGateway:
         arguments: Mapping[str, Any] | None,
         request_id: str | None,
         started: float,
+        *,
+        counted: bool = False,
     ) -> None:
+        """The audit row, and the call counted towards ``mcp_calls`` in memory unless
+        ``take_one`` recorded it already (``counted``)."""
         principal = caller.principal
         kept = None
         if self.registry.audit_arguments and arguments is not None:
             kept = arguments_text(arguments)
+        elif error and arguments:
+            error = without_arguments(error, arguments)
         self.audit.record(
             repo.AuditRow(
                 workspace_id=caller.workspace_id,
@@ -323,8 +336,31 @@ class McpGateway:
                 created_at=self.clock.now_ms(),
             )
         )
-        if self.meter is not None and kind == "tool" and outcome in ("ok", "error", "timeout"):
+        if counted or self.meter is None:
+            return
+        if kind == "tool" and outcome in ("ok", "error", "timeout"):
             self.meter.add(caller.workspace_id, "mcp_calls")
+
+
+def without_arguments(text: str, arguments: Mapping[str, Any]) -> str:
+    """``text`` with every argument value of 3 or more characters replaced: with
+    ``audit_arguments`` off, a value a tool echoes in its error ("No such file or
+    directory: customer-42.txt") stays out of the audit as well."""
+    values: set[str] = set()
+    stack: list[Any] = [arguments]
+    while stack and len(values) < MAX_REDACTED_VALUES:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, str | int | float) and not isinstance(item, bool):
+            value = str(item)
+            if len(value) >= 3:
+                values.add(value)
+    for value in sorted(values, key=len, reverse=True):  # longest first: no partial leftovers
+        text = text.replace(value, "[argument]")
+    return text
 
 
 def arguments_text(arguments: Mapping[str, Any]) -> str:
