@@ -239,6 +239,11 @@ async def test_per_server_rate_limit(api: Api, boot: dict[str, Any]) -> None:
     assert r.json["retry_after"] == 20  # one call in 60 / 3 s (the manual clock stands still)
     assert r.json["reset_at"] == "2026-01-01T00:01:00Z"
     assert r.headers["retry-after"] == "20"
+    # The headers are the server limit's, as the body's: not the key tier's.
+    assert (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]) == ("3", "0")
+    assert r.headers["ratelimit-policy"].startswith('"mcp-core";q=3;')
+    ok = await call(api, "filesystem", "list_directory", {})  # another server: the tier's
+    assert int(ok.headers["x-ratelimit-limit"]) > 3
     # Other servers and other keys are not charged.
     assert (await call(api, "filesystem", "list_directory", {})).status == 200
     other = await new_key(api, ["*"])

@@ -148,7 +148,11 @@ class GatewayMiddleware:
         if req.method in IDEMPOTENT_METHODS:
             await self.idempotency.finish(req, resp)
         decision: Decision | None = req.context.get("rate")
-        headers = decision.headers() if decision is not None else []
+        headers = []
+        if decision is not None and not (
+            resp.status_code == 429 and resp.get_header("X-RateLimit-Limit")
+        ):  # a 429 from another limit (an MCP server's) carries that limit's headers
+            headers = decision.headers()
         headers.append(("X-Request-ID", request_id(req)))
         resp.set_headers(headers)  # one call: set_header per header showed in profiles
         # Metrics: what the ASGI wrapper (pixel/fastpath.py) records once the answer is sent.

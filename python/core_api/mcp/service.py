@@ -294,7 +294,9 @@ class McpGateway:
             key = bucket + f"|mcp:{spec.id}:{scope}".encode()
             decision = self.limiter.check_now(key, tier) or await self.limiter.check(key, tier)
             if not decision.allowed:
-                raise decision.error()
+                error = decision.error()
+                error.headers.update(decision.headers())  # this limit's, not the key tier's
+                raise error
 
     def _record(
         self,
