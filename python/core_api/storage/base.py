@@ -18,14 +18,14 @@ Params = Sequence[Any]
 
 
 class Executor(Protocol):
+    dialect: str  # "postgresql" | "sqlite": the database, its transactions and connections
+
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]: ...
     async def execute(self, sql: str, params: Params = ()) -> int: ...
 
 
 class Database(Executor, Protocol):
-    dialect: str
-
     async def open(self) -> None: ...
     async def ping(self) -> None: ...  # answers, or raises DatabaseUnavailable
     def transaction(self) -> AbstractAsyncContextManager[Executor]: ...

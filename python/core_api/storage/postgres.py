@@ -279,6 +279,7 @@ class _Connection:
     """Statements on one checked-out connection."""
 
     __slots__ = ("conn", "pooled")
+    dialect = "postgresql"
 
     def __init__(self, pooled: _Pooled) -> None:
         self.pooled = pooled

@@ -252,6 +252,8 @@ def _owner_only(path: Path) -> None:
 class _SQLiteTransaction:
     """Statements inside a transaction, on the writer; its lock is already held."""
 
+    dialect = "sqlite"
+
     def __init__(self, writer: _Connection) -> None:
         self._writer = writer
 

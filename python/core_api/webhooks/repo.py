@@ -375,6 +375,17 @@ def _ids(ids: Sequence[int]) -> str:
     return ", ".join("?" * len(ids))
 
 
+def _id_in(db: Executor, column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
+    """``column`` in a batch of ids, and its parameters. PostgreSQL: one array parameter
+    (``= ANY``), so the statement's text is the same whatever the batch size and stays
+    prepared in the connection's statement cache; with one placeholder per id, every
+    batch size was a new statement to parse and plan, at every claim and outcome flush.
+    SQLite binds each id (no arrays)."""
+    if db.dialect == "postgresql":
+        return f"{column} = ANY(CAST(? AS BIGINT[]))", [list(ids)]
+    return f"{column} IN ({_ids(ids)})", list(ids)
+
+
 async def claim(
     db: Database,
     *,
@@ -403,13 +414,14 @@ async def claim(
     claimed: list[Claimed] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
+        among, params = _id_in(db, "d.id", chunk)
         loaded = await db.fetch_all(
             "SELECT d.id, d.endpoint_id, d.attempt, d.next_attempt_at, e.public_id AS event_id, "  # noqa: S608
             "e.type AS event_type, e.payload, p.workspace_id, p.url, p.is_active, "
             "p.secret_sealed, p.previous_secret_sealed, p.previous_secret_expires_at "
             "FROM webhook_deliveries d JOIN events e ON e.id = d.event_id "
-            f"JOIN webhook_endpoints p ON p.id = d.endpoint_id WHERE d.id IN ({_ids(chunk)})",
-            chunk,
+            f"JOIN webhook_endpoints p ON p.id = d.endpoint_id WHERE {among}",
+            params,
         )
         for r in loaded:
             previous = r["previous_secret_sealed"]
@@ -436,22 +448,21 @@ async def claim(
 
 async def extend_leases(db: Database, ids: Sequence[int], holder: str, until: int) -> None:
     for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start : start + _CHUNK])
+        among, params = _id_in(db, "id", ids[start : start + _CHUNK])
         await db.execute(
-            f"UPDATE webhook_deliveries SET locked_until = ? WHERE id IN ({_ids(chunk)}) "  # noqa: S608
-            "AND locked_by = ?",
-            [until, *chunk, holder],
+            f"UPDATE webhook_deliveries SET locked_until = ? WHERE {among} AND locked_by = ?",  # noqa: S608
+            [until, *params, holder],
         )
 
 
 async def release(db: Executor, ids: Sequence[int], holder: str) -> None:
     """Give leases back unsent (a graceful stop, or more than this worker will hold)."""
     for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start : start + _CHUNK])
+        among, params = _id_in(db, "id", ids[start : start + _CHUNK])
         await db.execute(
             "UPDATE webhook_deliveries SET locked_until = NULL, locked_by = NULL "  # noqa: S608
-            f"WHERE id IN ({_ids(chunk)}) AND locked_by = ?",
-            [*chunk, holder],
+            f"WHERE {among} AND locked_by = ?",
+            [*params, holder],
         )
 
 
@@ -469,12 +480,12 @@ async def mark_succeeded(
     tx: Executor, ids: Sequence[int], holder: str, code: int, now: int
 ) -> None:
     for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start : start + _CHUNK])
+        among, params = _id_in(tx, "id", ids[start : start + _CHUNK])
         await tx.execute(
             "UPDATE webhook_deliveries SET status = 'success', attempt = attempt + 1, "  # noqa: S608
             "response_code = ?, delivered_at = ?, locked_until = NULL, locked_by = NULL, "
-            f"updated_at = ? WHERE id IN ({_ids(chunk)}) AND locked_by = ?",
-            [code, now, now, *chunk, holder],
+            f"updated_at = ? WHERE {among} AND locked_by = ?",
+            [code, now, now, *params, holder],
         )
 
 
@@ -500,11 +511,11 @@ async def mark_failed_attempt(
 async def mark_skipped(tx: Executor, ids: Sequence[int], holder: str, now: int) -> None:
     """Claimed deliveries of an endpoint found inactive: failed without an attempt."""
     for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start : start + _CHUNK])
+        among, params = _id_in(tx, "id", ids[start : start + _CHUNK])
         await tx.execute(
             "UPDATE webhook_deliveries SET status = 'failed', locked_until = NULL, "  # noqa: S608
-            f"locked_by = NULL, updated_at = ? WHERE id IN ({_ids(chunk)}) AND locked_by = ?",
-            [now, *chunk, holder],
+            f"locked_by = NULL, updated_at = ? WHERE {among} AND locked_by = ?",
+            [now, *params, holder],
         )
 
 
@@ -515,10 +526,26 @@ _ATTEMPT_ROW = (
 )
 
 
+_ATTEMPTS_UNNEST = (
+    "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, response_body, error, "
+    "duration_ms, created_at) SELECT v.delivery_id, v.attempt, v.status_code, "
+    "v.response_body, v.error, v.duration_ms, v.created_at FROM unnest(CAST(? AS BIGINT[]), "
+    "CAST(? AS INTEGER[]), CAST(? AS INTEGER[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), "
+    "CAST(? AS INTEGER[]), CAST(? AS BIGINT[])) AS v(delivery_id, attempt, status_code, "
+    "response_body, error, duration_ms, created_at) WHERE EXISTS (SELECT 1 FROM "
+    "webhook_deliveries d WHERE d.id = v.delivery_id)"
+)
+
+
 async def insert_attempts(tx: Executor, rows: Sequence[tuple[Any, ...]]) -> None:
     """(delivery_id, attempt, status_code, response_body, error, duration_ms, created_at).
     Rows whose delivery was deleted meanwhile (its endpoint removed) are skipped, not an
     error that would roll the other outcomes back. VALUES columns are column1..7 on both."""
+    if tx.dialect == "postgresql":  # one array per column: one prepared statement
+        for start in range(0, len(rows), _CHUNK):
+            columns = [list(column) for column in zip(*rows[start : start + _CHUNK], strict=True)]
+            await tx.execute(_ATTEMPTS_UNNEST, columns)
+        return
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
         params: list[Any] = [value for row in chunk for value in row]
@@ -547,6 +574,17 @@ async def record_success_runs(tx: Executor, counts: dict[int, int], now: int) ->
     """:func:`record_successes` for many endpoints in one statement (a flush's common case:
     only successes), chunked."""
     items = list(counts.items())
+    if tx.dialect == "postgresql":  # arrays: one prepared statement whatever the count
+        for start in range(0, len(items), _CHUNK):
+            endpoints, added = zip(*items[start : start + _CHUNK], strict=True)
+            await tx.execute(
+                "UPDATE webhook_endpoints p SET success_count = p.success_count + v.added, "
+                "consecutive_failures = 0, failing_since = NULL, last_delivery_at = ? "
+                "FROM unnest(CAST(? AS BIGINT[]), CAST(? AS BIGINT[])) AS v(id, added) "
+                "WHERE p.id = v.id",
+                [now, list(endpoints), list(added)],
+            )
+        return
     for start in range(0, len(items), _CHUNK):
         chunk = items[start : start + _CHUNK]
         cases = " ".join("WHEN ? THEN ?" for _ in chunk)
