@@ -136,7 +136,11 @@ class Dispatcher:
         self.max_in_flight = settings.webhook_max_in_flight
         self.per_endpoint = settings.webhook_endpoint_concurrency
         self.window = _WINDOW_PER_SLOT * self.per_endpoint
-        self.max_held = max(BATCH, 4 * self.max_in_flight)
+        # Room for two claims: the next batch is claimed while one is being sent, and a
+        # row is held until its outcome is written. With room for one, sending stopped
+        # at every claim and every flush (measured: 64 in flight half the time, 0 the
+        # other half).
+        self.max_held = max(2 * BATCH, 8 * self.max_in_flight)
         self.lease_ms = settings.webhook_lease_seconds * 1000
         self.timeout = float(settings.webhook_timeout_seconds)
         self.transport = transport or Transport(
