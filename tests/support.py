@@ -238,12 +238,14 @@ def fresh_connection_client(server: Server, key: str) -> httpx.Client:
 
 class HookReceiver:
     """A webhook receiver on 127.0.0.1 (threads, for tests that drive a real server):
-    records each event id it is sent and answers 200 after ``delay`` seconds. ``arrived``
-    is set when the first request has come in (so a test knows a send is in flight)."""
+    records each request (``hits``: lower-cased headers and body) and its event id
+    (``received``), and answers 200 after ``delay`` seconds. ``arrived`` is set when the
+    first request has come in (so a test knows a send is in flight)."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.received: list[str] = []
+        self.hits: list[tuple[dict[str, str], bytes]] = []
         self.arrived = threading.Event()
         receiver = self
 
@@ -252,6 +254,7 @@ class HookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.arrived.set()
                 time.sleep(receiver.delay)
+                receiver.hits.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 receiver.received.append(json.loads(body)["id"])
                 self.send_response(200)
                 self.send_header("Content-Length", "2")

@@ -7,11 +7,9 @@ seals them under the current one, after which the previous secret can go."""
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import sqlite3
 import subprocess
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +34,7 @@ from core_api.webhooks.reseal import reseal_all
 from core_api.webhooks.secrets import SecretBox
 from core_api.webhooks.service import live_keys
 from core_api.webhooks.verify import verify
+from support import HookReceiver, hook_receiver
 
 OLD = SECRET  # what conftest's runtimes run with
 NEW = b"the-next-server-secret-key-also-long-enough-4242"
@@ -324,42 +323,20 @@ def test_the_previous_secret_setting() -> None:
 # -- a real server, restarted under a new secret -----------------------------------------
 
 
-class _Hooks(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        _Hooks.received.append(({k: v for k, v in self.headers.items()}, body))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def hook_url() -> Iterator[str]:
-    _Hooks.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
+def hooks() -> Iterator[HookReceiver]:
+    with hook_receiver() as receiver:
+        yield receiver
 
 
-def _delivered(count: int) -> list[tuple[dict[str, str], bytes]]:
+def _delivered(hooks: HookReceiver, count: int) -> list[tuple[dict[str, str], bytes]]:
     import time
 
     deadline = time.monotonic() + 30
-    while len(_Hooks.received) < count and time.monotonic() < deadline:
+    while len(hooks.hits) < count and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(_Hooks.received) >= count, _Hooks.received
-    return _Hooks.received[:count]
+    assert len(hooks.hits) >= count, hooks.hits
+    return hooks.hits[:count]
 
 
 def _reseal(env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
@@ -378,7 +355,7 @@ def _reseal(env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
 
 
 def test_a_server_restarted_under_a_new_secret(
-    tmp_path: Path, hook_url: str, launcher: Any
+    tmp_path: Path, hooks: HookReceiver, launcher: Any
 ) -> None:
     from support import clean_env, printed_key
 
@@ -416,14 +393,14 @@ def test_a_server_restarted_under_a_new_secret(
     auth = {"Authorization": f"Bearer {key}"}
     made = httpx.post(
         f"{server.base}/api/v1/webhooks",
-        json={"url": hook_url, "events": ["rotation.*"]},
+        json={"url": hooks.url, "events": ["rotation.*"]},
         headers=auth,
         timeout=10,
     )
     assert made.status_code == 201, made.text
     secret = made.json()["data"]["secret"]
     publish(server, key, 0)
-    headers, body = _delivered(1)[0]
+    headers, body = _delivered(hooks, 1)[0]
     verify(secret, headers, body)
     me = httpx.get(f"{server.base}/api/v1/api-keys", headers=auth, timeout=10).json()
     key_id = me["data"][0]["id"]
@@ -436,7 +413,7 @@ def test_a_server_restarted_under_a_new_secret(
     assert got.status_code == 200, got.text
     assert key_hash(key_id) == _native.hash_key(NEW, key).hex()
     publish(server, key, 1)
-    headers, body = _delivered(2)[1]
+    headers, body = _delivered(hooks, 2)[1]
     verify(secret, headers, body)
     assert json.loads(body)["data"] == {"n": 1}
     assert _reseal(env_both, tmp_path) == {
@@ -453,7 +430,7 @@ def test_a_server_restarted_under_a_new_secret(
     server = launcher.start(env_new, 1)
     assert httpx.get(f"{server.base}/api/v1/api-keys", headers=auth, timeout=10).status_code == 200
     publish(server, key, 2)
-    headers, body = _delivered(3)[2]
+    headers, body = _delivered(hooks, 3)[2]
     verify(secret, headers, body)
     assert json.loads(body)["data"] == {"n": 2}
     assert _reseal(env_new, tmp_path)["already_current"] == 1

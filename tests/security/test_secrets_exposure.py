@@ -17,10 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,48 +26,15 @@ import httpx
 import pytest
 
 from core_api.webhooks.verify import verify
-from support import Launcher, clean_env, core_api_command
+from support import HookReceiver, Launcher, clean_env, core_api_command, hook_receiver
 
 pytestmark = pytest.mark.e2e
 
 
-class Receiver:
-    """A webhook receiver on 127.0.0.1 recording every request (headers, body)."""
-
-    def __init__(self) -> None:
-        hits: list[tuple[dict[str, str], bytes]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                hits.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.hits = hits
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+def receiver() -> Iterator[HookReceiver]:
+    with hook_receiver() as r:
+        yield r
 
 
 def wait_for(predicate: Any, within: float = 20.0) -> None:
@@ -93,7 +58,7 @@ def forms(secret: str) -> list[str]:
 
 
 def test_secrets_are_shown_once_and_never_logged(
-    launcher: Launcher, tmp_path: Path, receiver: Receiver
+    launcher: Launcher, tmp_path: Path, receiver: HookReceiver
 ) -> None:
     env = clean_env(
         tmp_path,
