@@ -152,6 +152,7 @@ class Dispatcher:
         self._queues: dict[int, deque[Claimed]] = {}
         self._pumps: Counter[int] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._claiming: asyncio.Future[list[Claimed]] | None = None  # the claim statement
         self._gone: set[int] = set()  # answered 410: send nothing more before the flush
         self._results: list[_Result] = []
         self._results_ready = asyncio.Event()
@@ -193,6 +194,9 @@ class Dispatcher:
         for task in (*loops, *self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._claiming is not None:
+            with contextlib.suppress(Exception):
+                await self._claiming
         with contextlib.suppress(DatabaseUnavailable):
             await self._flush()
         # Everything still leased to this holder goes back: what is held and unsent, and
@@ -209,15 +213,21 @@ class Dispatcher:
             return 0
         now, wall = self.clock.now_ms(), wall_ms()
         full = [e for e, n in self._held_per_endpoint.items() if n >= self.window]
-        claimed = await repo.claim(
-            self.db,
-            holder=self.holder,
-            now=now,
-            lease_now=wall,
-            lease_until=wall + self.lease_ms,
-            limit=min(room, BATCH),
-            exclude=full,
+        # Shielded: a stop that cancelled the claim mid-statement could see the UPDATE
+        # commit after it gave its leases back (seen: a whole batch still leased after a
+        # graceful stop). The stop waits for this statement, then gives everything back.
+        self._claiming = asyncio.ensure_future(
+            repo.claim(
+                self.db,
+                holder=self.holder,
+                now=now,
+                lease_now=wall,
+                lease_until=wall + self.lease_ms,
+                limit=min(room, BATCH),
+                exclude=full,
+            )
         )
+        claimed = await asyncio.shield(self._claiming)
         extra: list[int] = []
         touched: set[int] = set()
         for item in claimed:
