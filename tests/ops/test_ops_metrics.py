@@ -297,7 +297,7 @@ def test_webhook_queue_lag_grows_while_no_worker_delivers_and_falls_back_after(
         with open(worker_log, "wb") as err:
             worker = subprocess.Popen(
                 [*core_api_command(), "worker"],
-                env=env,
+                env={**env, "CORE_API_PORT": str(server.port)},  # the server's metrics dir
                 cwd=tmp_path,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -312,9 +312,19 @@ def test_webhook_queue_lag_grows_while_no_worker_delivers_and_falls_back_after(
             assert value(series, lag) == 0, worker_log.read_text()
             assert value(series, "core_api_webhook_queue_due") == 0
             assert sorted(hooks.received) == sorted(published)
+            # The worker's own counters reach this server's /metrics (its snapshot file).
+            delivered = "core_api_webhook_deliveries_total"
+            series = _scrape_until(
+                server.base, lambda s: value(s, delivered, outcome="success") == 3, within=5
+            )
+            assert value(series, delivered, outcome="success") == 3, worker_log.read_text()
+            assert value(series, "core_api_processes") == 2  # the server and the worker
         finally:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=15) == 0, worker_log.read_text()
+        # Stopped, its counts stay (folded into the dead processes' totals).
+        series, _ = _scrape(server.base)
+        assert value(series, "core_api_webhook_deliveries_total", outcome="success") == 3
 
 
 @pytest.mark.postgres
