@@ -91,3 +91,17 @@ async def call(api: Any, server: str, tool: str, arguments: Any = None, **kw: An
     if arguments is not None:
         body["arguments"] = arguments
     return await api.post("/api/v1/mcp/tools/call", json=body, **kw)
+
+
+JSON_RPC = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+async def jsonrpc_call(api: Any, name: str, arguments: Any) -> Any:
+    """``tools/call`` of ``name`` (``server__tool``) through ``/api/v1/mcp``, raw JSON-RPC."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
+    return await api.post("/api/v1/mcp", json=body, headers=JSON_RPC)

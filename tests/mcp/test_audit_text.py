@@ -8,12 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gwsupport import fs_root, mcp_extra, settings  # noqa: F401 - fixtures
+from gwsupport import fs_root, jsonrpc_call, mcp_extra, settings  # noqa: F401 - fixtures
 
 from conftest import Api
 from core_api.mcp.audit import clean_text
-
-JSON_RPC = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 def test_clean_text() -> None:
@@ -28,13 +26,7 @@ async def test_nul_in_names_is_audited_and_readable(api: Api, fs_root: Path) -> 
     assert r.status == 422, r.json
     r = await api.get("/api/v1/mcp/resources/fi%00le://x")
     assert r.status == 404, r.json
-    call = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "no\u0000pe__to\u0000ol", "arguments": {}},
-    }
-    r = await api.post("/api/v1/mcp", json=call, headers=JSON_RPC)
+    r = await jsonrpc_call(api, "no\u0000pe__to\u0000ol", {})
     assert r.status == 200, r.json
     assert r.json["result"]["isError"] is True
     r = await api.get("/api/v1/mcp/audit")
@@ -67,13 +59,7 @@ async def test_audit_filters_refuse_nul_and_long_values(api: Api) -> None:
 async def test_jsonrpc_arguments_beyond_64_bits_are_audited(api: Api) -> None:
     """The registry keeps arguments (gwsupport: audit_arguments = true); a JSON-RPC body may
     carry an integer orjson cannot encode: the call still answers and is audited."""
-    call = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "filesystem__list_directory", "arguments": {"path": "/", "n": 10**30}},
-    }
-    r = await api.post("/api/v1/mcp", json=call, headers=JSON_RPC)
+    r = await jsonrpc_call(api, "filesystem__list_directory", {"path": "/", "n": 10**30})
     assert r.status == 200, r.json
     assert r.json["result"]["isError"] is True  # n is not in the schema: a validation error
     assert "arguments.n" in r.json["result"]["content"][0]["text"]

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gwsupport import call, fs_root, mcp_extra, registry_text, settings  # noqa: F401 - fixtures
+from gwsupport import (  # noqa: F401 - fixtures
+    call,
+    fs_root,
+    jsonrpc_call,
+    mcp_extra,
+    registry_text,
+    settings,
+)
 
 from conftest import Api, serving
 from core_api.clock import ManualClock
@@ -28,8 +35,6 @@ from pixel.ingest_support import close_ingest, event, ingest, make_site, track
 from seo.seo_support import other_tenant, report_body, submit
 
 __all__ = ["close_ingest"]  # a fixture, used by the core tools test
-
-JSON_RPC = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 @asynccontextmanager
@@ -193,13 +198,7 @@ async def test_audit_keeps_arguments_only_when_configured(
     arguments = {"path": "notes.txt"}
     async with gateway(settings, clock, fs_root, audit_arguments=kept) as (runtime, api, _):
         assert (await call(api, "filesystem", "read_file", arguments)).status == 200
-        jsonrpc = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "filesystem__read_file", "arguments": arguments},
-        }
-        r = await api.post("/api/v1/mcp", json=jsonrpc, headers=JSON_RPC)
+        r = await jsonrpc_call(api, "filesystem__read_file", arguments)
         assert r.status == 200 and r.json["result"]["isError"] is False, r.json
         refused = {"path": "../secret-name.txt"}
         assert (await call(api, "filesystem", "read_file", refused)).status == 422
@@ -357,13 +356,7 @@ async def test_a_hard_mcp_calls_limit_refuses_exactly_beyond_it(
         refused = next(a for a in answers if a.status == 403)
         assert refused.json["error"] == "feature_limit_reached"
         assert refused.json["feature"] == "mcp_calls" and refused.json["upgrade_url"]
-        jsonrpc = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "filesystem__list_directory", "arguments": {}},
-        }
-        r = await api.post("/api/v1/mcp", json=jsonrpc, headers=JSON_RPC)
+        r = await jsonrpc_call(api, "filesystem__list_directory", {})
         assert r.status == 200 and r.json["result"]["isError"] is True, r.json
         await runtime.entitlements.flush()
         mcp = (await api.get(SUMMARY)).json["data"]["entitlements"]["mcp_calls"]
