@@ -1,8 +1,8 @@
 """What the gateway's other tests leave out: the catalogue TTL against a real stdio server
 whose tool list changes, the `core` server's SEO and pixel tools under a key's scopes and
 workspace, `audit_arguments` on and off, the registry's per-server limit, the key's tier
-limit and `mcp_calls` metering, and which webhook subscriptions make `mcp.tool.executed`
-rows (the same rule as every other event)."""
+limit and `mcp_calls` metering (the limits with and without Redis), and which webhook
+subscriptions make `mcp.tool.executed` rows (the same rule as every other event)."""
 # ruff: noqa: F811 - pytest fixtures imported from gwsupport are redefined as parameters
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from gwsupport import (  # noqa: F401 - fixtures
     settings,
 )
 
-from conftest import Api, serving
+from conftest import REDIS_URL, Api, serving
 from core_api.clock import ManualClock
 from core_api.config import Settings
 from core_api.runtime import Runtime
@@ -45,12 +45,13 @@ async def gateway(
     *,
     plans: str | None = None,
     tier: str = "enterprise",
+    extra: str = "",
     **registry: Any,
 ) -> AsyncIterator[tuple[Runtime, Api, dict[str, Any]]]:
-    """An app on the test registry with [gateway] overrides (and a plans file), and a
-    client for a fresh workspace on ``tier``."""
+    """An app on the test registry with [gateway] overrides, ``extra`` server tables (and
+    a plans file), and a client for a fresh workspace on ``tier``."""
     config = fs_root.parent / "mcp-custom.toml"
-    config.write_text(registry_text(fs_root, **registry))
+    config.write_text(registry_text(fs_root, extra, **registry))
     changed = replace(settings, mcp_config=str(config))
     if plans is not None:
         changed = replace(changed, plans_file=plans_file(fs_root.parent, plans))
@@ -58,6 +59,14 @@ async def gateway(
         boot = await tenant(runtime, clock, "Acme", tier)
         api.key = boot["api_key"]["key"]
         yield runtime, api, boot
+
+
+def with_limiter(settings: Settings, limiter_mode: str, request: pytest.FixtureRequest) -> Settings:
+    """``settings`` as they are (the local limiter), or with Redis under a private prefix."""
+    if limiter_mode == "local":
+        return settings
+    prefix = request.getfixturevalue("redis_prefix")
+    return replace(settings, redis_url=REDIS_URL, redis_prefix=prefix)
 
 
 async def new_key(api: Api, scopes: list[str], **fields: Any) -> str:
@@ -226,29 +235,37 @@ async def test_audit_keeps_arguments_only_when_configured(
 # -- 4. limits and metering -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mcp_extra", ["[builtin.core]\nrate_limit = 3\n"])
-async def test_per_server_rate_limit(api: Api, boot: dict[str, Any]) -> None:
-    tools = [("list_workspaces", {}), ("check_entitlement", {"feature": "mcp_calls"})] * 2
-    codes = [(await call(api, "core", tool, args)).status for tool, args in tools[:3]]
-    assert codes == [200, 200, 200]  # the limit is the server's, whichever tool
-    r = await call(api, "core", *tools[3])
-    assert r.status == 429, r.json
-    assert r.json["error"] == "rate_limit_exceeded"
-    assert (r.json["limit"], r.json["remaining"]) == (3, 0)
-    assert r.json["retry_after"] == 20  # one call in 60 / 3 s (the manual clock stands still)
-    assert r.json["reset_at"] == "2026-01-01T00:01:00Z"
-    assert r.headers["retry-after"] == "20"
-    # The headers are the server limit's, as the body's: not the key tier's.
-    assert (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]) == ("3", "0")
-    assert r.headers["ratelimit-policy"].startswith('"mcp-core";q=3;')
-    ok = await call(api, "filesystem", "list_directory", {})  # another server: the tier's
-    assert int(ok.headers["x-ratelimit-limit"]) > 3
-    # Other servers and other keys are not charged.
-    assert (await call(api, "filesystem", "list_directory", {})).status == 200
-    other = await new_key(api, ["*"])
-    assert (await call(api, "core", "list_workspaces", {}, key=other)).status == 200
-    [row] = await audit(api, outcome="rate_limited")
-    assert (row["server"], row["tool"]) == ("core", "check_entitlement")
+async def test_per_server_rate_limit(
+    settings: Settings,
+    clock: ManualClock,
+    fs_root: Path,
+    limiter_mode: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    limited = with_limiter(settings, limiter_mode, request)
+    extra = "[builtin.core]\nrate_limit = 3\n"
+    async with gateway(limited, clock, fs_root, extra=extra) as (_, api, _):
+        tools = [("list_workspaces", {}), ("check_entitlement", {"feature": "mcp_calls"})] * 2
+        codes = [(await call(api, "core", tool, args)).status for tool, args in tools[:3]]
+        assert codes == [200, 200, 200]  # the limit is the server's, whichever tool
+        r = await call(api, "core", *tools[3])
+        assert r.status == 429, r.json
+        assert r.json["error"] == "rate_limit_exceeded"
+        assert (r.json["limit"], r.json["remaining"]) == (3, 0)
+        assert r.json["retry_after"] == 20  # one call in 60 / 3 s (the manual clock stands still)
+        assert r.json["reset_at"] == "2026-01-01T00:01:00Z"
+        assert r.headers["retry-after"] == "20"
+        # The headers are the server limit's, as the body's: not the key tier's.
+        assert (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]) == ("3", "0")
+        assert r.headers["ratelimit-policy"].startswith('"mcp-core";q=3;')
+        ok = await call(api, "filesystem", "list_directory", {})  # another server: the tier's
+        assert int(ok.headers["x-ratelimit-limit"]) > 3
+        # Other servers and other keys are not charged.
+        assert (await call(api, "filesystem", "list_directory", {})).status == 200
+        other = await new_key(api, ["*"])
+        assert (await call(api, "core", "list_workspaces", {}, key=other)).status == 200
+        [row] = await audit(api, outcome="rate_limited")
+        assert (row["server"], row["tool"]) == ("core", "check_entitlement")
 
 
 PLANS = """
@@ -274,9 +291,14 @@ mcp_calls = 3
 
 
 async def test_tier_rate_limit_and_mcp_calls_metering(
-    settings: Settings, clock: ManualClock, fs_root: Path
+    settings: Settings,
+    clock: ManualClock,
+    fs_root: Path,
+    limiter_mode: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    async with gateway(settings, clock, fs_root, plans=PLANS, tier="roomy") as (runtime, api, _):
+    limited = with_limiter(settings, limiter_mode, request)
+    async with gateway(limited, clock, fs_root, plans=PLANS, tier="roomy") as (runtime, api, _):
         tiny = await new_key(api, ["mcp:read", "mcp:write"], rate_limit_tier="tiny")
         # The key's tier limit applies to MCP calls like any request (4/min, no burst).
         calls = [("filesystem", "list_directory", {}), ("echo", "echo", {"message": "x"})] * 2
@@ -338,13 +360,18 @@ HARD_PLANS = PLANS.replace('enforcement = "soft"', 'enforcement = "hard"')
 
 
 async def test_a_hard_mcp_calls_limit_refuses_exactly_beyond_it(
-    settings: Settings, clock: ManualClock, fs_root: Path
+    settings: Settings,
+    clock: ManualClock,
+    fs_root: Path,
+    limiter_mode: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A hard mcp_calls limit is checked and recorded atomically before each call (as
     POST /entitlements/usage does): of 8 concurrent calls against a limit of 3, exactly 3
     run; the rest are 403 feature_limit_reached, audited, and run nothing. Counted once:
     the in-memory meter does not count the recorded calls again at its flush."""
-    async with gateway(settings, clock, fs_root, plans=HARD_PLANS, tier="roomy") as (
+    limited = with_limiter(settings, limiter_mode, request)
+    async with gateway(limited, clock, fs_root, plans=HARD_PLANS, tier="roomy") as (
         runtime,
         api,
         _,
