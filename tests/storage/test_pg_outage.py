@@ -33,6 +33,7 @@ from support import (
     free_port,
     fresh_connection_client,
     fresh_database,
+    hook_receiver,
     printed_key,
 )
 
@@ -441,3 +442,61 @@ def test_pixel_events_through_an_outage_are_kept_or_refused_never_lost(
         kept = answered.count(200)
         assert answered.count(503) >= 5
         assert row == (kept, kept), (row, answered)
+
+
+LEASE_S = 5
+
+
+@pytest.mark.e2e
+def test_webhook_deliveries_through_an_outage_all_arrive_and_none_stay_leased(
+    proxy: CuttableProxy, launcher: Launcher, tmp_path: Path
+) -> None:
+    """Events published before PostgreSQL goes away (the embedded worker is claiming and
+    recording outcomes, through the array statements) all reach a loopback receiver once
+    it is back; publishes during the outage are fast 503s and store nothing; afterwards
+    every delivery is ``success`` and no lease is left behind. A claim whose UPDATE
+    committed as the connection was cut never came back to the worker: its rows wait for
+    their lease (5 s here, 30 s by default), so the bound is the lease, not the restore."""
+    with fresh_database("webhook_outage") as url, hook_receiver(delay=0.02) as hooks:
+        env = outage_env(
+            tmp_path,
+            proxy.url(url),
+            webhook_allow_private_networks="true",
+            webhook_require_https="false",
+            webhook_lease_seconds=str(LEASE_S),
+        )
+        server = launcher.start(env, 1, "--first-run-bootstrap")
+        wait_until_every_worker_started(server, proxy, 1)
+        accepted: list[str] = []
+        with fresh_connection_client(server, printed_key(server)) as client:
+            made = client.post("/api/v1/webhooks", json={"url": hooks.url, "events": ["o.*"]})
+            assert made.status_code == 201, made.text
+            for n in range(40):  # the bootstrap key's free tier: 60 a minute
+                got = client.post("/api/v1/events", json={"type": "o.e", "data": {"n": n}})
+                assert got.status_code == 202, got.text
+                accepted.append(got.json()["data"]["id"])
+            proxy.cut()  # deliveries are queued and in flight (20 ms each)
+            started = time.monotonic()
+            refused = client.post("/api/v1/events", json={"type": "o.e", "data": {"n": -1}})
+            assert time.monotonic() - started < BOUND_S
+            assert refused.status_code == 503, refused.text
+            time.sleep(1.5)  # the worker meets the outage: claims and outcome writes fail
+            proxy.restore()
+            deadline = time.monotonic() + LEASE_S + BOUND_S
+            while not set(accepted) <= set(hooks.received):
+                assert time.monotonic() < deadline, len(set(hooks.received))
+                time.sleep(0.1)
+            with psycopg.connect(url) as conn:
+                deadline = time.monotonic() + 30
+                while True:  # the last outcomes are written in the next flush
+                    row = conn.execute(
+                        "SELECT count(*) FILTER (WHERE status = 'success'), count(*), "
+                        "count(*) FILTER (WHERE locked_by IS NOT NULL) FROM webhook_deliveries"
+                    ).fetchone()
+                    if row == (40, 40, 0) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                events = conn.execute("SELECT count(*) FROM events").fetchone()
+        assert row == (40, 40, 0), row  # all delivered, all recorded, nothing leased
+        assert events == (40,)  # the refused publish stored nothing
+        server.stop()  # before its database is dropped
