@@ -1,7 +1,10 @@
 """The feature packages, in route-registration order. Adding a feature is one line here:
-its package exposes ``register(app, runtime, settings)`` (routes) and ``JOBS`` (background work)."""
+its package exposes ``register(app, runtime, settings)`` (routes) and ``JOBS`` (background work),
+and may expose ``fast_paths(front, runtime, settings)`` (routes answered in front of Falcon)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from . import (
     api_keys,
@@ -18,6 +21,11 @@ from . import (
     workspaces,
 )
 from .jobs import Job
+from .web.front import Front
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .runtime import Runtime
 
 FEATURES = (
     health,
@@ -36,3 +44,13 @@ FEATURES = (
 
 def all_jobs() -> tuple[Job, ...]:
     return gateway.JOBS + tuple(job for feature in FEATURES for job in feature.JOBS)
+
+
+def front(app: Any, runtime: Runtime, settings: Settings) -> Front:
+    """The ASGI app to serve: the Falcon ``app`` behind every feature's fast paths."""
+    served = Front(app)
+    for feature in FEATURES:
+        install = getattr(feature, "fast_paths", None)
+        if install is not None:
+            install(served, runtime, settings)
+    return served

@@ -18,7 +18,8 @@ from ingest_support import CHROME, TRACK, close_ingest, event, flushed_rows, mak
 from conftest import REDIS_URL, Api, make_settings
 from core_api.app import create_app
 from core_api.config import Settings
-from core_api.pixel.fastpath import FastTrack, wrap
+from core_api.pixel.fastpath import wrap
+from core_api.web.front import Front
 from core_api.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("close_ingest")
@@ -47,7 +48,7 @@ def settings(
 @pytest.fixture
 async def fast(runtime: Runtime, settings: Settings, api: Api) -> AsyncIterator[Api]:
     app = wrap(create_app(settings, runtime), runtime, settings)
-    assert isinstance(app, FastTrack)
+    assert isinstance(app, Front)
     async with falcon.testing.ASGIConductor(app) as conductor:  # type: ignore[arg-type]
         yield Api(conductor)
 

@@ -14,6 +14,7 @@ from .service import EntitlementService
 if TYPE_CHECKING:
     from ..config import Settings
     from ..runtime import Runtime
+    from ..web.front import Front
 
 __all__ = ["JOBS", "EntitlementService", "register"]
 
@@ -26,3 +27,10 @@ def register(app: Any, runtime: Runtime, settings: Settings) -> None:
     app.add_route("/api/v1/entitlements/check", Check(service, workspaces))
     app.add_route("/api/v1/entitlements/usage", Usage(settings, service, workspaces))
     app.add_route("/api/v1/entitlements/summary", Summary(service, workspaces))
+
+
+def fast_paths(front: Front, runtime: Runtime, settings: Settings) -> None:
+    """``GET /api/v1/entitlements/check`` in front of Falcon (fastpath.py)."""
+    from .fastpath import install
+
+    install(front, runtime, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import falcon
 import falcon.asgi
@@ -18,7 +19,7 @@ _CHECK_PARAMS = frozenset({"feature", "quantity"})
 _PLAIN = re.compile(r"[a-z0-9_.=&-]+")  # ASCII, nothing percent- or plus-encoded
 
 
-def _simple_params(query: str) -> dict[str, str] | None:
+def simple_params(query: str) -> dict[str, str] | None:
     """``feature=posts&quantity=2`` without falcon's general parser (a check is answered
     from memory, so parsing its query was a visible share of it); None for anything that
     needs decoding, repeats a name or lacks ``=``, which falcon's parser then reads."""
@@ -33,8 +34,9 @@ def _simple_params(query: str) -> dict[str, str] | None:
     return params
 
 
-def _check_query(req: falcon.asgi.Request) -> tuple[str, int]:
-    params = _simple_params(req.query_string) or req.params
+def check_params(params: Mapping[str, object]) -> tuple[str, int]:
+    """The check's ``feature`` and ``quantity`` from its query parameters (422 otherwise);
+    shared with the fast path (fastpath.py)."""
     errors: dict[str, list[str]] = {}
     for name in params.keys() - _CHECK_PARAMS:
         errors[name] = [f"The {name} parameter is not recognised."]
@@ -66,7 +68,7 @@ class Check:
         self.service, self.workspaces = service, workspaces
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        feature, quantity = _check_query(req)
+        feature, quantity = check_params(simple_params(req.query_string) or req.params)
         workspace = await context_workspace(req, self.workspaces)
         resp.media = await self.service.check(workspace, feature, quantity)
 

@@ -200,29 +200,51 @@ class EntitlementService:
         invalidator.subscribe("workspace", self.forget)
         invalidator.subscribe_flush(self.forget)
 
+    def check_now(self, workspace: Workspace, name: str, quantity: int) -> dict[str, Any] | None:
+        """:meth:`check` answered from the caches alone (no coroutine for the common
+        check), None when the limit or the usage must be read first."""
+        feature = self.feature(name)
+        eff = self.cached_limit(workspace.id, workspace.tier, feature)
+        if eff is None:
+            return None
+        if feature.kind == "boolean":
+            return self._switch_body(name, eff)
+        period_start, reset_at = bounds(feature.period, self.clock.now_ms())
+        hit = self._usage.get((workspace.id, name, period_start))
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        return self._check_body(name, eff, hit[1], quantity, reset_at)
+
     async def check(self, workspace: Workspace, name: str, quantity: int) -> dict[str, Any]:
         """The documented check body (allowed, or LIMIT_EXCEEDED with upgrade_url)."""
+        known = self.check_now(workspace, name, quantity)
+        if known is not None:
+            return known
         feature = self.feature(name)
         eff = self.cached_limit(workspace.id, workspace.tier, feature) or await self.effective(
             workspace.id, workspace.tier, feature
         )
         if feature.kind == "boolean":
-            if eff.limit != 0:
-                return {"allowed": True, "feature": name, "enabled": True}
-            return {
-                "allowed": False,
-                "feature": name,
-                "reason": "NOT_INCLUDED",
-                "message": f"{label(name)} is not included in your plan.",
-                "enabled": False,
-                "upgrade_url": self.upgrade_url,
-            }
+            return self._switch_body(name, eff)
         period_start, reset_at = bounds(feature.period, self.clock.now_ms())
-        hit = self._usage.get((workspace.id, name, period_start))
-        if hit is not None and hit[0] > time.monotonic():
-            used = hit[1]
-        else:
-            used = await self._used(workspace, feature, period_start)
+        used = await self._used(workspace, feature, period_start)
+        return self._check_body(name, eff, used, quantity, reset_at)
+
+    def _switch_body(self, name: str, eff: Effective) -> dict[str, Any]:
+        if eff.limit != 0:
+            return {"allowed": True, "feature": name, "enabled": True}
+        return {
+            "allowed": False,
+            "feature": name,
+            "reason": "NOT_INCLUDED",
+            "message": f"{label(name)} is not included in your plan.",
+            "enabled": False,
+            "upgrade_url": self.upgrade_url,
+        }
+
+    def _check_body(
+        self, name: str, eff: Effective, used: int, quantity: int, reset_at: int | None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"allowed": True, "feature": name, "current_usage": used}
         if eff.unlimited:
             body |= {"limit": None, "available": None}

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..jobs import Job
     from ..runtime import Runtime
+    from ..web.front import Front
 
 JOBS: tuple[Job, ...] = SITE_JOBS + INGEST_JOBS
 
@@ -45,3 +46,10 @@ def register(app: Any, runtime: Runtime, settings: Settings) -> None:
     ingest = ingest_of(runtime)
     app.add_route("/api/v1/pixel/track", PixelTrack(settings, ingest))
     app.add_route("/api/v1/pixel/track.gif", PixelTrackGif(settings, ingest))
+
+
+def fast_paths(front: Front, runtime: Runtime, settings: Settings) -> None:
+    """``POST /api/v1/pixel/track`` in front of Falcon (fastpath.py)."""
+    from .fastpath import install
+
+    install(front, runtime, settings)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,8 +40,9 @@ from ..gateway.middleware import client_ip
 from ..gateway.ratelimit import Decision, Limiter, per_minute_tier
 from ..gateway.request_ids import from_header
 from ..logs import CURRENT_REQUEST
-from ..metrics.registry import REGISTRY, ROUTE_KEY
+from ..metrics.registry import REGISTRY
 from ..storage import DatabaseUnavailable
+from ..web.front import Front, Message, Receive, Scope, Send, header_list, send_error
 from .ingest import (
     MAX_BODY_BYTES,
     Client,
@@ -56,12 +56,6 @@ from .ingest import (
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("core_api.pixel")
 
@@ -107,12 +101,12 @@ class _BodyTimeout(Exception):
 class FastTrack:
     def __init__(
         self,
-        app: AsgiApp,
+        front: Front,
         settings: Settings,
         ingest: PixelIngest,
         limiter: Limiter,
     ) -> None:
-        self.app, self.settings, self.ingest, self.limiter = app, settings, ingest, limiter
+        self.front, self.settings, self.ingest, self.limiter = front, settings, ingest, limiter
         self.tier = (
             per_minute_tier("pixel", settings.pixel_rate_limit)
             if settings.pixel_rate_limit
@@ -122,22 +116,11 @@ class FastTrack:
         self.proxied = bool(settings.trusted_proxies)
         self.deadlines = ReadDeadlines(settings.body_read_timeout)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = perf_counter()
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            # Inline (not self._falcon): one coroutine less on every other request.
-            await self.app(scope, receive, send)
-            route = scope.get(ROUTE_KEY)
-            if route is not None:
-                REGISTRY.request(route[0], route[1], route[2], perf_counter() - started)
-            return
-        raw = scope["headers"]
-        if type(raw) is not list or (raw and type(raw[0]) not in (tuple, list)):
-            # ASGI allows any iterables (of iterables): read them once, keep them for Falcon.
-            raw = scope["headers"] = [tuple(pair) for pair in raw]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+        raw = header_list(scope)
         picked = pixel_headers(raw, self.max_body)  # one pass, in Rust
         if picked is None:
-            await self._falcon(scope, receive, send, started)  # 411/413/415, chunked: Falcon
+            await self.front.falcon(scope, receive, send, started)  # 411/413/415, chunked: Falcon
             return
         length, agent, origin, dnt, gpc, forwarded, request_id = picked
         try:
@@ -149,7 +132,7 @@ class FastTrack:
         if body is None:
             return  # the client went away
         if len(body) > self.max_body:  # more than declared: Falcon answers
-            await self._falcon(scope, _replay(body, False, receive), send, started)
+            await self.front.falcon(scope, _replay(body, False, receive), send, started)
             return
         parsed = pixel_hit(body)  # the common case, kept in Rust for the gate
         hit: Hit | None = None
@@ -157,7 +140,7 @@ class FastTrack:
             try:
                 hit = parse_hit(orjson.loads(body))
             except (orjson.JSONDecodeError, ValidationFailed):
-                await self._falcon(scope, _replay(body, False, receive), send, started)
+                await self.front.falcon(scope, _replay(body, False, receive), send, started)
                 return
         client = scope.get("client")
         remote = client[0] if client else "127.0.0.1"
@@ -231,14 +214,6 @@ class FastTrack:
             outcome = await self.ingest.track(hit, client)
         return outcome
 
-    async def _falcon(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
-        """The Falcon app's answer. Metrics: the gateway leaves (method, route template,
-        status) in the scope; the time counts from arrival until the answer was sent."""
-        await self.app(scope, receive, send)
-        route = scope.get(ROUTE_KEY)
-        if route is not None:
-            REGISTRY.request(route[0], route[1], route[2], perf_counter() - started)
-
     async def _read(self, receive: Receive, length: int) -> bytes | None:
         """The body of a declared ``length`` (at most ``max_body``), None if the client
         disconnected. The read's deadline is kept by ``self.deadlines`` (one
@@ -279,19 +254,7 @@ class FastTrack:
     async def _error(
         self, send: Send, rid: str, started: float, decision: Decision | None, exc: ApiError
     ) -> None:
-        """``exc``'s answer, as ``errors.py`` renders it, with the rate-limit headers."""
-        media = exc.body()
-        if exc.status >= 500:
-            media["request_id"] = rid
-        body = orjson.dumps(media)
-        headers = [_JSON, (b"content-length", b"%d" % len(body))]
-        headers += [(_name(k), v.encode()) for k, v in exc.headers.items()]
-        if decision is not None:
-            headers += decision.raw_headers()
-        headers.append((b"x-request-id", rid.encode()))
-        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        REGISTRY.request("POST", PATH, exc.status, perf_counter() - started)
+        await send_error(send, ("POST", PATH), rid, started, decision, exc)
 
 
 class ReadDeadlines:
@@ -355,11 +318,6 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-@functools.lru_cache(maxsize=64)
-def _name(header: str) -> bytes:
-    return header.lower().encode()  # ASGI header names are lower case
-
-
 def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
     """A ``receive`` that first gives back what the fast path already read."""
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
@@ -372,7 +330,13 @@ def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
     return replay
 
 
-def wrap(app: Any, runtime: Runtime, settings: Settings) -> AsgiApp:
-    """``app`` (the Falcon app) behind the track fast path; lifespan and every other
-    request go straight to ``app``."""
-    return FastTrack(app, settings, ingest_of(runtime), runtime.limiter)
+def wrap(app: Any, runtime: Runtime, settings: Settings) -> Front:
+    """``app`` (the Falcon app) behind this fast path alone (tests, benchmarks); the
+    served app has every feature's (``features.front``)."""
+    front = Front(app)
+    install(front, runtime, settings)
+    return front
+
+
+def install(front: Front, runtime: Runtime, settings: Settings) -> None:
+    front.add("POST", PATH, FastTrack(front, settings, ingest_of(runtime), runtime.limiter))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
 import falcon.asgi
@@ -54,11 +54,19 @@ def list_body(
     return envelope(data, total, query, base, params)
 
 
-async def context_workspace(req: falcon.asgi.Request, workspaces: WorkspaceService) -> Workspace:
+def context_workspace(
+    req: falcon.asgi.Request, workspaces: WorkspaceService
+) -> Coroutine[Any, Any, Workspace]:
     """The workspace a request acts in: ``X-Workspace-ID`` where the key's user is a
-    member of it, otherwise the key's home workspace."""
-    principal = principal_of(req)
-    header = req.get_header("X-Workspace-ID")
+    member of it, otherwise the key's home workspace (awaited by the caller: no frame of
+    its own)."""
+    return acting_workspace(principal_of(req), req.get_header("X-Workspace-ID"), workspaces)
+
+
+async def acting_workspace(
+    principal: Principal, header: str | None, workspaces: WorkspaceService
+) -> Workspace:
+    """:func:`context_workspace` from the principal and the ``X-Workspace-ID`` header."""
     if header is not None:
         workspace_id = ascii_integer(header, 0, MAX_ID)
         if workspace_id is None:

@@ -120,6 +120,14 @@ class WorkspaceService:
             self._remember(user_id, workspace_id, found)
         return found
 
+    def known(self, user_id: int, workspace_id: int) -> Workspace | None:
+        """The workspace when the cache holds the user as a member (no coroutine), else
+        None: :meth:`get` or :meth:`find` then decide."""
+        found = self._access.get((user_id, workspace_id))
+        if found is not None:
+            self.hits += 1
+        return found
+
     async def get(self, user_id: int, workspace_id: int) -> Workspace:
         cached = self._access.get((user_id, workspace_id), _MISSING)  # hot path: no await
         if cached is _MISSING:

@@ -1,0 +1,137 @@
+"""The ASGI fast path of ``GET /api/v1/entitlements/check``: the same answers as the
+Falcon route (``resources.Check`` behind the gateway), without building Falcon's request
+and response objects.
+
+A check is the call a product makes before each action it meters, so it is answered as
+Unkey answers a verification: from memory. The key comes from the Rust key cache, the
+workspace from the access cache and the limit and usage from the entitlement caches
+(``EntitlementService.check_now``); the rate limit, ``api_calls``, the scope, the query,
+``X-Workspace-ID`` and every error follow the gateway's order (middleware.py).
+
+Handed to the Falcon app before anything is charged: a key not in the cache (or not
+usable), an ``Authorization`` that is not a bearer key, a query that needs decoding, and
+repeated ``Authorization``, ``X-Workspace-ID`` or ``X-Request-ID`` headers. After the
+charge, errors are rendered here (``front.send_error``), so a request counts once.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import AccessDenied, ApiError, ServerError, ServiceUnavailable
+from ..gateway.auth import Principal, bearer_token
+from ..gateway.request_ids import from_header
+from ..logs import CURRENT_REQUEST
+from ..metrics.registry import REGISTRY
+from ..storage import DatabaseUnavailable
+from ..web.context import acting_workspace
+from ..web.front import Front, LogRequest, Receive, Scope, Send, header_list, send_error, send_json
+from .resources import Check, check_params, simple_params
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..gateway.ratelimit import Decision
+    from ..runtime import Runtime
+
+log = logging.getLogger("core_api.errors")
+
+PATH = "/api/v1/entitlements/check"
+ROUTE = ("GET", PATH)
+_READ = {b"authorization": 0, b"x-workspace-id": 1, b"x-request-id": 2}
+
+
+def _headers(raw: list[Any]) -> list[str | None] | None:
+    """Authorization, X-Workspace-ID and X-Request-ID (latin-1, as Falcon decodes them);
+    None when one of them is repeated (Falcon's joining rules then apply)."""
+    found: list[str | None] = [None, None, None]
+    for name, value in raw:
+        slot = _READ.get(name)
+        if slot is not None:
+            if found[slot] is not None:
+                return None
+            found[slot] = value.decode("latin-1")
+    return found
+
+
+class FastCheck:
+    def __init__(self, front: Front, settings: Settings, runtime: Runtime) -> None:
+        self.front = front
+        self.auth, self.invalidator = runtime.auth, runtime.auth.invalidator
+        self.tiers, self.limiter = runtime.plans.tiers, runtime.limiter
+        self.meter = runtime.entitlements.meter if settings.entitlements_metering else None
+        self.service, self.workspaces = runtime.entitlements, runtime.workspaces
+        self.required = Check.scopes["GET"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+        found = _headers(header_list(scope))
+        query = scope["query_string"]
+        params = simple_params(query.decode("latin-1")) if query else {}
+        token = None if found is None else bearer_token(found[0])
+        if params is None or token is None:
+            await self.front.falcon(scope, receive, send, started)
+            return
+        self.invalidator.sync()  # evicts what other requests/processes/nodes changed
+        principal = self.auth.cached(token, self.invalidator.epoch)
+        if type(principal) is not Principal:  # unknown, refused or not cached: Falcon
+            await self.front.falcon(scope, receive, send, started)
+            return
+        assert found is not None
+        rid = from_header(found[2])
+        decision: Decision | None = None
+        try:
+            tier = self.tiers[principal.tier]
+            decision = self.limiter.check_now(principal.bucket, tier) or await self.limiter.check(
+                principal.bucket, tier
+            )
+            if not decision.allowed:
+                REGISTRY.rate_limited(tier.name)
+                raise decision.error()
+            if self.meter is not None:
+                self.meter.record_api_call(principal.workspace_id)
+            if not principal.allows(self.required):
+                raise AccessDenied(self.required)
+            body = self._known(principal, found[1], params) or await self._answer(
+                principal, found[1], params, rid
+            )
+        except ApiError as exc:
+            await send_error(send, ROUTE, rid, started, decision, exc)
+            return
+        except DatabaseUnavailable as exc:
+            log.warning("storage unavailable request_id=%s GET %s: %s", rid, PATH, exc)
+            await send_error(send, ROUTE, rid, started, decision, ServiceUnavailable())
+            return
+        except Exception as exc:
+            log.error("unhandled error request_id=%s GET %s", rid, PATH, exc_info=exc)
+            await send_error(send, ROUTE, rid, started, decision, ServerError())
+            return
+        headers = decision.raw_headers()
+        headers.append((b"x-request-id", rid.encode()))
+        await send_json(send, 200, orjson.dumps(body), headers)
+        REGISTRY.request("GET", PATH, 200, perf_counter() - started)
+
+    def _known(
+        self, principal: Principal, workspace_header: str | None, params: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """The answer from memory alone: the home workspace and the counts cached."""
+        feature, quantity = check_params(params)  # 422 before the workspace, as Falcon
+        if workspace_header is not None:
+            return None
+        workspace = self.workspaces.known(principal.user_id, principal.workspace_id)
+        return None if workspace is None else self.service.check_now(workspace, feature, quantity)
+
+    async def _answer(
+        self, principal: Principal, workspace_header: str | None, params: dict[str, str], rid: str
+    ) -> dict[str, Any]:
+        """What needs the database (or X-Workspace-ID): its log lines carry the id."""
+        CURRENT_REQUEST.set(LogRequest(rid))
+        feature, quantity = check_params(params)
+        workspace = await acting_workspace(principal, workspace_header, self.workspaces)
+        return await self.service.check(workspace, feature, quantity)
+
+
+def install(front: Front, runtime: Runtime, settings: Settings) -> None:
+    front.add(*ROUTE, FastCheck(front, settings, runtime))
