@@ -24,6 +24,7 @@ from core_api.api_keys.service import bootstrap
 from core_api.app import create_app
 from core_api.clock import ManualClock
 from core_api.config import Settings
+from core_api.features import front
 from core_api.runtime import Runtime
 
 ADMIN_URL = os.environ.get("CORE_API_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
@@ -206,9 +207,14 @@ async def boot(runtime: Runtime, clock: ManualClock) -> dict[str, Any]:
     )
 
 
+def served_app(settings: Settings, runtime: Runtime) -> Any:
+    """The app as ``core_api.asgi`` serves it: Falcon behind the fast paths."""
+    return front(create_app(settings, runtime), runtime, settings)
+
+
 @pytest.fixture
 async def api(runtime: Runtime, settings: Settings, boot: dict[str, Any]) -> AsyncIterator[Api]:
-    app = create_app(settings, runtime)
+    app = served_app(settings, runtime)
     async with falcon.testing.ASGIConductor(app) as conductor:
         yield Api(conductor, boot["api_key"]["key"])
 
@@ -245,7 +251,7 @@ def mode_settings(
 
 async def open_app(settings: Settings, clock: ManualClock) -> tuple[Runtime, Any]:
     runtime = await Runtime.open(settings, clock=clock, run_migrations=True)
-    return runtime, create_app(settings, runtime)
+    return runtime, served_app(settings, runtime)
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from conftest import REDIS_URL, Api, make_settings
 from core_api.app import create_app
 from core_api.config import Settings
 from core_api.pixel.fastpath import wrap
-from core_api.web.front import Front
 from core_api.runtime import Runtime
+from core_api.web.front import Front
 
 pytestmark = pytest.mark.usefixtures("close_ingest")
 __all__ = ["close_ingest"]  # the fixture, imported for its use above

@@ -32,7 +32,7 @@ import orjson
 import pytest
 from security_support import routes
 
-from conftest import Api, Result, make_settings
+from conftest import Api, Result, make_settings, served_app
 from core_api.api_keys.service import bootstrap
 from core_api.app import create_app
 from core_api.clock import ManualClock
@@ -96,7 +96,7 @@ async def world(runtime: Runtime, settings: Settings, clock: ManualClock, tmp_pa
         name="Attacker", tier="enterprise", email="evil@attacker.test",
     )  # fmt: skip
     assert victim_boot["workspace"]["id"] == VICTIM_WS
-    app = create_app(settings, runtime)
+    app = served_app(settings, runtime)
     async with falcon.testing.ASGIConductor(app) as conductor:
         api = Api(conductor, victim_boot["api_key"]["key"])
         v: dict[str, Any] = {

@@ -385,8 +385,10 @@ OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def routes_of(app: Any) -> list[Route]:
+    """The Falcon app's routes (behind the served front: its fast paths answer some of
+    them, and are fuzzed with them)."""
     found = []
-    for info in falcon.inspect.inspect_routes(app):
+    for info in falcon.inspect.inspect_routes(getattr(app, "app", app)):
         methods = tuple(m.method for m in info.methods if not m.internal)
         found.append(Route(re.sub(r"\{(\w+)[^}]*\}", r"{\1}", info.path), methods))
     return found
