@@ -115,6 +115,19 @@ class SharedState:
         unless ``now_ns >= 0`` and ``cost`` is finite and >= 0.
         """
 
+    def rate_take_headers(
+        self,
+        bucket_key: bytes,
+        tier: RateTier,
+        now_ns: int,
+        now_s: float,
+        raw: tuple[bytes, bytes, bytes],
+        /,
+    ) -> list[tuple[bytes, bytes]] | None:
+        """``rate_take`` of one token and, when allowed, the five rate-limit headers of
+        the decision (``rate_limit_headers(raw, remaining, now_s + reset_after,
+        reset_after)``) in one call; None when refused (nothing taken)."""
+
 @final
 class KeyCache:
     """Per-process bounded cache: HMAC-SHA256(pepper, key) -> resolved key object.

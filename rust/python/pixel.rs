@@ -472,17 +472,16 @@ fn pixel_headers<'py>(
     )))
 }
 
+/// The tier's constant header values: `(limit, policy, policy name)` as bytes.
+pub(super) type RawTier<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>);
+
 /// The five rate-limit headers of a decision as ASGI pairs (`Decision.raw_headers`):
 /// `tier` is `(limit, policy, policy name)` as bytes, `reset_at` and `reset_after` in
 /// seconds (rounded up here, as `math.ceil` does).
 #[pyfunction]
-fn rate_limit_headers<'py>(
+pub(super) fn rate_limit_headers<'py>(
     py: Python<'py>,
-    tier: (
-        Bound<'py, PyBytes>,
-        Bound<'py, PyBytes>,
-        Bound<'py, PyBytes>,
-    ),
+    tier: RawTier<'py>,
     remaining: i64,
     reset_at: f64,
     reset_after: f64,

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 
 use super::non_negative;
+use super::pixel::{rate_limit_headers, RawTier};
 use crate::error::NativeError;
 use crate::invalog::Kind;
 use crate::ratelimit::Rate;
@@ -113,6 +115,38 @@ impl SharedState {
             d.retry_after_s,
             d.reset_after_s,
         ))
+    }
+
+    /// `rate_take` and, when allowed, the five rate-limit headers of the decision in
+    /// the same call (`rate_limit_headers`, `raw` the tier's constant values, `now_s`
+    /// the wall clock in seconds); None when refused, having taken nothing.
+    #[pyo3(signature = (bucket_key, tier, now_ns, now_s, raw, /))]
+    fn rate_take_headers<'py>(
+        &self,
+        py: Python<'py>,
+        bucket_key: &[u8],
+        tier: &Bound<'_, RateTier>,
+        now_ns: i64,
+        now_s: f64,
+        raw: RawTier<'py>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let now = non_negative("now_ns", now_ns)?;
+        let d = self
+            .region
+            .buckets()
+            .take(bucket_key, &tier.get().rate, 1.0, now)?;
+        if !d.allowed {
+            return Ok(None);
+        }
+        let reset_after = d.reset_after_s;
+        rate_limit_headers(
+            py,
+            raw,
+            d.remaining as i64,
+            now_s + reset_after,
+            reset_after,
+        )
+        .map(Some)
     }
 }
 

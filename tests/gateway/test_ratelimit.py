@@ -269,3 +269,28 @@ def test_raw_headers_are_the_headers_as_asgi_pairs() -> None:
             decision = Decision(remaining > 0, tier, remaining, reset_after, 0.0, now_s)
             expected = [(k.lower().encode(), v.encode()) for k, v in decision.headers()]
             assert decision.raw_headers() == expected
+
+
+def test_take_headers_is_check_now_and_its_headers_in_one_call(tmp_path: Path) -> None:
+    """The fast paths' ``take_headers`` against ``check_now`` + ``raw_headers`` on twin
+    buckets of one table, over a run that empties, refuses and refills: the same headers
+    while allowed, None exactly when refused, and nothing taken by a refusal."""
+    from core_api import _native
+    from core_api.gateway.ratelimit import LocalLimiter, per_minute_tier
+    from core_api.plans import Tier
+
+    clock = ManualClock()
+    limiter = LocalLimiter(_native.SharedState(str(tmp_path / "shm")), clock)
+    for tier in (per_minute_tier("pixel", 5), Tier("burst", 10, 0.5)):
+        fast, slow = b"fast:" + tier.name.encode(), b"slow:" + tier.name.encode()
+        refused = 0
+        for step in range(40):
+            clock.advance(0.3 if step % 7 == 0 else 0.0)
+            decision = limiter.check_now(slow, tier)
+            headers = limiter.take_headers(fast, tier)
+            if decision.allowed:
+                assert headers == decision.raw_headers(), step
+            else:
+                refused += 1
+                assert headers is None, step
+        assert refused > 10  # the run reached the refusals and the refills

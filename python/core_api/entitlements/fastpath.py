@@ -29,12 +29,22 @@ from ..logs import CURRENT_REQUEST
 from ..metrics.registry import REGISTRY
 from ..storage import DatabaseUnavailable
 from ..web.context import acting_workspace
-from ..web.front import Front, LogRequest, Receive, Scope, Send, header_list, send_error, send_json
+from ..web.front import (
+    Front,
+    LogRequest,
+    Receive,
+    Refused,
+    Scope,
+    Send,
+    charge,
+    header_list,
+    send_error,
+    send_json,
+)
 from .resources import Check, check_params, simple_params
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..gateway.ratelimit import Decision
     from ..runtime import Runtime
 
 log = logging.getLogger("core_api.errors")
@@ -81,15 +91,12 @@ class FastCheck:
             return
         assert found is not None
         rid = from_header(found[2])
-        decision: Decision | None = None
+        rate: list[tuple[bytes, bytes]] | None = None
         try:
-            tier = self.tiers[principal.tier]
-            decision = self.limiter.check_now(principal.bucket, tier) or await self.limiter.check(
-                principal.bucket, tier
+            tier, bucket = self.tiers[principal.tier], principal.bucket
+            rate = self.limiter.take_headers(bucket, tier) or await charge(
+                self.limiter, bucket, tier
             )
-            if not decision.allowed:
-                REGISTRY.rate_limited(tier.name)
-                raise decision.error()
             if self.meter is not None:
                 self.meter.record_api_call(principal.workspace_id)
             if not principal.allows(self.required):
@@ -97,19 +104,21 @@ class FastCheck:
             body = self._known(principal, found[1], params) or await self._answer(
                 principal, found[1], params, rid
             )
+        except Refused as refused:
+            await send_error(send, ROUTE, rid, started, refused.headers, refused.error)
+            return
         except ApiError as exc:
-            await send_error(send, ROUTE, rid, started, decision, exc)
+            await send_error(send, ROUTE, rid, started, rate, exc)
             return
         except DatabaseUnavailable as exc:
             log.warning("storage unavailable request_id=%s GET %s: %s", rid, PATH, exc)
-            await send_error(send, ROUTE, rid, started, decision, ServiceUnavailable())
+            await send_error(send, ROUTE, rid, started, rate, ServiceUnavailable())
             return
         except Exception as exc:
             log.error("unhandled error request_id=%s GET %s", rid, PATH, exc_info=exc)
-            await send_error(send, ROUTE, rid, started, decision, ServerError())
+            await send_error(send, ROUTE, rid, started, rate, ServerError())
             return
-        headers = decision.raw_headers()
-        headers.append((b"x-request-id", rid.encode()))
+        headers = [*rate, (b"x-request-id", rid.encode())]
         await send_json(send, 200, orjson.dumps(body), headers)
         REGISTRY.request("GET", PATH, 200, perf_counter() - started)
 

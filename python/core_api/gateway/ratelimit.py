@@ -89,6 +89,11 @@ class Limiter(Protocol):
 
     async def check(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision: ...
 
+    def take_headers(self, bucket: bytes, tier: Tier) -> list[tuple[bytes, bytes]] | None:
+        """One request allowed now: its rate-limit headers (``Decision.raw_headers``), in
+        one call; None otherwise, having taken nothing (``check_now`` / ``check`` then
+        decide, and build the refusal)."""
+
 
 class LocalLimiter:
     """Exact across the worker processes of one host (shared-memory buckets)."""
@@ -105,6 +110,12 @@ class LocalLimiter:
         )
         return Decision(
             allowed, tier, remaining, reset_after, retry_after, self.clock.now_ms() / 1000
+        )
+
+    def take_headers(self, bucket: bytes, tier: Tier) -> list[tuple[bytes, bytes]] | None:
+        clock = self.clock
+        return self.shared.rate_take_headers(
+            bucket, tier.native, clock.monotonic_ns(), clock.now_ms() / 1000, tier.raw
         )
 
 
@@ -183,6 +194,9 @@ class RedisLimiter:
         if now < lease.denied_until_ns:
             return self._decision(lease, tier, False)
         return None
+
+    def take_headers(self, bucket: bytes, tier: Tier) -> list[tuple[bytes, bytes]] | None:
+        return None  # leases are spent by check_now
 
     async def check(self, bucket: bytes, tier: Tier, cost: float = 1.0) -> Decision:
         decision = self.check_now(bucket, tier, cost)

@@ -37,12 +37,22 @@ from ..errors import (
     ValidationFailed,
 )
 from ..gateway.middleware import client_ip
-from ..gateway.ratelimit import Decision, Limiter, per_minute_tier
+from ..gateway.ratelimit import Limiter, per_minute_tier
 from ..gateway.request_ids import from_header
 from ..logs import CURRENT_REQUEST
 from ..metrics.registry import REGISTRY
 from ..storage import DatabaseUnavailable
-from ..web.front import Front, Message, Receive, Scope, Send, header_list, send_error
+from ..web.front import (
+    Front,
+    Message,
+    Receive,
+    Refused,
+    Scope,
+    Send,
+    charge,
+    header_list,
+    send_error,
+)
 from .ingest import (
     MAX_BODY_BYTES,
     Client,
@@ -150,16 +160,13 @@ class FastTrack:
             if self.proxied
             else remote
         )
-        decision: Decision | None = None
+        rate: list[tuple[bytes, bytes]] | None = None
         try:
             if self.tier is not None:
                 bucket = b"pixel:" + ip.encode()
-                decision = self.limiter.check_now(bucket, self.tier) or await self.limiter.check(
-                    bucket, self.tier
+                rate = self.limiter.take_headers(bucket, self.tier) or await charge(
+                    self.limiter, bucket, self.tier
                 )
-                if not decision.allowed:
-                    REGISTRY.rate_limited("pixel")
-                    raise decision.error()
             outcome = None
             if parsed is not None:  # one Rust call when the gate knows site, agent, keys
                 outcome = self.ingest.track_fast(parsed, ip, agent, origin, dnt, gpc)
@@ -169,23 +176,26 @@ class FastTrack:
                     hit = Hit(*parsed.fields())
                 sender = (ip, agent, origin, dnt, gpc)
                 outcome = await self._track(hit, sender, _Peer(remote, forwarded, rid))
+        except Refused as refused:
+            await self._error(send, rid, started, refused.headers, refused.error)
+            return
         except ApiError as exc:
-            await self._error(send, rid, started, decision, exc)
+            await self._error(send, rid, started, rate, exc)
             return
         except DatabaseUnavailable as exc:
             log.warning("storage unavailable request_id=%s POST %s: %s", rid, PATH, exc)
-            await self._error(send, rid, started, decision, ServiceUnavailable())
+            await self._error(send, rid, started, rate, ServiceUnavailable())
             return
         except Exception as exc:
             log.error("unhandled error request_id=%s POST %s", rid, PATH, exc_info=exc)
-            await self._error(send, rid, started, decision, ServerError())
+            await self._error(send, rid, started, rate, ServerError())
             return
         out = _TRACKED if outcome.tracked else orjson.dumps(outcome.body())
         answer = [_JSON, (b"content-length", b"%d" % len(out)), _NO_STORE]
         if origin is not None:
             answer += ((b"access-control-allow-origin", origin), _VARY)
-        if decision is not None:
-            answer += decision.raw_headers()
+        if rate is not None:
+            answer += rate
         answer.append((b"x-request-id", rid.encode()))
         await send({"type": "http.response.start", "status": 200, "headers": answer})
         await send({"type": "http.response.body", "body": out})
@@ -252,9 +262,14 @@ class FastTrack:
             deadlines.done(task)
 
     async def _error(
-        self, send: Send, rid: str, started: float, decision: Decision | None, exc: ApiError
+        self,
+        send: Send,
+        rid: str,
+        started: float,
+        rate: list[tuple[bytes, bytes]] | None,
+        exc: ApiError,
     ) -> None:
-        await send_error(send, ("POST", PATH), rid, started, decision, exc)
+        await send_error(send, ("POST", PATH), rid, started, rate, exc)
 
 
 class ReadDeadlines:

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import ApiError
-from ..gateway.ratelimit import Decision
+from ..gateway.ratelimit import Decision, Limiter
 from ..metrics.registry import REGISTRY, ROUTE_KEY
+from ..plans import Tier
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -77,6 +78,24 @@ def header_list(scope: Scope) -> list[Any]:
     return raw
 
 
+class Refused(Exception):
+    """A rate limit refused the request: its 429 and the decision's headers."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__()
+        self.error, self.headers = decision.error(), decision.raw_headers()
+
+
+async def charge(limiter: Limiter, bucket: bytes, tier: Tier) -> list[tuple[bytes, bytes]]:
+    """What ``Limiter.take_headers`` left (a refusal, a Redis lease to refill): the
+    decision's rate-limit headers, or :class:`Refused`."""
+    decision = limiter.check_now(bucket, tier) or await limiter.check(bucket, tier)
+    if not decision.allowed:
+        REGISTRY.rate_limited(tier.name)
+        raise Refused(decision)
+    return decision.raw_headers()
+
+
 async def send_json(send: Send, status: int, body: bytes, headers: list[Any]) -> None:
     """One answer: ``headers`` after the content type and length."""
     head = [JSON, (b"content-length", b"%d" % len(body)), *headers]
@@ -89,17 +108,17 @@ async def send_error(
     route: tuple[str, str],
     rid: str,
     started: float,
-    decision: Decision | None,
+    rate: list[tuple[bytes, bytes]] | None,
     exc: ApiError,
 ) -> None:
-    """``exc``'s answer as ``errors.py`` renders it, with the rate-limit headers (unless
-    the error carries its own) and ``X-Request-ID``; recorded under ``route``."""
+    """``exc``'s answer as ``errors.py`` renders it, with the rate-limit headers ``rate``
+    (when the request was charged) and ``X-Request-ID``; recorded under ``route``."""
     media = exc.body()
     if exc.status >= 500:
         media["request_id"] = rid
     headers = [(header_name(k), v.encode()) for k, v in exc.headers.items()]
-    if decision is not None:
-        headers += decision.raw_headers()
+    if rate is not None:
+        headers += rate
     headers.append((b"x-request-id", rid.encode()))
     await send_json(send, exc.status, orjson.dumps(media), headers)
     REGISTRY.request(route[0], route[1], exc.status, perf_counter() - started)
