@@ -473,7 +473,11 @@ fn pixel_headers<'py>(
 }
 
 /// The tier's constant header values: `(limit, policy, policy name)` as bytes.
-pub(super) type RawTier<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>);
+pub(super) type RawTier<'py> = (
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+);
 
 /// The five rate-limit headers of a decision as ASGI pairs (`Decision.raw_headers`):
 /// `tier` is `(limit, policy, policy name)` as bytes, `reset_at` and `reset_after` in
