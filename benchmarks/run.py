@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.run [--only micro,peak,locust,endpoints,lists,mix,capacity] [--seconds N]
+    python -m benchmarks.run [--only micro,peak,locust,endpoints,lists,mix,capacity,
+                              entitlements,pixel] [--seconds N]
                              [--mix-seconds N] [--quick] [--strict]
 
 ``--seconds`` is the measured time per wrk target and per locust scenario (default 8).
@@ -24,9 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import capacity, common, endpoints, lists, locust_run, mix, peak
+from . import capacity, common, endpoints, entitlements, lists, locust_run, mix, peak, pixel
 
-PARTS = ("micro", "peak", "locust", "endpoints", "lists", "mix", "capacity")
+PARTS = (
+    "micro",
+    "peak",
+    "locust",
+    "endpoints",
+    "lists",
+    "mix",
+    "capacity",
+    "entitlements",
+    "pixel",
+)
+GOAL_PARTS = ("endpoints", "lists", "mix", "capacity", "entitlements", "pixel")
 MICRO = Path(__file__).resolve().parent / "micro" / "bench_native.py"
 MICRO_MIN_SPEEDUP = {"rate_check": 10.0}  # budget: the limiter check >= 10x pure Python
 MICRO_DEFAULT_MIN = 3.0  # budget: each Rust hot path >= 3x the obvious Python
@@ -124,20 +136,18 @@ def summarise(summary: dict[str, Any]) -> list[str]:
         for name, error in lc["errors"].items():
             print(f"  {name}: ERROR {error[:200]}")
             missed.append(f"locust {name}: error")
-    goals = [
-        v
-        for part in ("endpoints", "lists", "mix", "capacity")
-        for v in summary.get(part, {}).get("verdicts", [])
-    ]
+    goals = [v for part in GOAL_PARTS for v in summary.get(part, {}).get("verdicts", [])]
     if goals:
-        print("\ngoals (single endpoints, list size, mixed load):")
+        print("\ngoals (single endpoints, list size, mixed load, entitlements, pixel):")
         for v in goals:
             value = v["value"] if isinstance(v["value"], str) else f"{v['value']:.3f}"
-            budget = f" (>= {v['budget']:g})" if "budget" in v else ""
+            budget = v.get("budget", "")
+            if budget != "":
+                budget = f" ({budget})" if isinstance(budget, str) else f" (>= {budget:g})"
             print(f"  {v['figure']:<66} {value}{budget}  {'PASS' if v['pass'] else 'MISS'}")
             if not v["pass"]:
                 missed.append(f"{v['figure']}: {value}")
-        for part in ("endpoints", "lists", "mix", "capacity"):
+        for part in GOAL_PARTS:
             for name, error in summary.get(part, {}).get("errors", {}).items():
                 print(f"  {part} {name}: ERROR {error[:200]}")
                 missed.append(f"{part} {name}: error")
@@ -192,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     if "capacity" in parts:
         common.log("[bench] capacity mix (PostgreSQL + Redis, 2 workers) ...")
         summary["capacity"] = _guarded(capacity.main, ["--quick"] if args.quick else [])
+    if "entitlements" in parts:
+        common.log("[bench] entitlements (PostgreSQL, 1 worker) ...")
+        summary["entitlements"] = _guarded(entitlements.main, ["--seconds", str(seconds)])
+    if "pixel" in parts:
+        common.log("[bench] pixel ingest ...")
+        pixel_argv = ["--seconds", str(seconds)]
+        if args.quick:
+            pixel_argv += ["--events", "100000", "--burst", "100000"]
+        summary["pixel"] = _guarded(pixel.main, pixel_argv)
     missed = summarise(summary)
     summary["missed"] = missed
     summary["wall_s"] = round(time.monotonic() - started, 1)
