@@ -155,7 +155,7 @@ class GatewayMiddleware:
             headers = decision.headers()
         headers.append(("X-Request-ID", request_id(req)))
         resp.set_headers(headers)  # one call: set_header per header showed in profiles
-        # Metrics: what the ASGI wrapper (pixel/fastpath.py) records once the answer is sent.
+        # Metrics: what the ASGI front (web/front.py) records once the answer is sent.
         req.scope[ROUTE_KEY] = (req.method, req.uri_template, resp.status)
 
     async def _limit_ip(self, req: falcon.asgi.Request, name: str | None) -> None:

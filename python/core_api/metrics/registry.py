@@ -45,7 +45,7 @@ HISTOGRAMS: dict[str, tuple[float, ...]] = {
 Labels = tuple[tuple[str, str], ...]
 
 # The ASGI scope key where the gateway leaves (method, route template, status) for the
-# ASGI wrapper, which records the request once its answer is sent.
+# ASGI front (web/front.py), which records the request once its answer is sent.
 ROUTE_KEY = "core_api.route"
 
 
