@@ -57,6 +57,7 @@ TABLES = [
     "workspace_members",
     "workspaces",
     "users",
+    "workspace_member_counts",  # after workspace_members: its triggers write here
 ]
 
 

@@ -36,6 +36,7 @@ EXPECTED_TABLES = {
     "users",
     "workspaces",
     "workspace_members",
+    "workspace_member_counts",
     "api_keys",
     "idempotency_records",
     "instance",

@@ -161,9 +161,9 @@ async def page_for_user(db: Executor, user_id: int, query: ListQuery) -> list[Wo
 
 
 async def count_for_user(db: Executor, user_id: int, query: ListQuery) -> int:
-    if not query.filtered:  # memberships alone (a covering index); the FK keeps them whole
+    if not query.filtered:  # kept by triggers on workspace_members (migration 0012)
         value = await fetch_value(
-            db, "SELECT COUNT(*) AS n FROM workspace_members WHERE user_id = ?", (user_id,)
+            db, "SELECT n FROM workspace_member_counts WHERE user_id = ?", (user_id,)
         )
     else:
         base, params = _scope(user_id, query)
