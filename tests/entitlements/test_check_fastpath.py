@@ -206,3 +206,25 @@ async def test_usage_recorded_elsewhere_shows_in_the_next_check(
     assert got.status == 200
     again = await writer.get(f"{CHECK}?feature=posts", key=boot_key)
     assert again.json["current_usage"] == 3 and again.json["available"] == 7
+
+
+async def test_a_revoked_or_expired_key_is_refused_at_once(pair: Pair, clock: ManualClock) -> None:
+    """The fast path reads the key cache after the same invalidation sync as the gateway:
+    a key revoked (or past its expiry) is a 401 on its very next check."""
+    owner = pair.owner_key
+    for expiry in (None, "2026-01-01T00:10:00Z"):
+        body: dict[str, Any] = {"name": "short-lived", "scopes": ["entitlements:read"]}
+        if expiry:
+            body["expires_at"] = expiry
+        made = await pair.fast.post("/api/v1/api-keys", json=body, key=owner)
+        assert made.status == 201, made.json
+        key = made.json["data"]["key"]
+        assert (await pair.fast.get(f"{CHECK}?feature=posts", key=key)).status == 200  # cached
+        if expiry is None:
+            gone = await pair.fast.delete(f"/api/v1/api-keys/{made.json['data']['id']}", key=owner)
+            assert gone.status == 204
+        else:
+            clock.advance(11 * 60)
+        refused = await pair.fast.get(f"{CHECK}?feature=posts", key=key)
+        assert refused.status == 401, refused.json
+        assert refused.json["error"] == "unauthorized"
