@@ -88,6 +88,11 @@ class _Connection:
         self.thread.shutdown(wait=True)
 
 
+# Page cache per connection, in KiB (SQLite's default is 2 MiB): the indexes that random
+# keys land in (idempotency keys, slugs) outgrow 2 MiB within minutes of writes.
+CACHE_KIB = 65_536
+
+
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -95,6 +100,7 @@ def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")  # first: WAL may wait
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         conn.execute("PRAGMA foreign_keys=ON")
         if read_only:
             conn.execute("PRAGMA query_only=ON")
