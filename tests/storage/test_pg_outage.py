@@ -250,6 +250,25 @@ async def test_outage_is_a_fast_documented_503_and_the_first_request_after_it_su
     assert count_workspaces(outage_db, "After the outage") == 1
 
 
+async def test_an_entitlement_check_needing_the_database_is_a_fast_503(
+    proxy: CuttableProxy, outage_db: str, tmp_path: Path
+) -> None:
+    """The check's fast path (entitlements/fastpath.py) during a cut: a check whose usage
+    is not cached answers the documented 503 fast, with its rate-limit headers and request
+    id, and the first check after the restore reads the database again."""
+    check = "/api/v1/entitlements/check"
+    async with app_through(proxy, outage_db, tmp_path, "Checks") as (_, api, _key):
+        assert (await api.get(check, params={"feature": "api_calls"})).status == 200
+        proxy.cut()
+        cold, _ = await timed(api.get(check, params={"feature": "storage"}))
+        assert_unavailable(cold)
+        assert cold.header("X-RateLimit-Limit")  # charged: the gateway's headers
+        proxy.restore()
+        after, _ = await timed(api.get(check, params={"feature": "storage"}))
+        assert after.status == 200, after.json
+        assert after.json["feature"] == "storage"
+
+
 async def test_restart_between_requests_costs_no_failed_request(
     proxy: CuttableProxy, outage_db: str, tmp_path: Path
 ) -> None:
