@@ -11,7 +11,7 @@ workspace from the access cache and the limit and usage from the entitlement cac
 Handed to the Falcon app before anything is charged: a key not in the cache (or not
 usable), an ``Authorization`` that is not a bearer key, a query that needs decoding, and
 repeated ``Authorization``, ``X-Workspace-ID`` or ``X-Request-ID`` headers. After the
-charge, errors are rendered here (``front.send_error``), so a request counts once.
+charge, errors are rendered here (``front.send_failure``), so a request counts once.
 """
 
 from __future__ import annotations
@@ -22,23 +22,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import AccessDenied, ApiError, ServerError, ServiceUnavailable
+from ..errors import AccessDenied
 from ..gateway.auth import Principal, bearer_token
 from ..gateway.request_ids import from_header
 from ..logs import CURRENT_REQUEST
 from ..metrics.registry import REGISTRY
-from ..storage import DatabaseUnavailable
 from ..web.context import acting_workspace
 from ..web.front import (
     Front,
     LogRequest,
     Receive,
-    Refused,
     Scope,
     Send,
     charge,
     header_list,
-    send_error,
+    send_failure,
     send_json,
 )
 from .resources import Check, check_params, simple_params
@@ -101,43 +99,36 @@ class FastCheck:
                 self.meter.record_api_call(principal.workspace_id)
             if not principal.allows(self.required):
                 raise AccessDenied(self.required)
-            body = self._known(principal, found[1], params) or await self._answer(
-                principal, found[1], params, rid
+            feature, quantity = check_params(params)  # 422 before the workspace, as Falcon
+            body = self._known(principal, found[1], feature, quantity) or await self._answer(
+                principal, found[1], feature, quantity, rid
             )
-        except Refused as refused:
-            await send_error(send, ROUTE, rid, started, refused.headers, refused.error)
-            return
-        except ApiError as exc:
-            await send_error(send, ROUTE, rid, started, rate, exc)
-            return
-        except DatabaseUnavailable as exc:
-            log.warning("storage unavailable request_id=%s GET %s: %s", rid, PATH, exc)
-            await send_error(send, ROUTE, rid, started, rate, ServiceUnavailable())
-            return
         except Exception as exc:
-            log.error("unhandled error request_id=%s GET %s", rid, PATH, exc_info=exc)
-            await send_error(send, ROUTE, rid, started, rate, ServerError())
+            await send_failure(send, ROUTE, rid, started, rate, exc, log)
             return
         headers = [*rate, (b"x-request-id", rid.encode())]
         await send_json(send, 200, orjson.dumps(body), headers)
         REGISTRY.request("GET", PATH, 200, perf_counter() - started)
 
     def _known(
-        self, principal: Principal, workspace_header: str | None, params: dict[str, str]
+        self, principal: Principal, workspace_header: str | None, feature: str, quantity: int
     ) -> dict[str, Any] | None:
         """The answer from memory alone: the home workspace and the counts cached."""
-        feature, quantity = check_params(params)  # 422 before the workspace, as Falcon
         if workspace_header is not None:
             return None
         workspace = self.workspaces.known(principal.user_id, principal.workspace_id)
         return None if workspace is None else self.service.check_now(workspace, feature, quantity)
 
     async def _answer(
-        self, principal: Principal, workspace_header: str | None, params: dict[str, str], rid: str
+        self,
+        principal: Principal,
+        workspace_header: str | None,
+        feature: str,
+        quantity: int,
+        rid: str,
     ) -> dict[str, Any]:
         """What needs the database (or X-Workspace-ID): its log lines carry the id."""
         CURRENT_REQUEST.set(LogRequest(rid))
-        feature, quantity = check_params(params)
         workspace = await acting_workspace(principal, workspace_header, self.workspaces)
         return await self.service.check(workspace, feature, quantity)
 

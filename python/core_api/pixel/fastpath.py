@@ -32,8 +32,6 @@ from ..config import Settings
 from ..errors import (
     ApiError,
     RequestTimeout,
-    ServerError,
-    ServiceUnavailable,
     ValidationFailed,
 )
 from ..gateway.middleware import client_ip
@@ -41,17 +39,16 @@ from ..gateway.ratelimit import Limiter, per_minute_tier
 from ..gateway.request_ids import from_header
 from ..logs import CURRENT_REQUEST
 from ..metrics.registry import REGISTRY
-from ..storage import DatabaseUnavailable
 from ..web.front import (
     Front,
     Message,
     Receive,
-    Refused,
     Scope,
     Send,
     charge,
     header_list,
     send_error,
+    send_failure,
 )
 from .ingest import (
     MAX_BODY_BYTES,
@@ -70,6 +67,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("core_api.pixel")
 
 PATH = "/api/v1/pixel/track"
+ROUTE = ("POST", PATH)
 _TRACKED = b'{"tracked":true}'
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
@@ -176,19 +174,8 @@ class FastTrack:
                     hit = Hit(*parsed.fields())
                 sender = (ip, agent, origin, dnt, gpc)
                 outcome = await self._track(hit, sender, _Peer(remote, forwarded, rid))
-        except Refused as refused:
-            await self._error(send, rid, started, refused.headers, refused.error)
-            return
-        except ApiError as exc:
-            await self._error(send, rid, started, rate, exc)
-            return
-        except DatabaseUnavailable as exc:
-            log.warning("storage unavailable request_id=%s POST %s: %s", rid, PATH, exc)
-            await self._error(send, rid, started, rate, ServiceUnavailable())
-            return
         except Exception as exc:
-            log.error("unhandled error request_id=%s POST %s", rid, PATH, exc_info=exc)
-            await self._error(send, rid, started, rate, ServerError())
+            await send_failure(send, ROUTE, rid, started, rate, exc, log)
             return
         out = _TRACKED if outcome.tracked else orjson.dumps(outcome.body())
         answer = [_JSON, (b"content-length", b"%d" % len(out)), _NO_STORE]
@@ -269,7 +256,7 @@ class FastTrack:
         rate: list[tuple[bytes, bytes]] | None,
         exc: ApiError,
     ) -> None:
-        await send_error(send, ("POST", PATH), rid, started, rate, exc)
+        await send_error(send, ROUTE, rid, started, rate, exc)
 
 
 class ReadDeadlines:

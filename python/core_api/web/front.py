@@ -12,16 +12,18 @@ from the same ``ApiError`` classes as ``errors.py``, so that no request counts t
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any, Protocol
 
 import orjson
 
-from ..errors import ApiError
+from ..errors import ApiError, ServerError, ServiceUnavailable
 from ..gateway.ratelimit import Decision, Limiter
 from ..metrics.registry import REGISTRY, ROUTE_KEY
 from ..plans import Tier
+from ..storage import DatabaseUnavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -122,6 +124,32 @@ async def send_error(
     headers.append((b"x-request-id", rid.encode()))
     await send_json(send, exc.status, orjson.dumps(media), headers)
     REGISTRY.request(route[0], route[1], exc.status, perf_counter() - started)
+
+
+async def send_failure(
+    send: Send,
+    route: tuple[str, str],
+    rid: str,
+    started: float,
+    rate: list[tuple[bytes, bytes]] | None,
+    exc: Exception,
+    log: logging.Logger,
+) -> None:
+    """What a fast path raised after the charge, answered as ``errors.py`` answers it: a
+    refusal with its own headers, an ``ApiError`` as itself, the database unavailable as
+    a 503 (one log line), anything else as a 500 (logged with its traceback)."""
+    error: ApiError
+    if isinstance(exc, Refused):
+        rate, error = exc.headers, exc.error
+    elif isinstance(exc, ApiError):
+        error = exc
+    elif isinstance(exc, DatabaseUnavailable):
+        log.warning("storage unavailable request_id=%s %s %s: %s", rid, *route, exc)
+        error = ServiceUnavailable()
+    else:
+        log.error("unhandled error request_id=%s %s %s", rid, *route, exc_info=exc)
+        error = ServerError()
+    await send_error(send, route, rid, started, rate, error)
 
 
 @functools.lru_cache(maxsize=64)
