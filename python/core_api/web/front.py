@@ -5,7 +5,7 @@ A fast path (``pixel/fastpath.py``, ``entitlements/fastpath.py``) answers its ro
 the Falcon route and the gateway would, without building Falcon's request and response
 objects: same statuses, bodies and headers, tested side by side. What it cannot decide
 from memory before anything was charged, it hands to :meth:`Front.falcon`; after a
-charge (the rate limit, ``api_calls``) it renders errors itself with :func:`send_error`,
+charge (the rate limit, ``api_calls``) it renders errors itself with :func:`send_failure`,
 from the same ``ApiError`` classes as ``errors.py``, so that no request counts twice.
 """
 
